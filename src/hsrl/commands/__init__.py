@@ -1,0 +1,1 @@
+"""CLI subcommand groups, one module per pipeline stage; ``hsrl.cli`` assembles them."""

@@ -1,0 +1,220 @@
+"""Typed run configuration: defaults in code, YAML files on top, ``--set a.b=value`` overrides last.
+
+Every stage reads its own section; the merged config is saved as ``config.yaml`` in the run directory
+so that a run can be reproduced and later stages use what earlier ones used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hsrl.errors import ConfigError
+
+CONFIG_FILE = "config.yaml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(Section):
+    """The ground-truth world of the embedded default dataset (DESIGN §4)."""
+
+    n_users: int = Field(600, ge=10)
+    n_items: int = Field(300, ge=10)
+    latent_dim: int = Field(8, ge=2)
+    feature_dim: int = Field(16, ge=2)
+    profile_dim: int = Field(8, ge=1)
+    feature_noise: float = Field(0.3, ge=0.0)
+    profile_noise: float = Field(0.5, ge=0.0)
+    sessions_per_user: int = Field(2, ge=1)
+    behaviour_noise: float = Field(1.0, ge=0.0, description="temperature of the popularity+noise logger")
+
+
+class DataConfig(Section):
+    dataset: Literal["synthetic", "ml-100k", "ml-1m", "rl4rs", "csv"] = "synthetic"
+    source: str | None = Field(None, description="path to the raw files (ML, RL4RS, csv); None = fetch/embedded")
+    item_source: str | None = Field(None, description="item feature file (RL4RS item_info.csv, csv items)")
+    slate_size: int = Field(9, ge=1)
+    history_length: int = Field(50, ge=1)
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    click_threshold: float = Field(4.0, description="MovieLens: rating >= threshold counts as a click")
+    text_features: bool = False
+    seed: int = 0
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class SimulatorConfig(Section):
+    dim: int = Field(32, ge=4)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    patience: int = Field(3, ge=1)
+    seed: int = 0
+
+
+class EnvConfig(Section):
+    batch_users: int = Field(32, ge=1)
+    reward: str = "mean_with_cost"
+    click_cost: float = 0.1
+    temper: float = Field(20.0, gt=0)
+    world: Literal["simulator", "true"] = "simulator"
+
+
+class SIDConfig(Section):
+    levels: int = Field(3, ge=1)
+    codes: int | None = Field(None, ge=2, description="codes per level; None = chosen from the catalogue size")
+    balanced: bool = False
+    normalize: bool = True
+    kmeans_iters: int = Field(25, ge=1)
+    seed: int = 0
+
+
+class AgentConfig(Section):
+    """Agent hyper-parameters (DESIGN §7 defaults)."""
+
+    name: str = "hsrl"
+    dim: int = 32
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    residual: Literal["hard", "soft"] = "hard"
+    credit: Literal["token", "slate"] = "token"
+    decode: Literal["trie", "score_all"] = "trie"
+    gamma: float = 0.9
+    tau: float = 0.01
+    actor_lr: float = 1e-3
+    critic_lr: float = 1e-3
+    weight_decay: float = 1e-5
+    entropy: float = 0.1
+    clip: float = 0.2
+    bc_coef: float = 0.0
+    beam: int = 16
+
+
+class TrainConfig(Section):
+    steps: int = Field(2000, ge=1)
+    batch_size: int = 64
+    buffer_size: int = 100_000
+    start_steps: int = 100
+    updates_per_step: int = 1
+    eval_every: int = 500
+    eval_episodes: int = 200
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    seeds: int = Field(3, ge=1)
+    episodes: int = Field(500, ge=1)
+    agents: list[str] = ["hsrl", "random", "popular"]
+
+
+class RunConfig(Section):
+    data: DataConfig = DataConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    env: EnvConfig = EnvConfig()
+    sid: SIDConfig = SIDConfig()
+    agent: AgentConfig = AgentConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """Turn ``["sid.levels=4", "data.dataset=ml-100k"]`` into a nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. sid.levels=4")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _validate(tree: dict[str, Any], origin: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{loc}: {err['msg']}")
+        raise ConfigError(f"{origin}: invalid config: " + "; ".join(lines)) from None
+
+
+def load_config(
+    files: list[str | Path] | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: RunConfig | None = None,
+) -> RunConfig:
+    """Defaults (or ``base``) <- each YAML file in order <- overrides."""
+    tree: dict[str, Any] = base.model_dump(mode="json") if base is not None else {}
+    origin = "defaults"
+    for f in files or []:
+        tree = _merge(tree, _read_yaml(Path(f)))
+        origin = str(f)
+    if overrides:
+        over = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+        tree = _merge(tree, over)
+        origin = "overrides" if origin == "defaults" else f"{origin} + overrides"
+    return _validate(tree, origin)
+
+
+def save_config(config: RunConfig, run_dir: str | Path) -> Path:
+    from hsrl.io import atomic_path
+
+    path = Path(run_dir) / CONFIG_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config saved in a run directory (defaults if none yet), with overrides applied."""
+    path = Path(run_dir) / CONFIG_FILE
+    files = [path] if path.is_file() else []
+    return load_config(files, overrides)

@@ -1,0 +1,1 @@
+"""sid stage of hsrl."""

@@ -1,0 +1,41 @@
+"""Shared fixtures: run the CLI in-process, small configs, paths to shared data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hsrl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RL4RS_ITEMS = SHARED / "data" / "rl4rs" / "item_info.csv"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Call ``hsrl ARGS...`` in-process; returns exit code and captured stdout/stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def rl4rs_items() -> Path:
+    if not RL4RS_ITEMS.is_file():
+        pytest.skip(f"shared RL4RS item file not found at {RL4RS_ITEMS}")
+    return RL4RS_ITEMS

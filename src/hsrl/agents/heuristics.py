@@ -1,0 +1,78 @@
+"""Non-learned reference policies: random, popular, and the privileged oracle-greedy (DESIGN §8)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from hsrl.agents.base import Agent, sample_without_replacement
+from hsrl.simulator.observation import Observation
+
+NEG = -1e9
+
+
+class RandomAgent(Agent):
+    """K distinct items drawn uniformly from the active catalogue."""
+
+    name = "random"
+
+    def __init__(self, item_features: torch.Tensor, slate_size: int, seed: int = 0) -> None:
+        super().__init__(item_features, slate_size)
+        self.generator = torch.Generator(device=item_features.device).manual_seed(seed)
+
+    def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
+        logits = torch.where(self.active, 0.0, NEG).expand(obs.batch_size, -1)
+        return sample_without_replacement(logits, self.slate_size, self.generator)
+
+
+class PopularAgent(Agent):
+    """The K most clicked active items in the training logs, the same for everyone."""
+
+    name = "popular"
+
+    def __init__(self, item_features: torch.Tensor, slate_size: int, popularity: torch.Tensor) -> None:
+        super().__init__(item_features, slate_size)
+        self.popularity = popularity.float()
+
+    def set_catalogue(self, item_features: torch.Tensor, index=None, active: torch.Tensor | None = None) -> None:
+        extra = item_features.shape[0] - self.popularity.shape[0]
+        if extra > 0:  # new items have no clicks yet
+            self.popularity = torch.cat([self.popularity, self.popularity.new_zeros(extra)])
+        super().set_catalogue(item_features, index, active)
+
+    def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
+        scores = torch.where(self.active, self.popularity, NEG)
+        return scores.topk(self.slate_size).indices.expand(obs.batch_size, -1)
+
+
+class OracleGreedyAgent(Agent):
+    """PRIVILEGED reference: top-K by the judging world's own click probabilities (myopic).
+
+    ``click_probs(obs, slate)`` is the environment's response function; every active item is scored.
+    """
+
+    name = "oracle"
+    privileged = True
+
+    def __init__(
+        self,
+        item_features: torch.Tensor,
+        slate_size: int,
+        click_probs: Callable[[Observation, torch.Tensor], torch.Tensor],
+        chunk: int = 4096,
+    ) -> None:
+        super().__init__(item_features, slate_size)
+        self.click_probs = click_probs
+        self.chunk = chunk
+
+    @torch.no_grad()
+    def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
+        items = torch.arange(self.n_items, device=obs.device)
+        parts = []
+        for start in range(0, self.n_items, self.chunk):
+            chunk = items[start : start + self.chunk].expand(obs.batch_size, -1)
+            parts.append(self.click_probs(obs, chunk))
+        scores = torch.cat(parts, dim=1)
+        scores = torch.where(self.active, scores, NEG)
+        return scores.topk(self.slate_size, dim=1).indices

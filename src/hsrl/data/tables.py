@@ -1,0 +1,251 @@
+"""Read raw delimited/Parquet files as text tables and turn cells into arrays, with errors that name
+the file, the line, the field and what was expected (DESIGN §4 "Bad input").
+
+Every reader goes through here so that bad input is caught the same way everywhere, before anything
+is written. Cells are kept as strings until a column is converted, so a bad value is reported at its
+own line instead of surfacing as a pandas exception.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hsrl.errors import InputError
+
+_SEPARATORS = {"@": "'@'", "\t": "a tab", ",": "','", " ": "a space", "|": "'|'", ";": "';'", "::": "'::'"}
+_NOT_FINITE = {"nan", "inf", "-inf", "+inf", "infinity", "-infinity", "na", "null", "none"}
+
+
+@dataclass
+class Table:
+    """A raw file's cells as strings. Positional row i is file line ``frame.index[i] + first_line``
+    (the index keeps file positions, so dropped blank lines do not shift line numbers)."""
+
+    path: Path
+    frame: pd.DataFrame
+    first_line: int  # 2 for a file with a header line, 1 without one (and for Parquet records)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def line(self, position: int) -> int:
+        """File line (or record) number of positional row ``position``."""
+        return int(self.frame.index[position]) + self.first_line
+
+    def fail(self, position: int | None, field: str | None, message: str, expected: str | None = None) -> None:
+        row = None if position is None else self.line(position)
+        raise InputError(str(self.path), message, row=row, field=field, expected=expected)
+
+    def text(self, column: str, allow_empty: bool = False) -> np.ndarray:
+        """A column as stripped strings; an empty cell is an error unless ``allow_empty``."""
+        values = self.frame[column].astype(str).str.strip().to_numpy(dtype=object)
+        if not allow_empty:
+            empty = np.flatnonzero(values == "")
+            if empty.size:
+                self.fail(empty[0], column, "empty value", "a value")
+        return values
+
+    def numbers(self, column: str, integer: bool = False) -> np.ndarray:
+        """A column as finite float64 (or int64) values; the first bad cell is reported."""
+        return to_numbers(self.text(column, allow_empty=True), self, column, integer=integer)
+
+    def lists(self, column: str, width: int | None = None, integer: bool = False) -> np.ndarray:
+        """A comma-separated list column as a (rows, width) array; every row must have the same length.
+
+        ``width=None`` takes the first row's length as the expected one (e.g. the 40-d RL4RS item_vec).
+        """
+        cells = self.text(column)
+        counts = np.fromiter((c.count(",") + 1 for c in cells), dtype=np.int64, count=len(cells))
+        expected = int(counts[0]) if width is None else width
+        bad = np.flatnonzero(counts != expected)
+        if bad.size:
+            i = bad[0]
+            where = "" if width is not None else f" (line {self.line(0)} has {expected})"
+            self.fail(i, column, f"{counts[i]} comma-separated entries{where}", f"{expected} entries")
+        flat = np.array(",".join(cells).split(","), dtype=object)
+        values = to_numbers(flat, self, column, integer=integer, stride=expected)
+        return values.reshape(len(cells), expected)
+
+    def require(self, columns: list[str] | tuple[str, ...], sep: str | None = None) -> None:
+        """Every column must be present; a missing one is reported with the columns found (and a hint
+        when the header looks split by another separator)."""
+        present = [str(c).strip() for c in self.frame.columns]
+        missing = [c for c in columns if c not in present]
+        if not missing:
+            return
+        hint = ""
+        header = str(self.frame.columns[0]) if len(present) == 1 else ""
+        for other, name in _SEPARATORS.items():
+            if sep is not None and other != sep and header and set(columns) <= set(header.split(other)):
+                hint = f"; the header is separated by {name}, expected {_SEPARATORS.get(sep, repr(sep))}"
+                break
+        raise InputError(
+            str(self.path),
+            f"missing column '{missing[0]}' (found: {', '.join(present)}){hint}",
+            row=1 if self.first_line == 2 else None,
+            field=missing[0],
+            expected="columns " + ", ".join(columns),
+        )
+
+
+def to_numbers(
+    cells: np.ndarray,
+    table: Table,
+    column: str,
+    integer: bool = False,
+    stride: int = 1,
+) -> np.ndarray:
+    """Strings -> finite numbers; ``stride`` maps a flat index back to its row (list columns)."""
+    series = pd.Series(cells, dtype=object)
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raw = str(cells[bad[0]]).strip()
+        if raw == "":
+            message = "empty value"
+        elif raw.lower() in _NOT_FINITE or raw.lower().lstrip("+-") in _NOT_FINITE:
+            message = f"'{raw}' is NaN or infinite"
+        else:
+            message = f"non-numeric value '{raw[:40]}'"
+        table.fail(bad[0] // stride, column, message, "an integer" if integer else "a finite number")
+    if integer:
+        frac = np.flatnonzero(values != np.round(values))
+        if frac.size:
+            table.fail(frac[0] // stride, column, f"'{cells[frac[0]]}' is not an integer", "an integer")
+        return values.astype(np.int64)
+    return values
+
+
+def check_file(path: str | Path) -> Path:
+    """The path must be an existing, readable, non-empty regular file."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputError(str(p), "file not found", expected="an existing file")
+    if not p.is_file():
+        raise InputError(str(p), "not a regular file", expected="a file, not a folder")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise InputError(str(p), f"cannot be read ({exc.strerror})", expected="a readable file") from None
+    if not head.strip():
+        raise InputError(str(p), "the file is empty", expected="a header line and data rows")
+    return p
+
+
+def read_delimited(
+    path: str | Path,
+    sep: str,
+    *,
+    names: list[str] | None = None,
+    required: list[str] | tuple[str, ...] = (),
+    encoding: str = "utf-8",
+) -> Table:
+    """Read a text table as strings. With ``names`` the file has no header (line 1 is data); without,
+    line 1 is the header and ``required`` columns must be in it. Blank lines are dropped after reading
+    (their line numbers stay accounted for)."""
+    p = check_file(path)
+    engine_sep, source = sep, p
+    try:
+        if len(sep) > 1:  # '::' (MovieLens-1M): map to one character so the fast C parser can be used
+            source, engine_sep = io.StringIO(p.read_text(encoding=encoding).replace(sep, "\x1f")), "\x1f"
+        frame = pd.read_csv(
+            source,
+            sep=engine_sep,
+            header=None if names is not None else 0,
+            names=names,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            quoting=3,  # QUOTE_NONE: logs are not quoted; a stray quote is data
+            encoding=encoding,
+            engine="c",
+        )
+    except UnicodeDecodeError:
+        raise InputError(str(p), f"not valid {encoding} text", row=_bad_text_line(p, encoding),
+                         expected=f"{encoding}-encoded text") from None
+    except pd.errors.ParserError as exc:
+        match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if match:
+            raise InputError(
+                str(p),
+                f"{match.group(3)} fields",
+                row=int(match.group(2)),
+                expected=f"{match.group(1)} fields separated by {_SEPARATORS.get(sep, repr(sep))}",
+            ) from None
+        raise InputError(str(p), f"cannot be parsed ({exc})") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(str(p), "the file is empty", expected="a header line and data rows") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    table = Table(p, frame, first_line=1 if names is not None else 2)
+    if names is None:
+        table.require(list(required), sep=sep)
+    keep = ~_blank_rows(frame)
+    table.frame = frame.loc[keep]
+    if len(table.frame) == 0:
+        what = "only a header line" if names is None else "no data lines"
+        raise InputError(str(p), f"{what}, no data rows", expected="at least one data row")
+    table.frame.index = np.flatnonzero(keep)  # file positions, for line numbers
+    if names is not None and len(names) > 1:
+        _check_field_counts(table, sep)
+    return table
+
+
+def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose every cell is empty (blank lines); only rows with an empty first cell are checked."""
+    blank = (frame.iloc[:, 0].astype(str).str.strip() == "").to_numpy()
+    for i in np.flatnonzero(blank):
+        blank[i] = all(str(v).strip() == "" for v in frame.iloc[i])
+    return blank
+
+
+def _check_field_counts(table: Table, sep: str) -> None:
+    """Header-less files: a line with too few fields (often another separator) is reported as such."""
+    last = table.frame.iloc[:, -1].astype(str).str.strip().to_numpy() == ""
+    if last.any():
+        i = int(np.flatnonzero(last)[0])
+        first = str(table.frame.iloc[i, 0])
+        hint = next((f" (the line seems separated by {name})" for o, name in _SEPARATORS.items()
+                     if o != sep and o != " " and o in first), "")
+        table.fail(i, None, f"too few fields{hint}",
+                   f"{table.frame.shape[1]} fields separated by {_SEPARATORS.get(sep, repr(sep))}")
+
+
+def _bad_text_line(path: Path, encoding: str) -> int | None:
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError:
+            return number
+    return None
+
+
+def read_parquet(path: str | Path, required: list[str] | tuple[str, ...] = ()) -> Table:
+    """A Parquet file as a string table; 'rows' are 1-based record numbers."""
+    p = check_file(path)
+    try:
+        frame = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises many types for corrupt files
+        raise InputError(str(p), f"not a readable Parquet file ({type(exc).__name__})", expected="Parquet") from None
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    table = Table(p, frame.astype(str).replace({"None": ""}), first_line=1)
+    table.require(list(required))
+    if len(frame) == 0:
+        raise InputError(str(p), "no data rows", expected="at least one row")
+    return table
+
+
+def read_any(path: str | Path, required: list[str] | tuple[str, ...] = ()) -> Table:
+    """CSV (comma-separated, header line) or Parquet, by file extension."""
+    p = Path(path)
+    if p.suffix.lower() in (".parquet", ".pq"):
+        return read_parquet(p, required)
+    sep = "\t" if p.suffix.lower() in (".tsv", ".tab") else ","
+    return read_delimited(p, sep, required=required)

@@ -75,6 +75,10 @@ class SIDConfig(Section):
     normalize: bool = True
     kmeans_iters: int = Field(25, ge=1)
     seed: int = 0
+    disambiguation: int | None = Field(
+        None, ge=1, description="capacity D of the last (disambiguation) token; None = 2x the largest collision group"
+    )
+    text: bool = Field(False, description="build on item-text embeddings (needs the 'text' extra) instead of features")
 
 
 class AgentConfig(Section):

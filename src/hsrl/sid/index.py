@@ -1,0 +1,514 @@
+"""The Semantic ID index: item <-> SID lookup, the decoding trie, and a catalogue that changes (DESIGN §6).
+
+A SID is ``depth = L + 1`` tokens: L semantic tokens from the residual codebooks and one
+disambiguation token that numbers the items sharing the same L tokens (0, 1, 2, ... by item index at
+build, then in order of arrival), so the mapping is one-to-one and every decodable SID is a real item.
+
+The action space the policy sees is FIXED at build: ``vocab_sizes = [V] * L + [D]``. D (the
+disambiguation capacity) is the power of two >= 2 × the largest collision group, at least 4, so groups
+have room to grow. Disambiguation tokens are never reused: a removed item's SID stays dead, so a stale
+policy output or a cached SID never silently names another item. A new item whose group is full
+*spills* to the nearest last-level code whose group has room (it keeps its first L-1 tokens; counted as
+``spilled`` in the stats); only when no code under its (L-1)-token prefix has room does ``add_items``
+fail, asking for a rebuild.
+
+The trie is one table per level l = 0..depth-1: a sorted int64 array of the l-token prefixes (mixed-radix
+keys) and a count matrix (prefixes, vocab_sizes[l]) of ACTIVE items below each (prefix, token). A batch of
+prefixes is answered with one ``torch.searchsorted`` plus a row gather, so the cost grows only with log N.
+Rows are never deleted (a prefix whose items are all removed keeps an all-zero row).
+
+Not thread-safe: a service must serialise ``add_items``/``remove_items`` against reads (e.g. a lock).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hsrl.errors import ArtifactError, InputError
+from hsrl.io import atomic_path
+from hsrl.sid.embeddings import FeatureTransform, check_features
+from hsrl.sid.rqkmeans import default_codes, quantize, squared_distances, train_codebooks
+
+FORMAT_VERSION = 1
+MIN_DISAMBIGUATION = 4
+MAX_KEY = 2**62
+
+
+def disambiguation_capacity(max_group: int) -> int:
+    """D = the power of two >= 2 × the largest collision group, at least 4 (room for new items)."""
+    need = max(MIN_DISAMBIGUATION, 2 * int(max_group))
+    return 1 << (need - 1).bit_length()
+
+
+def _keys(tokens: np.ndarray, radices: list[int]) -> np.ndarray:
+    """Mixed-radix int64 key of each row of ``tokens`` (n, l); 0 for l = 0."""
+    key = np.zeros(tokens.shape[0], dtype=np.int64)
+    for col, radix in enumerate(radices):
+        key = key * radix + tokens[:, col]
+    return key
+
+
+@dataclass
+class _Level:
+    """One trie level: sorted prefix keys and the active-item count per (prefix, next token)."""
+
+    keys: np.ndarray  # (P,) int64, sorted
+    counts: np.ndarray  # (P, vocab) int32
+
+
+class SemanticIDIndex:
+    """Invertible item <-> SID lookup with a per-level trie over the active items."""
+
+    def __init__(
+        self,
+        transform: FeatureTransform,
+        codebooks: list[np.ndarray],
+        disambiguation: int,
+        codes: np.ndarray,
+        active: np.ndarray,
+        residual_sq: np.ndarray,
+        spilled: np.ndarray,
+        embedding_var: float,
+        version: int = 0,
+        source: str = "features",
+        build_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.transform = transform
+        self.codebooks = [np.ascontiguousarray(c, dtype=np.float32) for c in codebooks]
+        self.disambiguation = int(disambiguation)
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.active = np.asarray(active, dtype=bool)
+        self.residual_sq = np.asarray(residual_sq, dtype=np.float32)
+        self.spilled = np.asarray(spilled, dtype=bool)
+        self.embedding_var = float(embedding_var)
+        self.version = int(version)
+        self.source = source
+        self.build_config = dict(build_config or {})
+        self._check_arrays()
+        self._rebuild_tables()
+        if np.unique(self._item_keys).size != self.n_items:
+            raise ValueError("two items share one SID")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        features: np.ndarray,
+        levels: int = 3,
+        codes: int | None = None,
+        balanced: bool = False,
+        normalize: bool = True,
+        seed: int = 0,
+        kmeans_iters: int = 25,
+        disambiguation: int | None = None,
+        source: str = "features",
+    ) -> "SemanticIDIndex":
+        """Train residual codebooks on ``features`` (N, F) and give every item a unique SID.
+
+        ``codes`` None -> ``default_codes(N)``; ``disambiguation`` None -> ``disambiguation_capacity``
+        of the largest collision group (a given value must hold that group). ``source`` records what the
+        features are ("features" or "text"), so that callers embed new items the same way.
+        """
+        x_raw = check_features(features)
+        n = x_raw.shape[0]
+        v = default_codes(n) if codes is None else int(codes)
+        if levels < 1:
+            raise InputError(None, f"levels={levels}", field="sid.levels", expected="at least 1")
+        if v < 2:
+            raise InputError(None, f"codes={v}", field="sid.codes", expected="at least 2")
+        if v > n:
+            raise InputError(None, f"codes={v} per level but only {n} items", field="sid.codes", expected=f"at most {n}")
+        transform = FeatureTransform.fit(x_raw, normalize)
+        x = transform(x_raw)
+        books, sem, residual = train_codebooks(x, levels, v, balanced, seed, kmeans_iters)
+        group_key = _keys(sem, [v] * levels)
+        _, inverse, sizes = np.unique(group_key, return_inverse=True, return_counts=True)
+        max_group = int(sizes.max())
+        d = disambiguation_capacity(max_group) if disambiguation is None else int(disambiguation)
+        if d < max_group:
+            raise InputError(
+                None, f"disambiguation={d} but {max_group} items share one SID prefix", field="sid.disambiguation",
+                expected=f"at least {max_group} (or leave it unset)",
+            )
+        if float(v) ** levels * d >= MAX_KEY:
+            raise InputError(None, f"{v}^{levels} x {d} SIDs do not fit an int64 key", field="sid.codes", expected="fewer codes or levels")
+        # disambiguation token: rank of the item inside its group, by item index (stable sort)
+        order = np.argsort(inverse, kind="stable")
+        group_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        disamb = np.empty(n, dtype=np.int64)
+        disamb[order] = np.arange(n) - group_start[inverse[order]]
+        all_codes = np.concatenate([sem, disamb[:, None]], axis=1)
+        centred = x - x.mean(axis=0, dtype=np.float64)
+        config = dict(levels=levels, codes=v, balanced=balanced, normalize=normalize, seed=seed, kmeans_iters=kmeans_iters)
+        return cls(
+            transform=transform,
+            codebooks=books,
+            disambiguation=d,
+            codes=all_codes,
+            active=np.ones(n, dtype=bool),
+            residual_sq=(residual.astype(np.float64) ** 2).sum(1).astype(np.float32),
+            spilled=np.zeros(n, dtype=bool),
+            embedding_var=float((centred**2).sum(1).mean()),
+            source=source,
+            build_config=config,
+        )
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def levels(self) -> int:
+        return len(self.codebooks)
+
+    @property
+    def depth(self) -> int:
+        return self.levels + 1
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        return [int(c.shape[0]) for c in self.codebooks] + [self.disambiguation]
+
+    @property
+    def n_items(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active.sum())
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """The embedding the codebooks quantise (z-score with the build statistics, optional L2 norm)."""
+        return self.transform(features)
+
+    # ------------------------------------------------------------------ derived tables
+    def _rebuild_tables(self) -> None:
+        """Lookup, trie and group counters from ``codes`` and ``active`` (at build and load)."""
+        vocab = self.vocab_sizes
+        full = _keys(self.codes, vocab)
+        order = np.argsort(full, kind="stable")
+        self._item_keys = full[order]
+        self._item_ids = order.astype(np.int64)
+        self._trie: list[_Level] = []
+        for level in range(self.depth):
+            prefix = _keys(self.codes[:, :level], vocab[:level])
+            keys, inverse = np.unique(prefix, return_inverse=True)
+            if keys.size == 0:  # no items at all: one empty root row
+                keys = np.zeros(1, dtype=np.int64)
+            counts = np.zeros((keys.size, vocab[level]), dtype=np.int32)
+            live = self.active
+            np.add.at(counts, (inverse[live], self.codes[live, level]), 1)
+            self._trie.append(_Level(keys.astype(np.int64), counts))
+        # next free disambiguation token of each L-token group, aligned with the last level's rows
+        groups = self._trie[-1]
+        row = np.searchsorted(groups.keys, _keys(self.codes[:, : self.levels], vocab[: self.levels]))
+        self._group_next = np.zeros(groups.keys.size, dtype=np.int64)
+        np.maximum.at(self._group_next, row, self.codes[:, -1] + 1)
+        self._cache: dict[str, tuple[int, Any]] = {}
+
+    def _tables(self, device: torch.device) -> dict[str, Any]:
+        """Torch views (CPU: zero-copy) or copies (other devices) of the tables, cached per version."""
+        name = str(device)
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+
+        def put(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(device)
+
+        tables = {
+            "vocab": torch.tensor(self.vocab_sizes, dtype=torch.int64, device=device),
+            "item_keys": put(self._item_keys),
+            "item_ids": put(self._item_ids),
+            "active": put(self.active),
+            "codes": put(self.codes),
+            "trie": [(put(t.keys), put(t.counts)) for t in self._trie],
+        }
+        self._cache[name] = (self.version, tables)
+        return tables
+
+    @staticmethod
+    def _torch_keys(tokens: torch.Tensor, vocab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixed-radix keys of (B, l) token rows and whether every token is inside its vocabulary."""
+        tokens = tokens.long()
+        width = tokens.shape[1]
+        ok = ((tokens >= 0) & (tokens < vocab[:width])).all(dim=1)
+        safe = torch.where(ok[:, None], tokens, torch.zeros_like(tokens))
+        key = torch.zeros(tokens.shape[0], dtype=torch.int64, device=tokens.device)
+        for col in range(width):
+            key = key * vocab[col] + safe[:, col]
+        return key, ok
+
+    @staticmethod
+    def _lookup(sorted_keys: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row of each key in a sorted key table, and whether it is there."""
+        pos = torch.searchsorted(sorted_keys, key).clamp_(max=sorted_keys.numel() - 1)
+        return pos, sorted_keys[pos] == key
+
+    # ------------------------------------------------------------------ lookup and trie
+    def item_of(self, sids: torch.Tensor) -> torch.Tensor:
+        """Item index of each SID row (B, depth); -1 where the SID names no active item."""
+        sids = torch.as_tensor(sids)
+        if sids.dim() != 2 or sids.shape[1] != self.depth:
+            raise ValueError(f"item_of expects (B, {self.depth}) SIDs, got shape {tuple(sids.shape)}")
+        t = self._tables(sids.device)
+        key, ok = self._torch_keys(sids, t["vocab"])
+        pos, found = self._lookup(t["item_keys"], key)
+        item = t["item_ids"][pos]
+        good = ok & found & t["active"][item]
+        return torch.where(good, item, torch.full_like(item, -1))
+
+    def sid_of(self, items: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """SID (B, depth) of each item index (removed items keep their SID, which decodes to -1)."""
+        items_t = torch.as_tensor(np.asarray(items) if not isinstance(items, torch.Tensor) else items).long()
+        if items_t.numel() and (int(items_t.min()) < 0 or int(items_t.max()) >= self.n_items):
+            raise InputError(None, "unknown item index", field="items", expected=f"0..{self.n_items - 1}")
+        return self._tables(items_t.device)["codes"][items_t.reshape(-1)].reshape(*items_t.shape, self.depth)
+
+    def valid_next(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, vocab_sizes[l]) mask of the tokens that extend each l-token prefix towards an active item.
+
+        ``prefix`` is (B, l) with 0 <= l < depth ((B, 0) for the first level). A prefix that names no
+        live subtree (unknown, removed, or a token out of range) gets an all-False row.
+        """
+        prefix = torch.as_tensor(prefix)
+        if prefix.dim() != 2 or not 0 <= prefix.shape[1] < self.depth:
+            raise ValueError(f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}")
+        t = self._tables(prefix.device)
+        keys, counts = t["trie"][prefix.shape[1]]
+        key, ok = self._torch_keys(prefix, t["vocab"])
+        pos, found = self._lookup(keys, key)
+        return (counts[pos] > 0) & (ok & found)[:, None]
+
+    # ------------------------------------------------------------------ catalogue changes
+    def add_items(self, features: np.ndarray) -> np.ndarray:
+        """Quantise new items with the frozen codebooks and transform, insert them; returns their indices."""
+        x = self.transform(features)
+        sem, residual = quantize(x, self.codebooks)
+        residual_sq = (residual.astype(np.float64) ** 2).sum(1)
+        disamb, spilled = self._allocate(x, sem, residual_sq)
+        m, start = sem.shape[0], self.n_items
+        new_codes = np.concatenate([sem, disamb[:, None]], axis=1)
+        new_ids = np.arange(start, start + m, dtype=np.int64)
+        vocab = self.vocab_sizes
+        # lookup: merge the new full keys into the sorted table
+        full = _keys(new_codes, vocab)
+        order = np.argsort(full, kind="stable")
+        at = np.searchsorted(self._item_keys, full[order])
+        self._item_keys = np.insert(self._item_keys, at, full[order])
+        self._item_ids = np.insert(self._item_ids, at, new_ids[order])
+        # trie: insert unseen prefixes as zero rows, then count the new items
+        for level, table in enumerate(self._trie):
+            prefix = _keys(new_codes[:, :level], vocab[:level])
+            fresh = np.setdiff1d(prefix, table.keys)
+            if fresh.size:
+                at = np.searchsorted(table.keys, fresh)
+                table.keys = np.insert(table.keys, at, fresh)
+                table.counts = np.insert(table.counts, at, 0, axis=0)
+                if level == self.levels:
+                    self._group_next = np.insert(self._group_next, at, 0)
+            row = np.searchsorted(table.keys, prefix)
+            np.add.at(table.counts, (row, new_codes[:, level]), 1)
+            if level == self.levels:
+                np.maximum.at(self._group_next, row, disamb + 1)
+        self.codes = np.concatenate([self.codes, new_codes])
+        self.active = np.concatenate([self.active, np.ones(m, dtype=bool)])
+        self.residual_sq = np.concatenate([self.residual_sq, residual_sq.astype(np.float32)])
+        self.spilled = np.concatenate([self.spilled, spilled])
+        self.version += 1
+        return new_ids
+
+    def _allocate(self, x: np.ndarray, sem: np.ndarray, residual_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Disambiguation tokens for new items (in arrival order); items of full groups spill to the
+        nearest last-level code with room. Updates ``sem``/``residual_sq`` of spilled rows in place and
+        changes nothing else, so a failure leaves the index as it was."""
+        levels, d = self.levels, self.disambiguation
+        radices = self.vocab_sizes[:levels]
+        group = _keys(sem, radices)
+        groups = self._trie[-1]
+        pos = np.searchsorted(groups.keys, group).clip(max=groups.keys.size - 1)
+        base = np.where(groups.keys[pos] == group, self._group_next[pos], 0)
+        order = np.argsort(group, kind="stable")
+        sorted_group = group[order]
+        rank = np.empty(group.size, dtype=np.int64)
+        rank[order] = np.arange(group.size) - np.searchsorted(sorted_group, sorted_group, side="left")
+        token = base + rank
+        spilled = token >= d
+        if not spilled.any():
+            return token, spilled
+        used: dict[int, int] = {}
+        fits = ~spilled
+        for g, t in zip(group[fits].tolist(), token[fits].tolist()):
+            used[g] = max(used.get(g, 0), t + 1)
+
+        def next_free(g: int) -> int:
+            if g in used:
+                return used[g]
+            p = int(np.searchsorted(groups.keys, g))
+            return int(self._group_next[p]) if p < groups.keys.size and groups.keys[p] == g else 0
+
+        before = x.copy()
+        for level in range(levels - 1):
+            before -= self.codebooks[level][sem[:, level]]
+        last = self.codebooks[-1]
+        for i in np.flatnonzero(spilled):
+            dist = squared_distances(before[i : i + 1], last)[0]
+            for code in np.argsort(dist, kind="stable"):
+                sem[i, -1] = code
+                g = int(_keys(sem[i : i + 1], radices)[0])
+                free = next_free(g)
+                if free < d:
+                    token[i], used[g] = free, free + 1
+                    residual_sq[i] = dist[code]
+                    break
+            else:
+                raise InputError(
+                    None,
+                    f"no free Semantic ID under prefix {tuple(sem[i, :-1].tolist())}: all {last.shape[0]} codes hold"
+                    f" {d} items",
+                    row=int(i),
+                    field="features",
+                    expected="a rebuilt index (hsrl sid build --force) with a larger disambiguation capacity",
+                )
+        return token, spilled
+
+    def remove_items(self, items: np.ndarray) -> None:
+        """Deactivate items: their SIDs never decode again and the trie forgets them (no retraining)."""
+        ids = np.asarray(items)
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(None, f"item ids of type {ids.dtype}", field="items", expected="integer item indices")
+        ids = ids.astype(np.int64).reshape(-1)
+        if ids.size == 0:
+            return
+        bad = ids[(ids < 0) | (ids >= self.n_items)]
+        if bad.size:
+            raise InputError(None, f"unknown item index {int(bad[0])}", field="items", expected=f"0..{self.n_items - 1}")
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            raise InputError(None, f"item {int(uniq[counts > 1][0])} listed twice", field="items", expected="distinct ids")
+        gone = ids[~self.active[ids]]
+        if gone.size:
+            raise InputError(None, f"item {int(gone[0])} is already removed", field="items", expected="active items")
+        vocab = self.vocab_sizes
+        codes = self.codes[ids]
+        for level, table in enumerate(self._trie):
+            row = np.searchsorted(table.keys, _keys(codes[:, :level], vocab[:level]))
+            np.subtract.at(table.counts, (row, codes[:, level]), 1)
+        self.active[ids] = False
+        self.version += 1
+
+    # ------------------------------------------------------------------ quality
+    def stats(self) -> dict[str, Any]:
+        """Code usage and entropy per level, collisions, reconstruction error, over the active items."""
+        live = self.codes[self.active]
+        n = live.shape[0]
+        out: dict[str, Any] = {
+            "items": self.n_items,
+            "active_items": n,
+            "levels": self.levels,
+            "vocab_sizes": self.vocab_sizes,
+            "source": self.source,
+            "index_version": self.version,
+        }
+        for level, v in enumerate(self.vocab_sizes[: self.levels]):
+            counts = np.bincount(live[:, level], minlength=v)
+            p = counts[counts > 0] / max(n, 1)
+            entropy = float(-(p * np.log2(p)).sum())
+            out[f"level{level + 1}_codes_used"] = int((counts > 0).sum())
+            out[f"level{level + 1}_usage"] = float((counts > 0).mean())
+            out[f"level{level + 1}_entropy_bits"] = entropy
+            out[f"level{level + 1}_entropy_norm"] = entropy / float(np.log2(v))
+        _, sizes = np.unique(_keys(live[:, : self.levels], self.vocab_sizes[: self.levels]), return_counts=True)
+        _, full_sizes = np.unique(_keys(live, self.vocab_sizes), return_counts=True)
+        out.update(
+            collision_rate=float(sizes[sizes > 1].sum() / max(n, 1)),
+            collision_rate_after=float(full_sizes[full_sizes > 1].sum() / max(n, 1)),
+            collision_groups=int((sizes > 1).sum()),
+            max_group_size=int(sizes.max(initial=0)),
+            unique_sid_ratio=float(sizes.size / max(n, 1)),
+            unique_sid_ratio_after=float(full_sizes.size / max(n, 1)),
+            disambiguation_capacity=self.disambiguation,
+            spilled_items=int(self.spilled[self.active].sum()),
+            reconstruction_error=float(self.residual_sq[self.active].mean() / max(self.embedding_var, 1e-12)) if n else 0.0,
+        )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """One versioned .npz file, written atomically."""
+        path = Path(path)
+        arrays = {
+            "format_version": np.int64(FORMAT_VERSION),
+            "codebooks": np.stack(self.codebooks),
+            "mean": self.transform.mean,
+            "std": self.transform.std,
+            "normalize": np.bool_(self.transform.normalize),
+            "disambiguation": np.int64(self.disambiguation),
+            "codes": self.codes.astype(np.int32),
+            "active": self.active,
+            "residual_sq": self.residual_sq,
+            "spilled": self.spilled,
+            "embedding_var": np.float64(self.embedding_var),
+            "version": np.int64(self.version),
+            "meta": np.array(json.dumps({"source": self.source, "build_config": self.build_config})),
+        }
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SemanticIDIndex":
+        """Read a saved index; a missing, corrupt or other-version file is an ArtifactError."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no Semantic ID index here (run `hsrl sid build` first)")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                a = {k: z[k] for k in z.files}
+        except Exception as exc:  # corrupt or not an npz: a clear message, never a traceback
+            raise ArtifactError(f"{path}: Semantic ID index is corrupt ({type(exc).__name__}: {exc})") from None
+        if "format_version" not in a:
+            raise ArtifactError(f"{path}: not a Semantic ID index (no format_version)")
+        found = int(a["format_version"])
+        if found != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{path}: Semantic ID index format version {found}, this hsrl reads version {FORMAT_VERSION};"
+                " rebuild it with `hsrl sid build RUN_DIR --force`"
+            )
+        try:
+            meta = json.loads(str(a["meta"]))
+            books = a["codebooks"]
+            codes = a["codes"].astype(np.int64)
+            index = cls(
+                transform=FeatureTransform(a["mean"], a["std"], bool(a["normalize"])),
+                codebooks=list(books),
+                disambiguation=int(a["disambiguation"]),
+                codes=codes,
+                active=a["active"],
+                residual_sq=a["residual_sq"],
+                spilled=a["spilled"],
+                embedding_var=float(a["embedding_var"]),
+                version=int(a["version"]),
+                source=meta["source"],
+                build_config=meta["build_config"],
+            )
+        except Exception as exc:
+            raise ArtifactError(f"{path}: Semantic ID index is corrupt ({exc})") from None
+        return index
+
+    def _check_arrays(self) -> None:
+        """Shapes and token ranges agree (a loaded file may be corrupt); ValueError naming the problem."""
+        n = self.n_items
+        if self.codes.ndim != 2 or self.codes.shape[1] != self.depth:
+            raise ValueError(f"codes shape {self.codes.shape}, expected (N, {self.depth})")
+        if ((self.codes < 0) | (self.codes >= np.array(self.vocab_sizes))).any():
+            raise ValueError("a token outside its vocabulary")
+        for name, arr in (("active", self.active), ("residual_sq", self.residual_sq), ("spilled", self.spilled)):
+            if arr.shape != (n,):
+                raise ValueError(f"{name} shape {arr.shape}, expected ({n},)")
+        if self.transform.mean.shape != (self.codebooks[0].shape[1],):
+            raise ValueError("the feature transform does not match the codebooks")

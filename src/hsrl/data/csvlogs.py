@@ -76,7 +76,8 @@ def keyed_slates(
     bad = np.flatnonzero(sizes != k)
     if bad.size:
         first_row = int(np.flatnonzero(key == bad[0])[0])
-        table.fail(first_row, "slate", f"slate '{slate[first_row]}' of user '{user[first_row]}' has "
+        who = table.text("user")[first_row]
+        table.fail(first_row, "slate", f"slate '{slate[first_row]}' of user '{who}' has "
                    f"{sizes[bad[0]]} rows", f"exactly {k} rows per slate (data.slate_size)")
     order = np.lexsort((np.arange(len(key)), time, key))
     rows = order.reshape(-1, k)
@@ -145,7 +146,8 @@ def unique_ids(table: Table, column: str) -> np.ndarray:
     dup = pd.Index(ids).duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
-        table.fail(i, column, f"duplicate id '{ids[i]}'", "each id once")
+        first = int(np.flatnonzero(ids == ids[i])[0])
+        table.fail(i, column, f"duplicate id '{ids[i]}' (first at row {table.line(first)})", "each id once")
     return ids
 
 

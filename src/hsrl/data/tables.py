@@ -85,9 +85,10 @@ class Table:
             if sep is not None and other != sep and header and set(columns) <= set(header.split(other)):
                 hint = f"; the header is separated by {name}, expected {_SEPARATORS.get(sep, repr(sep))}"
                 break
+        found = f" (found: {', '.join(present)})" if not hint else ""
         raise InputError(
             str(self.path),
-            f"missing column '{missing[0]}' (found: {', '.join(present)}){hint}",
+            f"missing column '{missing[0]}'{found}{hint}",
             row=1 if self.first_line == 2 else None,
             field=missing[0],
             expected="columns " + ", ".join(columns),

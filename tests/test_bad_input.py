@@ -210,3 +210,17 @@ def test_feedback_out_of_range_in_csv(cli, csvlogs):
     inter, _, out = csvlogs
     edit_line(inter, 6, lambda s: set_field(s, ",", 3, "3"))
     assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 6", "field 'feedback'", "[0, 1]")
+
+
+def test_extra_field_in_rl4rs_line(cli, rl4rs):
+    sessions, _, out = rl4rs
+    edit_line(sessions, 3, lambda s: s + "@extra")
+    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "sessions.csv", "row 3", "10 fields", "9 fields separated by '@'")
+
+
+def test_line_numbers_count_blank_lines(cli, csvlogs):
+    inter, _, out = csvlogs
+    lines = inter.read_text().split("\n")
+    lines[5] = "u1,i1,5,x"  # file line 6 ...
+    inter.write_text("\n".join([*lines[:2], "", *lines[2:]]))  # ... becomes line 7 after a blank line 3
+    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 7", "field 'feedback'", "'x'")

@@ -16,8 +16,8 @@ Choices:
   small category codes).
 - Profiles = ``user_protrait`` of the session's first step, sign(x)·log1p(|x|) then standardised per
   column (the raw values span several orders of magnitude).
-- ``item_feature`` (the exposed items' vectors again) and ``behavior_policy_id`` must be present but are
-  not needed: item vectors come from the item file.
+- ``item_feature`` (the exposed items' vectors again, most of the file's bytes) must be in the header but is
+  not loaded: item vectors come from the item file. ``behavior_policy_id`` is kept in the metadata only.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def read(config: DataConfig) -> LogDataset:
     item_ids, int_ids, features, feature_names = read_items(item_path)
     lookup = _id_index(int_ids)
 
-    t = read_delimited(source, "@", required=SESSION_COLUMNS)
+    t = read_delimited(source, "@", required=SESSION_COLUMNS, skip=("item_feature",))
     k = config.slate_size
     timestamp = t.numbers("timestamp", integer=True)
     sessions = t.text("session_id")
@@ -132,8 +132,6 @@ def read(config: DataConfig) -> LogDataset:
         r, c = bad[0]
         t.fail(int(r), "user_feedback", f"value {feedback[r, c]} (entry {c + 1})", "0 or 1 for each exposed item")
     portrait = t.lists("user_protrait")
-    t.text("item_feature")
-    t.text("behavior_policy_id")
 
     user_ids, user = index_users(sessions)
     order = np.lexsort((np.arange(len(user)), step, user))

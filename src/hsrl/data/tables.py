@@ -146,49 +146,26 @@ def read_delimited(
     *,
     names: list[str] | None = None,
     required: list[str] | tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
     encoding: str = "utf-8",
 ) -> Table:
     """Read a text table as strings. With ``names`` the file has no header (line 1 is data); without,
-    line 1 is the header and ``required`` columns must be in it. Blank lines are dropped after reading
-    (their line numbers stay accounted for)."""
+    line 1 is the header and ``required`` columns must be in it. Columns in ``skip`` are checked in the
+    header but not loaded (RL4RS ``item_feature`` is most of a multi-GB file). Blank lines are dropped
+    after reading (their line numbers stay accounted for)."""
     p = check_file(path)
-    engine_sep, source = sep, p
-    try:
-        if len(sep) > 1:  # '::' (MovieLens-1M): map to one character so the fast C parser can be used
-            source, engine_sep = io.StringIO(p.read_text(encoding=encoding).replace(sep, "\x1f")), "\x1f"
-        frame = pd.read_csv(
-            source,
-            sep=engine_sep,
-            header=None if names is not None else 0,
-            names=names,
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,
-            quoting=3,  # QUOTE_NONE: logs are not quoted; a stray quote is data
-            encoding=encoding,
-            engine="c",
-        )
-    except UnicodeDecodeError:
-        raise InputError(str(p), f"not valid {encoding} text", row=_bad_text_line(p, encoding),
-                         expected=f"{encoding}-encoded text") from None
-    except pd.errors.ParserError as exc:
-        match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-        if match:
-            raise InputError(
-                str(p),
-                f"{match.group(3)} fields",
-                row=int(match.group(2)),
-                expected=f"{match.group(1)} fields separated by {_SEPARATORS.get(sep, repr(sep))}",
-            ) from None
-        raise InputError(str(p), f"cannot be parsed ({exc})") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(str(p), "the file is empty", expected="a header line and data rows") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    table = Table(p, frame, first_line=1 if names is not None else 2)
+    usecols = None
     if names is None:
-        table.require(list(required), sep=sep)
+        head = _parse(p, sep, encoding, header=0, nrows=0)
+        head.columns = [str(c).strip() for c in head.columns]
+        Table(p, head, first_line=2).require(list(required), sep=sep)
+        if skip:
+            usecols = [c for c in head.columns if c not in skip]
+            _check_separator_counts(p, sep, len(head.columns))  # pandas ignores extra fields with usecols
+    frame = _parse(p, sep, encoding, header=None if names is not None else 0, names=names, usecols=usecols)
+    frame.columns = [str(c).strip() for c in frame.columns]
     keep = ~_blank_rows(frame)
-    table.frame = frame.loc[keep]
+    table = Table(p, frame.loc[keep], first_line=1 if names is not None else 2)
     if len(table.frame) == 0:
         what = "only a header line" if names is None else "no data lines"
         raise InputError(str(p), f"{what}, no data rows", expected="at least one data row")
@@ -198,9 +175,71 @@ def read_delimited(
     return table
 
 
+def _parse(path: Path, sep: str, encoding: str, **kwargs) -> pd.DataFrame:
+    """pandas' C parser on all-string cells, its errors turned into InputErrors with the line."""
+    engine_sep, source = sep, path
+    try:
+        if len(sep) > 1:  # '::' (MovieLens-1M): map to one character so the fast C parser can be used
+            source, engine_sep = io.StringIO(path.read_text(encoding=encoding).replace(sep, "\x1f")), "\x1f"
+        return pd.read_csv(
+            source,
+            sep=engine_sep,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+            quoting=3,  # QUOTE_NONE: logs are not quoted; a stray quote is data
+            encoding=encoding,
+            engine="c",
+            **kwargs,
+        )
+    except UnicodeDecodeError:
+        raise InputError(str(path), f"not valid {encoding} text", row=_bad_text_line(path, encoding),
+                         expected=f"{encoding}-encoded text") from None  # fmt: skip
+    except pd.errors.ParserError as exc:
+        match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if match:
+            raise InputError(
+                str(path),
+                f"{match.group(3)} fields",
+                row=int(match.group(2)),
+                expected=f"{match.group(1)} fields separated by {_SEPARATORS.get(sep, repr(sep))}",
+            ) from None
+        raise InputError(str(path), f"cannot be parsed ({exc})") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(str(path), "the file is empty", expected="a header line and data rows") from None
+
+
+def _check_separator_counts(path: Path, sep: str, n_fields: int, chunk: int = 1 << 26) -> None:
+    """Every non-blank line must hold ``n_fields`` fields; counted on the raw bytes, chunk by chunk."""
+    sep_byte, newline = ord(sep), ord("\n")
+    line, seps_open, bytes_open = 1, 0, 0  # the current unfinished line: its separators and bytes so far
+
+    def check(counts: np.ndarray, lengths: np.ndarray, first_line: int) -> None:
+        bad = np.flatnonzero((counts != n_fields - 1) & ((counts > 0) | (lengths > 2)))  # blank: "", "\r"
+        if bad.size:
+            raise InputError(str(path), f"{counts[bad[0]] + 1} fields", row=first_line + int(bad[0]),
+                             expected=f"{n_fields} fields separated by {_SEPARATORS.get(sep, repr(sep))}")
+
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            data = np.frombuffer(block, dtype=np.uint8)
+            ends = np.flatnonzero(data == newline)
+            counts = np.bincount(np.searchsorted(ends, np.flatnonzero(data == sep_byte)), minlength=len(ends) + 1)
+            counts[0] += seps_open
+            lengths = np.diff(np.r_[-1, ends])  # bytes per finished line, newline included
+            if len(ends):
+                lengths[0] += bytes_open
+                bytes_open = 0
+            check(counts[: len(ends)], lengths, line)
+            line += len(ends)
+            seps_open = int(counts[len(ends)])
+            bytes_open += len(data) - (int(ends[-1]) + 1 if len(ends) else 0)
+    check(np.array([seps_open]), np.array([bytes_open + 1]), line)
+
+
 def _blank_rows(frame: pd.DataFrame) -> np.ndarray:
     """Rows whose every cell is empty (blank lines); only rows with an empty first cell are checked."""
-    blank = (frame.iloc[:, 0].astype(str).str.strip() == "").to_numpy()
+    blank = np.array(frame.iloc[:, 0].astype(str).str.strip() == "", dtype=bool)
     for i in np.flatnonzero(blank):
         blank[i] = all(str(v).strip() == "" for v in frame.iloc[i])
     return blank

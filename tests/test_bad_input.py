@@ -177,7 +177,7 @@ def test_header_only_file(cli, csvlogs):
 def test_item_vec_dimension_differs_between_rows(cli, rl4rs):
     _, items, out = rl4rs
     edit_line(items, 6, lambda s: set_field(s, " ", 1, ",".join(s.split(" ")[1].split(",")[:39])))
-    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "item_info.csv", "row 6", "field 'item_vec'", "39", "40 entries")
+    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "item_info.csv", "row 6", "field 'item_vec'", "39", "row 2 has 40", "40 entries")
 
 
 def test_repeated_session_step(cli, rl4rs):

@@ -17,7 +17,7 @@ import pandas as pd
 from hsrl.config import DataConfig
 from hsrl.data.schema import LogDataset, build_histories, split_users
 from hsrl.data.tables import Table, read_any
-from hsrl.errors import ConfigError
+from hsrl.errors import ConfigError, InputError
 
 INTERACTION_COLUMNS = ("user", "item", "time", "feedback")
 
@@ -158,7 +158,7 @@ def read_items(path: str) -> tuple[np.ndarray, np.ndarray, list[str] | None, lis
     ids = unique_ids(table, "item")
     names = [c for c in table.frame.columns if c not in ("item", "text")]
     if not names:
-        raise ConfigError(f"{path}: no feature columns besides 'item' (expected numeric columns)")
+        raise InputError(str(table.path), "no feature columns besides 'item'", row=1, expected="numeric feature columns")
     features = np.stack([table.numbers(c) for c in names], axis=1)
     text = table.text("text", allow_empty=True).tolist() if "text" in table.frame.columns else None
     return ids, features, text, names

@@ -97,12 +97,11 @@ def _need(folder: Path, name: str, partner: str) -> Path:
 def _read_100k(folder: Path) -> tuple[Ratings, Movies, Users | None]:
     t = read_delimited(folder / "u.data", "\t", names=["user", "item", "rating", "time"], encoding="latin-1")
     ratings = Ratings(t, t.text("user"), t.text("item"), t.numbers("rating"), t.numbers("time", integer=True))
-    flags = [f"genre_{i}" for i in range(len(GENRES_100K))]
     m = read_delimited(
         _need(folder, "u.item", "u.data"), "|", encoding="latin-1",
-        names=["item", "title", "release_date", "video_date", "url", *flags],
+        names=["item", "title", "release_date", "video_date", "url", *GENRES_100K],
     )  # fmt: skip
-    onehot = np.stack([m.numbers(f, integer=True) for f in flags], axis=1)
+    onehot = np.stack([m.numbers(g, integer=True) for g in GENRES_100K], axis=1)
     bad = np.argwhere((onehot != 0) & (onehot != 1))
     if len(bad):
         m.fail(bad[0][0], GENRES_100K[bad[0][1]], f"genre flag {onehot[tuple(bad[0])]}", "0 or 1")

@@ -19,7 +19,7 @@ import pandas as pd
 from hsrl.errors import InputError
 
 _SEPARATORS = {"@": "'@'", "\t": "a tab", ",": "','", " ": "a space", "|": "'|'", ";": "';'", "::": "'::'"}
-_NOT_FINITE = {"nan", "inf", "-inf", "+inf", "infinity", "-infinity", "na", "null", "none"}
+_NOT_FINITE = {"nan", "inf", "infinity", "na", "null", "none"}
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Table:
         bad = np.flatnonzero(counts != expected)
         if bad.size:
             i = bad[0]
-            where = "" if width is not None else f" (line {self.line(0)} has {expected})"
+            where = "" if width is not None else f" (row {self.line(0)} has {expected})"
             self.fail(i, column, f"{counts[i]} comma-separated entries{where}", f"{expected} entries")
         flat = np.array(",".join(cells).split(","), dtype=object)
         values = to_numbers(flat, self, column, integer=integer, stride=expected)
@@ -110,7 +110,7 @@ def to_numbers(
         raw = str(cells[bad[0]]).strip()
         if raw == "":
             message = "empty value"
-        elif raw.lower() in _NOT_FINITE or raw.lower().lstrip("+-") in _NOT_FINITE:
+        elif np.isinf(values[bad[0]]) or raw.lower().lstrip("+-") in _NOT_FINITE:
             message = f"'{raw}' is NaN or infinite"
         else:
             message = f"non-numeric value '{raw[:40]}'"

@@ -74,7 +74,9 @@ def test_default_codes_rule():
     assert default_codes(10_000) == 128
     assert default_codes(1_000_000) == 256
     assert default_codes(10) == 4
-    assert disambiguation_capacity(1) == 4 and disambiguation_capacity(3) == 8 and disambiguation_capacity(5) == 16
+    assert disambiguation_capacity(1, 16) == 4 and disambiguation_capacity(3, 16) == 8 and disambiguation_capacity(5, 16) == 16
+    assert disambiguation_capacity(3000, 256) == 256  # capped at a codebook head's width ...
+    assert disambiguation_capacity(3000, 256, max_prefix=40_000) == 512  # ... unless one prefix needs more
 
 
 def test_same_seed_same_codebooks_other_seed_differs():
@@ -95,8 +97,8 @@ def test_balanced_spreads_codes_more_evenly():
     balanced = bal_index.stats()
     assert balanced["level1_entropy_norm"] > plain["level1_entropy_norm"] + 0.05
     assert balanced["level2_entropy_norm"] > plain["level2_entropy_norm"]
-    for level in (0, 1):  # the capacity ceil(N / V) holds at every level
-        assert np.bincount(bal_index.codes[:, level], minlength=16).max() <= math.ceil(1200 / 16)
+    # the capacity ceil(N / V) holds (the last level may exceed it only through disambiguation spills)
+    assert np.bincount(bal_index.codes[:, 0], minlength=16).max() <= math.ceil(1200 / 16)
 
 
 def test_balanced_assign_respects_capacity_and_prefers_near_columns():
@@ -189,18 +191,37 @@ def test_full_group_spills_to_a_neighbour_code_and_fails_cleanly_when_no_room():
     x = blobs(200, 8, 5, seed=6)
     index = SemanticIDIndex.build(x, levels=2, codes=4, seed=0)
     d = index.disambiguation
-    copies = np.repeat(x[:1], 3 * d, axis=0)  # far more twins than one group can hold
-    new = index.add_items(copies)
+
+    def room_under_prefix() -> int:  # free slots under item 0's first token: 4 codes x D, minus allocated
+        return 4 * d - int((index.codes[:, 0] == index.codes[0, 0]).sum())
+
+    assert room_under_prefix() > d + 1
+    new = index.add_items(np.repeat(x[:1], d + 1, axis=0))  # more twins than one group can hold
     stats = index.stats()
     assert stats["spilled_items"] > 0 and stats["collision_rate_after"] == 0.0
     sids = index.sid_of(torch.from_numpy(new))
     assert torch.equal(index.item_of(sids), torch.from_numpy(new))
     assert (sids[:, 0] == int(index.codes[0, 0])).all()  # spilled items keep their first tokens
-    # the prefix's 4 codes x D slots eventually run out: a clear error, nothing changed
+    assert all(walk_is_valid(index, sid) for sid in sids)
+    # once the prefix's 4 codes x D slots run out: a clear error, and nothing changed
     n, version = index.n_items, index.version
     with pytest.raises(InputError, match="no free Semantic ID"):
-        index.add_items(np.repeat(x[:1], 4 * d, axis=0))
+        index.add_items(np.repeat(x[:1], room_under_prefix() + 1, axis=0))
     assert index.n_items == n and index.version == version
+
+
+def test_build_with_a_small_disambiguation_capacity_spills_but_stays_one_to_one():
+    x = blobs(300, 8, 4, seed=12)
+    free = SemanticIDIndex.build(x, levels=2, codes=8, seed=0)
+    max_prefix = np.bincount(free.codes[:, 0]).max()
+    d = -(-max_prefix // 8) + 1  # enough room under every first token, less than the largest group
+    assert d < free.stats()["max_group_size"]
+    capped = SemanticIDIndex.build(x, levels=2, codes=8, seed=0, disambiguation=d)
+    stats = capped.stats()
+    assert capped.vocab_sizes == [8, 8, d] and stats["spilled_items"] > 0 and stats["max_group_size"] <= d
+    assert stats["unique_sid_ratio_after"] == 1.0
+    assert torch.equal(capped.item_of(capped.sid_of(torch.arange(300))), torch.arange(300))
+    assert stats["reconstruction_error"] > free.stats()["reconstruction_error"]  # spilling costs accuracy
 
 
 def test_add_items_rejects_bad_features(small_index):

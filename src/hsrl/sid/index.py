@@ -5,17 +5,23 @@ disambiguation token that numbers the items sharing the same L tokens (0, 1, 2, 
 build, then in order of arrival), so the mapping is one-to-one and every decodable SID is a real item.
 
 The action space the policy sees is FIXED at build: ``vocab_sizes = [V] * L + [D]``. D (the
-disambiguation capacity) is the power of two >= 2 × the largest collision group, at least 4, so groups
-have room to grow. Disambiguation tokens are never reused: a removed item's SID stays dead, so a stale
-policy output or a cached SID never silently names another item. A new item whose group is full
-*spills* to the nearest last-level code whose group has room (it keeps its first L-1 tokens; counted as
-``spilled`` in the stats); only when no code under its (L-1)-token prefix has room does ``add_items``
-fail, asking for a rebuild.
+disambiguation capacity) is the power of two >= 2 × the largest collision group (room for new items),
+at least 4, and capped near V (``disambiguation_capacity``) so the last policy head stays about as wide
+as a codebook head even when the codebooks collide a lot (clustered data). An item
+whose group is full *spills* to the nearest last-level code whose group has room (it keeps its first
+L-1 tokens; counted as ``spilled`` in the stats): at build this only happens when the largest group
+exceeds the cap, later when new items crowd a group. Only when no code under an item's (L-1)-token
+prefix has room does the build or ``add_items`` fail, naming ``sid.disambiguation``.
+Disambiguation tokens are never reused: a removed item's SID stays dead, so a stale policy output or a
+cached SID never silently names another item.
 
-The trie is one table per level l = 0..depth-1: a sorted int64 array of the l-token prefixes (mixed-radix
-keys) and a count matrix (prefixes, vocab_sizes[l]) of ACTIVE items below each (prefix, token). A batch of
-prefixes is answered with one ``torch.searchsorted`` plus a row gather, so the cost grows only with log N.
-Rows are never deleted (a prefix whose items are all removed keeps an all-zero row).
+The trie: for each semantic level l = 0..L-1 a sorted int64 array of the l-token prefixes (mixed-radix
+keys) and a count matrix (prefixes, V) of ACTIVE items below each (prefix, token); a batch of prefixes
+is answered with one ``torch.searchsorted`` and a row gather, so the cost grows only with log N. Rows
+are never deleted (a prefix whose items are all removed keeps an all-zero row). The last level needs no
+table of its own: the items of one L-token group are a contiguous run of the sorted SID keys, so its
+mask is a gather of at most D keys per prefix. Memory: the level-l table holds (distinct l-prefixes) × V
+int32 counts (64 MiB for L = 3, V = 256 at 10^6 items).
 
 Not thread-safe: a service must serialise ``add_items``/``remove_items`` against reads (e.g. a lock).
 """
@@ -40,10 +46,17 @@ MIN_DISAMBIGUATION = 4
 MAX_KEY = 2**62
 
 
-def disambiguation_capacity(max_group: int) -> int:
-    """D = the power of two >= 2 × the largest collision group, at least 4 (room for new items)."""
-    need = max(MIN_DISAMBIGUATION, 2 * int(max_group))
-    return 1 << (need - 1).bit_length()
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def disambiguation_capacity(max_group: int, codes: int, max_prefix: int = 0) -> int:
+    """D = the power of two >= 2 × the largest collision group (room for new items), at least 4, and
+    at most max(4, V, the power of two >= 2 × ceil(largest (L-1)-token prefix / V)) — the cap keeps the
+    last head no wider than a codebook head unless the V codes under one prefix need more room."""
+    want = _pow2(max(MIN_DISAMBIGUATION, 2 * int(max_group)))
+    cap = max(MIN_DISAMBIGUATION, int(codes), _pow2(2 * -(-int(max_prefix) // int(codes))))
+    return min(want, cap)
 
 
 def _keys(tokens: np.ndarray, radices: list[int]) -> np.ndarray:
@@ -52,6 +65,76 @@ def _keys(tokens: np.ndarray, radices: list[int]) -> np.ndarray:
     for col, radix in enumerate(radices):
         key = key * radix + tokens[:, col]
     return key
+
+
+def _allocate_slots(
+    before_last: np.ndarray,
+    last_codebook: np.ndarray,
+    sem: np.ndarray,
+    radices: list[int],
+    capacity: int,
+    group_keys: np.ndarray,
+    group_next: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Disambiguation tokens for items with semantic codes ``sem`` (m, L), first come first served.
+
+    ``group_keys`` (sorted) / ``group_next`` are the existing L-token groups and their next free token.
+    An item whose group is full proposes to its next-nearest last-level code (distance of
+    ``before_last``, the residual after L-1 levels) until a group under its (L-1)-token prefix has
+    room; its last column of ``sem`` is rewritten in place. Returns (tokens, spilled mask, new group
+    keys, new group next); the inputs' tables are not modified, so a failure changes nothing.
+    """
+    m, v = sem.shape[0], last_codebook.shape[0]
+    keys, nxt = group_keys.copy(), group_next.copy()
+    tokens = np.full(m, -1, dtype=np.int64)
+
+    def place(items: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Give ``items`` (in priority order) the next free tokens of ``groups``; mask of who got one."""
+        nonlocal keys, nxt
+        fresh = np.setdiff1d(groups, keys)
+        if fresh.size:
+            at = np.searchsorted(keys, fresh)
+            keys, nxt = np.insert(keys, at, fresh), np.insert(nxt, at, 0)
+        row = np.searchsorted(keys, groups)
+        order = np.lexsort((items, row))
+        sorted_row = row[order]
+        token = nxt[sorted_row] + np.arange(order.size) - np.searchsorted(sorted_row, sorted_row, side="left")
+        fits = token < capacity
+        tokens[items[order[fits]]] = token[fits]
+        nxt += np.bincount(sorted_row[fits], minlength=nxt.size)
+        got = np.zeros(items.size, dtype=bool)
+        got[order[fits]] = True
+        return got
+
+    got = place(np.arange(m), _keys(sem, radices))
+    spilled = ~got
+    over = np.flatnonzero(spilled)
+    if over.size:
+        prefix = _keys(sem[over, :-1], radices[:-1]) * v
+        cand = np.empty((over.size, v), dtype=np.int32)
+        for lo in range(0, over.size, 65536):
+            rows = over[lo : lo + 65536]
+            cand[lo : lo + rows.size] = np.argsort(squared_distances(before_last[rows], last_codebook), axis=1, kind="stable")
+        ptr = np.zeros(over.size, dtype=np.int64)
+        todo = np.arange(over.size)
+        while todo.size:
+            stuck = todo[ptr[todo] >= v]
+            if stuck.size:
+                item = int(over[stuck[0]])
+                raise InputError(
+                    None,
+                    f"no free Semantic ID under prefix {tuple(sem[item, :-1].tolist())}: its {v} last-level codes hold"
+                    f" {capacity} items each",
+                    row=item,
+                    field="features",
+                    expected="a larger sid.disambiguation, or more sid.levels / sid.codes (rebuild with --force)",
+                )
+            code = cand[todo, ptr[todo]]
+            ok = place(over[todo], prefix[todo] + code)
+            sem[over[todo[ok]], -1] = code[ok]
+            ptr[todo[~ok]] += 1
+            todo = todo[~ok]
+    return tokens, spilled, keys, nxt
 
 
 @dataclass
@@ -112,8 +195,9 @@ class SemanticIDIndex:
         """Train residual codebooks on ``features`` (N, F) and give every item a unique SID.
 
         ``codes`` None -> ``default_codes(N)``; ``disambiguation`` None -> ``disambiguation_capacity``
-        of the largest collision group (a given value must hold that group). ``source`` records what the
-        features are ("features" or "text"), so that callers embed new items the same way.
+        of the largest collision group (a smaller given value makes the excess spill to neighbour codes).
+        ``source`` records what the features are ("features" or "text"), so that callers embed new
+        items the same way.
         """
         x_raw = check_features(features)
         n = x_raw.shape[0]
@@ -126,35 +210,33 @@ class SemanticIDIndex:
             raise InputError(None, f"codes={v} per level but only {n} items", field="sid.codes", expected=f"at most {n}")
         transform = FeatureTransform.fit(x_raw, normalize)
         x = transform(x_raw)
+        del x_raw
         books, sem, residual = train_codebooks(x, levels, v, balanced, seed, kmeans_iters)
-        group_key = _keys(sem, [v] * levels)
-        _, inverse, sizes = np.unique(group_key, return_inverse=True, return_counts=True)
-        max_group = int(sizes.max())
-        d = disambiguation_capacity(max_group) if disambiguation is None else int(disambiguation)
-        if d < max_group:
-            raise InputError(
-                None, f"disambiguation={d} but {max_group} items share one SID prefix", field="sid.disambiguation",
-                expected=f"at least {max_group} (or leave it unset)",
-            )
+        _, sizes = np.unique(_keys(sem, [v] * levels), return_counts=True)
+        _, prefix_sizes = np.unique(_keys(sem[:, :-1], [v] * (levels - 1)), return_counts=True)
+        d = (
+            disambiguation_capacity(int(sizes.max()), v, int(prefix_sizes.max()))
+            if disambiguation is None
+            else int(disambiguation)
+        )
         if float(v) ** levels * d >= MAX_KEY:
             raise InputError(None, f"{v}^{levels} x {d} SIDs do not fit an int64 key", field="sid.codes", expected="fewer codes or levels")
-        # disambiguation token: rank of the item inside its group, by item index (stable sort)
-        order = np.argsort(inverse, kind="stable")
-        group_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        disamb = np.empty(n, dtype=np.int64)
-        disamb[order] = np.arange(n) - group_start[inverse[order]]
-        all_codes = np.concatenate([sem, disamb[:, None]], axis=1)
-        centred = x - x.mean(axis=0, dtype=np.float64)
+        before_last = residual + books[-1][sem[:, -1]]
+        empty = np.zeros(0, dtype=np.int64)
+        disamb, spilled, _, _ = _allocate_slots(before_last, books[-1], sem, [v] * levels, d, empty, empty)
+        residual[spilled] = before_last[spilled] - books[-1][sem[spilled, -1]]
+        mean = x.mean(axis=0, dtype=np.float64)
+        embedding_var = float(np.einsum("ij,ij->i", x, x).mean(dtype=np.float64) - mean @ mean)
         config = dict(levels=levels, codes=v, balanced=balanced, normalize=normalize, seed=seed, kmeans_iters=kmeans_iters)
         return cls(
             transform=transform,
             codebooks=books,
             disambiguation=d,
-            codes=all_codes,
+            codes=np.concatenate([sem, disamb[:, None]], axis=1),
             active=np.ones(n, dtype=bool),
-            residual_sq=(residual.astype(np.float64) ** 2).sum(1).astype(np.float32),
-            spilled=np.zeros(n, dtype=bool),
-            embedding_var=float((centred**2).sum(1).mean()),
+            residual_sq=np.einsum("ij,ij->i", residual, residual),
+            spilled=spilled,
+            embedding_var=embedding_var,
             source=source,
             build_config=config,
         )
@@ -186,14 +268,14 @@ class SemanticIDIndex:
 
     # ------------------------------------------------------------------ derived tables
     def _rebuild_tables(self) -> None:
-        """Lookup, trie and group counters from ``codes`` and ``active`` (at build and load)."""
+        """Lookup, semantic trie levels and group counters from ``codes`` and ``active`` (build, load)."""
         vocab = self.vocab_sizes
         full = _keys(self.codes, vocab)
         order = np.argsort(full, kind="stable")
         self._item_keys = full[order]
         self._item_ids = order.astype(np.int64)
         self._trie: list[_Level] = []
-        for level in range(self.depth):
+        for level in range(self.levels):
             prefix = _keys(self.codes[:, :level], vocab[:level])
             keys, inverse = np.unique(prefix, return_inverse=True)
             if keys.size == 0:  # no items at all: one empty root row
@@ -202,11 +284,10 @@ class SemanticIDIndex:
             live = self.active
             np.add.at(counts, (inverse[live], self.codes[live, level]), 1)
             self._trie.append(_Level(keys.astype(np.int64), counts))
-        # next free disambiguation token of each L-token group, aligned with the last level's rows
-        groups = self._trie[-1]
-        row = np.searchsorted(groups.keys, _keys(self.codes[:, : self.levels], vocab[: self.levels]))
-        self._group_next = np.zeros(groups.keys.size, dtype=np.int64)
-        np.maximum.at(self._group_next, row, self.codes[:, -1] + 1)
+        group = _keys(self.codes[:, : self.levels], vocab[: self.levels])
+        self._group_keys, inverse = np.unique(group, return_inverse=True)
+        self._group_next = np.zeros(self._group_keys.size, dtype=np.int64)
+        np.maximum.at(self._group_next, inverse, self.codes[:, -1] + 1)
         self._cache: dict[str, tuple[int, Any]] = {}
 
     def _tables(self, device: torch.device) -> dict[str, Any]:
@@ -278,22 +359,37 @@ class SemanticIDIndex:
         if prefix.dim() != 2 or not 0 <= prefix.shape[1] < self.depth:
             raise ValueError(f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}")
         t = self._tables(prefix.device)
-        keys, counts = t["trie"][prefix.shape[1]]
         key, ok = self._torch_keys(prefix, t["vocab"])
-        pos, found = self._lookup(keys, key)
-        return (counts[pos] > 0) & (ok & found)[:, None]
+        if prefix.shape[1] < self.levels:
+            keys, counts = t["trie"][prefix.shape[1]]
+            pos, found = self._lookup(keys, key)
+            return (counts[pos] > 0) & (ok & found)[:, None]
+        # last level: the group's items are the run of sorted SID keys in [key * D, key * D + D)
+        d = self.disambiguation
+        item_keys = t["item_keys"]
+        start = torch.searchsorted(item_keys, key * d)
+        span = (start[:, None] + torch.arange(d, device=prefix.device)).clamp_(max=item_keys.numel() - 1)
+        token = item_keys[span] - key[:, None] * d
+        live = (token >= 0) & (token < d) & t["active"][t["item_ids"][span]] & ok[:, None]
+        mask = torch.zeros(prefix.shape[0], d + 1, dtype=torch.bool, device=prefix.device)
+        mask.scatter_(1, torch.where(live, token, torch.full_like(token, d)), live)
+        return mask[:, :d]
 
     # ------------------------------------------------------------------ catalogue changes
     def add_items(self, features: np.ndarray) -> np.ndarray:
         """Quantise new items with the frozen codebooks and transform, insert them; returns their indices."""
         x = self.transform(features)
         sem, residual = quantize(x, self.codebooks)
-        residual_sq = (residual.astype(np.float64) ** 2).sum(1)
-        disamb, spilled = self._allocate(x, sem, residual_sq)
+        last = self.codebooks[-1]
+        before_last = residual + last[sem[:, -1]]
+        vocab = self.vocab_sizes
+        disamb, spilled, group_keys, group_next = _allocate_slots(
+            before_last, last, sem, vocab[: self.levels], self.disambiguation, self._group_keys, self._group_next
+        )
+        residual[spilled] = before_last[spilled] - last[sem[spilled, -1]]
         m, start = sem.shape[0], self.n_items
         new_codes = np.concatenate([sem, disamb[:, None]], axis=1)
         new_ids = np.arange(start, start + m, dtype=np.int64)
-        vocab = self.vocab_sizes
         # lookup: merge the new full keys into the sorted table
         full = _keys(new_codes, vocab)
         order = np.argsort(full, kind="stable")
@@ -308,72 +404,14 @@ class SemanticIDIndex:
                 at = np.searchsorted(table.keys, fresh)
                 table.keys = np.insert(table.keys, at, fresh)
                 table.counts = np.insert(table.counts, at, 0, axis=0)
-                if level == self.levels:
-                    self._group_next = np.insert(self._group_next, at, 0)
-            row = np.searchsorted(table.keys, prefix)
-            np.add.at(table.counts, (row, new_codes[:, level]), 1)
-            if level == self.levels:
-                np.maximum.at(self._group_next, row, disamb + 1)
+            np.add.at(table.counts, (np.searchsorted(table.keys, prefix), new_codes[:, level]), 1)
+        self._group_keys, self._group_next = group_keys, group_next
         self.codes = np.concatenate([self.codes, new_codes])
         self.active = np.concatenate([self.active, np.ones(m, dtype=bool)])
-        self.residual_sq = np.concatenate([self.residual_sq, residual_sq.astype(np.float32)])
+        self.residual_sq = np.concatenate([self.residual_sq, np.einsum("ij,ij->i", residual, residual)])
         self.spilled = np.concatenate([self.spilled, spilled])
         self.version += 1
         return new_ids
-
-    def _allocate(self, x: np.ndarray, sem: np.ndarray, residual_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Disambiguation tokens for new items (in arrival order); items of full groups spill to the
-        nearest last-level code with room. Updates ``sem``/``residual_sq`` of spilled rows in place and
-        changes nothing else, so a failure leaves the index as it was."""
-        levels, d = self.levels, self.disambiguation
-        radices = self.vocab_sizes[:levels]
-        group = _keys(sem, radices)
-        groups = self._trie[-1]
-        pos = np.searchsorted(groups.keys, group).clip(max=groups.keys.size - 1)
-        base = np.where(groups.keys[pos] == group, self._group_next[pos], 0)
-        order = np.argsort(group, kind="stable")
-        sorted_group = group[order]
-        rank = np.empty(group.size, dtype=np.int64)
-        rank[order] = np.arange(group.size) - np.searchsorted(sorted_group, sorted_group, side="left")
-        token = base + rank
-        spilled = token >= d
-        if not spilled.any():
-            return token, spilled
-        used: dict[int, int] = {}
-        fits = ~spilled
-        for g, t in zip(group[fits].tolist(), token[fits].tolist()):
-            used[g] = max(used.get(g, 0), t + 1)
-
-        def next_free(g: int) -> int:
-            if g in used:
-                return used[g]
-            p = int(np.searchsorted(groups.keys, g))
-            return int(self._group_next[p]) if p < groups.keys.size and groups.keys[p] == g else 0
-
-        before = x.copy()
-        for level in range(levels - 1):
-            before -= self.codebooks[level][sem[:, level]]
-        last = self.codebooks[-1]
-        for i in np.flatnonzero(spilled):
-            dist = squared_distances(before[i : i + 1], last)[0]
-            for code in np.argsort(dist, kind="stable"):
-                sem[i, -1] = code
-                g = int(_keys(sem[i : i + 1], radices)[0])
-                free = next_free(g)
-                if free < d:
-                    token[i], used[g] = free, free + 1
-                    residual_sq[i] = dist[code]
-                    break
-            else:
-                raise InputError(
-                    None,
-                    f"no free Semantic ID under prefix {tuple(sem[i, :-1].tolist())}: all {last.shape[0]} codes hold"
-                    f" {d} items",
-                    row=int(i),
-                    field="features",
-                    expected="a rebuilt index (hsrl sid build --force) with a larger disambiguation capacity",
-                )
-        return token, spilled
 
     def remove_items(self, items: np.ndarray) -> None:
         """Deactivate items: their SIDs never decode again and the trie forgets them (no retraining)."""

@@ -67,6 +67,15 @@ def _keys(tokens: np.ndarray, radices: list[int]) -> np.ndarray:
     return key
 
 
+def _missing(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The distinct ``values`` not in ``sorted_keys`` (sorted), in O(m log N) rather than a set difference."""
+    values = np.unique(values)
+    if sorted_keys.size == 0:
+        return values
+    pos = np.searchsorted(sorted_keys, values).clip(max=sorted_keys.size - 1)
+    return values[sorted_keys[pos] != values]
+
+
 def _allocate_slots(
     before_last: np.ndarray,
     last_codebook: np.ndarray,
@@ -91,7 +100,7 @@ def _allocate_slots(
     def place(items: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """Give ``items`` (in priority order) the next free tokens of ``groups``; mask of who got one."""
         nonlocal keys, nxt
-        fresh = np.setdiff1d(groups, keys)
+        fresh = _missing(keys, groups)
         if fresh.size:
             at = np.searchsorted(keys, fresh)
             keys, nxt = np.insert(keys, at, fresh), np.insert(nxt, at, 0)
@@ -211,7 +220,10 @@ class SemanticIDIndex:
         transform = FeatureTransform.fit(x_raw, normalize)
         x = transform(x_raw)
         del x_raw
+        mean = x.mean(axis=0, dtype=np.float64)
+        embedding_var = float(np.einsum("ij,ij->i", x, x).mean(dtype=np.float64) - mean @ mean)
         books, sem, residual = train_codebooks(x, levels, v, balanced, seed, kmeans_iters)
+        del x  # only the residual is needed from here on (peak memory at 10^6 items)
         _, sizes = np.unique(_keys(sem, [v] * levels), return_counts=True)
         _, prefix_sizes = np.unique(_keys(sem[:, :-1], [v] * (levels - 1)), return_counts=True)
         d = (
@@ -221,12 +233,12 @@ class SemanticIDIndex:
         )
         if float(v) ** levels * d >= MAX_KEY:
             raise InputError(None, f"{v}^{levels} x {d} SIDs do not fit an int64 key", field="sid.codes", expected="fewer codes or levels")
-        before_last = residual + books[-1][sem[:, -1]]
+        before_last = residual
+        before_last += books[-1][sem[:, -1]]
         empty = np.zeros(0, dtype=np.int64)
         disamb, spilled, _, _ = _allocate_slots(before_last, books[-1], sem, [v] * levels, d, empty, empty)
-        residual[spilled] = before_last[spilled] - books[-1][sem[spilled, -1]]
-        mean = x.mean(axis=0, dtype=np.float64)
-        embedding_var = float(np.einsum("ij,ij->i", x, x).mean(dtype=np.float64) - mean @ mean)
+        residual = before_last - books[-1][sem[:, -1]]
+        del before_last
         config = dict(levels=levels, codes=v, balanced=balanced, normalize=normalize, seed=seed, kmeans_iters=kmeans_iters)
         return cls(
             transform=transform,
@@ -399,7 +411,7 @@ class SemanticIDIndex:
         # trie: insert unseen prefixes as zero rows, then count the new items
         for level, table in enumerate(self._trie):
             prefix = _keys(new_codes[:, :level], vocab[:level])
-            fresh = np.setdiff1d(prefix, table.keys)
+            fresh = _missing(table.keys, prefix)
             if fresh.size:
                 at = np.searchsorted(table.keys, fresh)
                 table.keys = np.insert(table.keys, at, fresh)

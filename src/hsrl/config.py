@@ -62,8 +62,9 @@ class SimulatorConfig(Section):
 
 class EnvConfig(Section):
     batch_users: int = Field(32, ge=1)
-    reward: str = "mean_with_cost"
+    reward: Literal["mean_with_cost", "sweet_point"] = "mean_with_cost"
     click_cost: float = 0.1
+    sweet_target: float = Field(0.9, description="sweet_point reward: the mean_with_cost value that scores best")
     temper: float = Field(20.0, gt=0)
     world: Literal["simulator", "true"] = "simulator"
 

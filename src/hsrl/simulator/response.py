@@ -1,0 +1,386 @@
+"""The learned user response model: training, checkpoint and fidelity report (DESIGN §5).
+
+The simulator stands in for the world, so unlike an agent it may know every item: items are a shared
+map of their features plus a learned item-id embedding and a per-item bias. A user is a profile MLP
+(fed also the running click rate of the history, which carries most of a user's propensity to click)
+whose vector attends over the history; the history entries carry their feedback (clicked or not),
+a positional encoding and one self-attention layer. Score of exposed item k = ⟨item_k, interest⟩ +
+item bias + user bias. Trained by binary cross-entropy on the logits (one sigmoid, not two), the
+epoch with the best validation AUC kept, stopped early when it stops improving.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from hsrl.config import SimulatorConfig
+from hsrl.data.schema import PAD, LogDataset
+from hsrl.errors import ArtifactError, ConfigError
+from hsrl.io import atomic_path
+from hsrl.simulator.observation import Observation
+
+SIM_DIR = "simulator"
+MODEL_FILE = "model.pt"
+REPORT_FILE = "report.json"
+CHECKPOINT_FORMAT = "hsrl-user-response-model"
+CHECKPOINT_VERSION = 1
+
+
+class ResponseModel(Protocol):
+    """Anything the environment can ask for click probabilities (learned model, true world, fakes)."""
+
+    def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
+        """Click probability (B, K) of each item of ``slate`` (B, K) for the users in ``obs``."""
+        ...
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What a checkpoint must agree on with the dataset it is used with."""
+
+    n_items: int
+    feature_dim: int
+    profile_dim: int
+    history_length: int
+
+    @classmethod
+    def of(cls, ds: LogDataset) -> "DatasetShape":
+        return cls(ds.n_items, ds.feature_dim, ds.profile_dim, ds.history_length)
+
+
+class UserResponseModel(nn.Module):
+    """Click logits of exposed items given the user's profile and history with feedback."""
+
+    def __init__(self, shape: DatasetShape, config: SimulatorConfig) -> None:
+        super().__init__()
+        d = config.dim
+        if d % config.heads:
+            raise ConfigError(f"simulator.dim ({d}) must be a multiple of simulator.heads ({config.heads})")
+        self.shape, self.config = shape, config
+        n, f, p, h = shape.n_items, shape.feature_dim, shape.profile_dim, shape.history_length
+        # standardised item features and profile statistics, filled by ``from_dataset``, saved with the weights
+        self.register_buffer("item_feat", torch.zeros(n, f))
+        self.register_buffer("profile_mean", torch.zeros(p))
+        self.register_buffer("profile_std", torch.ones(p))
+        self.item_map = nn.Sequential(nn.Linear(f, d), nn.GELU(), nn.Linear(d, d))
+        self.item_id = nn.Embedding(n, d)
+        nn.init.normal_(self.item_id.weight, std=0.01)
+        self.item_bias = nn.Embedding(n, 1)
+        nn.init.zeros_(self.item_bias.weight)
+        self.feedback = nn.Parameter(torch.zeros(2, d))  # embedding of "not clicked" / "clicked"
+        nn.init.normal_(self.feedback, std=0.1)
+        self.position = nn.Parameter(torch.zeros(h + 1, d))  # +1: the always-present start token
+        nn.init.normal_(self.position, std=0.02)
+        self.start = nn.Parameter(torch.zeros(d))
+        self.encoder = nn.TransformerEncoderLayer(
+            d, config.heads, dim_feedforward=2 * d, dropout=config.dropout, batch_first=True, norm_first=True
+        )
+        self.user_mlp = nn.Sequential(nn.Linear(p + 2 + 2 * d, d), nn.GELU(), nn.Linear(d, d))
+        self.cross = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d)
+        self.user_bias = nn.Linear(d, 1)
+
+    @classmethod
+    def from_dataset(cls, ds: LogDataset, config: SimulatorConfig) -> "UserResponseModel":
+        """A fresh model whose feature and profile normalisation come from ``ds`` (profiles: train users)."""
+        model = cls(DatasetShape.of(ds), config)
+        feats = torch.as_tensor(ds.item_features, dtype=torch.float32)
+        model.item_feat.copy_((feats - feats.mean(0)) / (feats.std(0, unbiased=False) + 1e-6))
+        if ds.user_profiles is not None and ds.profile_dim:
+            prof = torch.as_tensor(ds.user_profiles[ds.users_in("train")], dtype=torch.float32)
+            model.profile_mean.copy_(prof.mean(0))
+            model.profile_std.copy_(prof.std(0, unbiased=False) + 1e-6)
+        return model
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Item representation (…, d): shared feature map plus the item's own embedding."""
+        return self.item_map(self.item_feat[items]) + self.item_id(items)
+
+    def forward(
+        self, profile: torch.Tensor, hist_items: torch.Tensor, hist_feedback: torch.Tensor, slate: torch.Tensor
+    ) -> torch.Tensor:
+        """Click logits (B, K); histories are left padded with PAD (-1)."""
+        b = hist_items.shape[0]
+        mask = hist_items != PAD
+        fb = (hist_feedback.clamp(0, 1) * mask).unsqueeze(-1)
+        hvec = self.item_vectors(hist_items.clamp_min(0))
+        hist = hvec + fb * self.feedback[1] + (1 - fb) * self.feedback[0]
+        pos_w = fb
+        neg_w = (1 - fb) * mask.unsqueeze(-1)
+        pooled_pos = (hvec * pos_w).sum(1) / pos_w.sum(1).clamp_min(1.0)
+        pooled_neg = (hvec * neg_w).sum(1) / neg_w.sum(1).clamp_min(1.0)
+        tokens = torch.cat([self.start.expand(b, 1, -1), hist], dim=1) + self.position
+        ignore = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=mask.device), ~mask], dim=1)
+        tokens = self.encoder(tokens, src_key_padding_mask=ignore)
+        n_real = mask.sum(1, keepdim=True).float()
+        click_rate = (hist_feedback * mask).sum(1, keepdim=True) / n_real.clamp_min(1.0)
+        fill = n_real / mask.shape[1]
+        prof = (profile - self.profile_mean) / self.profile_std
+        user = self.user_mlp(torch.cat([prof, click_rate, fill, pooled_pos, pooled_neg], dim=1))
+        attended, _ = self.cross(user.unsqueeze(1), tokens, tokens, key_padding_mask=ignore, need_weights=False)
+        interest = self.norm(user + attended.squeeze(1))
+        items = self.item_vectors(slate)
+        return (items * interest.unsqueeze(1)).sum(-1) + self.item_bias(slate).squeeze(-1) + self.user_bias(interest)
+
+    @torch.no_grad()
+    def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
+        """Click probabilities (B, K); call ``.eval()`` first (``load_checkpoint`` returns it in eval mode)."""
+        return torch.sigmoid(self(obs.profile, obs.hist_items, obs.hist_feedback, slate))
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Rows:
+    """Impression rows as tensors: what the model reads and the clicks it must predict."""
+
+    user: torch.Tensor
+    profile: torch.Tensor
+    hist_items: torch.Tensor
+    hist_feedback: torch.Tensor
+    slate: torch.Tensor
+    clicks: torch.Tensor
+
+    @classmethod
+    def of(cls, ds: LogDataset, rows: np.ndarray) -> "Rows":
+        user = ds.imp_user[rows]
+        profile = ds.user_profiles[user] if ds.user_profiles is not None else np.zeros((len(rows), 0), np.float32)
+        return cls(
+            torch.as_tensor(user, dtype=torch.long),
+            torch.as_tensor(profile, dtype=torch.float32),
+            torch.as_tensor(ds.hist_items[rows], dtype=torch.long),
+            torch.as_tensor(ds.hist_feedback[rows], dtype=torch.float32),
+            torch.as_tensor(ds.imp_items[rows], dtype=torch.long),
+            torch.as_tensor(ds.imp_feedback[rows], dtype=torch.float32),
+        )
+
+    def __len__(self) -> int:
+        return int(self.slate.shape[0])
+
+    def batch(self, idx: torch.Tensor | slice) -> "Rows":
+        return Rows(*(t[idx] for t in (self.user, self.profile, self.hist_items, self.hist_feedback, self.slate, self.clicks)))
+
+
+@torch.no_grad()
+def predict_probs(model: UserResponseModel, rows: Rows, batch_size: int = 2048) -> np.ndarray:
+    """Click probabilities (M, K) of the logged slates, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for s in range(0, len(rows), batch_size):
+        r = rows.batch(slice(s, s + batch_size))
+        out.append(torch.sigmoid(model(r.profile, r.hist_items, r.hist_feedback, r.slate)))
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_auc: float
+
+
+def train_response_model(
+    ds: LogDataset,
+    config: SimulatorConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[UserResponseModel, dict[str, Any]]:
+    """Fit on train users' impressions, keep the epoch with the best validation AUC, stop early.
+
+    Returns the best model (eval mode) and a training summary (epochs run, best epoch, AUC curve, time).
+    """
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    train, val = Rows.of(ds, ds.rows_in("train")), Rows.of(ds, ds.rows_in("val"))
+    if len(train) == 0 or len(val) == 0:
+        raise ArtifactError("the dataset has no train or no validation impressions: cannot train the simulator")
+    model = UserResponseModel.from_dataset(ds, config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    best_auc, best_epoch, best_state, waited = -math.inf, 0, copy.deepcopy(model.state_dict()), 0
+    curve: list[dict[str, float]] = []
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train), generator=gen)
+        total, seen = 0.0, 0
+        for s in range(0, len(train), config.batch_size):
+            r = train.batch(order[s : s + config.batch_size])
+            loss = loss_fn(model(r.profile, r.hist_items, r.hist_feedback, r.slate), r.clicks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            total += float(loss.detach()) * len(r)
+            seen += len(r)
+        val_auc = _auc(val.clicks.numpy(), predict_probs(model, val))
+        stats = EpochStats(epoch, total / seen, val_auc)
+        curve.append(asdict(stats))
+        if on_epoch is not None:
+            on_epoch(stats)
+        if val_auc > best_auc:
+            best_auc, best_epoch, best_state, waited = val_auc, epoch, copy.deepcopy(model.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    summary = {
+        "epochs_run": len(curve),
+        "best_epoch": best_epoch,
+        "best_val_auc": best_auc,
+        "seconds": time.perf_counter() - start,
+        "train_rows": len(train),
+        "val_rows": len(val),
+        "curve": curve,
+    }
+    return model, summary
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+
+
+def save_checkpoint(model: UserResponseModel, path: str | Path, training: dict[str, Any] | None = None) -> Path:
+    """Write weights, config, dataset shape and format version to ``path`` atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.model_dump(mode="json"),
+        "shape": asdict(model.shape),
+        "state_dict": model.state_dict(),
+        "training": training or {},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, expect: LogDataset | DatasetShape | None = None) -> UserResponseModel:
+    """Load a checkpoint (eval mode); a missing, corrupt, other-version or mismatched file is an ArtifactError."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SIM_DIR / MODEL_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no simulator checkpoint here (run `hsrl simulator train RUN_DIR` first)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file: one clear message, no traceback
+        raise ArtifactError(f"{path}: corrupt simulator checkpoint ({type(exc).__name__}); retrain with --force") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(f"{path}: not an hsrl simulator checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ArtifactError(
+            f"{path}: simulator checkpoint version {payload.get('version')}, this hsrl reads version"
+            f" {CHECKPOINT_VERSION}; retrain with `hsrl simulator train --force`"
+        )
+    try:
+        shape = DatasetShape(**payload["shape"])
+        config = SimulatorConfig.model_validate(payload["config"])
+    except Exception as exc:
+        raise ArtifactError(f"{path}: corrupt simulator checkpoint header ({exc})") from None
+    if expect is not None:
+        want = DatasetShape.of(expect) if isinstance(expect, LogDataset) else expect
+        if want != shape:
+            diff = ", ".join(
+                f"{k} {getattr(shape, k)} (dataset: {getattr(want, k)})"
+                for k in asdict(shape)
+                if getattr(shape, k) != getattr(want, k)
+            )
+            raise ArtifactError(
+                f"{path}: the simulator was trained on another dataset: {diff}; retrain with `hsrl simulator train --force`"
+            )
+    model = UserResponseModel(shape, config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:
+        raise ArtifactError(f"{path}: simulator weights do not fit the model ({type(exc).__name__}); retrain with --force") from None
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- fidelity
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    y, s = labels.ravel(), scores.ravel()
+    if y.min() == y.max():
+        return float("nan")
+    return float(roc_auc_score(y, s))
+
+
+def calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: |mean prediction − click rate| per equal-width bin, weighted by size."""
+    y, p = labels.ravel(), probs.ravel()
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            err += sel.mean() * abs(p[sel].mean() - y[sel].mean())
+    return float(err)
+
+
+def click_metrics(labels: np.ndarray, probs: np.ndarray, ranking: np.ndarray | None = None) -> dict[str, float]:
+    """AUC (of ``ranking`` if given, else of ``probs``), log-loss, calibration error, predicted vs logged rate."""
+    y, p = labels.ravel().astype(np.float64), np.clip(probs.ravel().astype(np.float64), 1e-7, 1 - 1e-7)
+    return {
+        "auc": _auc(y, p if ranking is None else ranking),
+        "log_loss": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()),
+        "ece": calibration_error(y, p),
+        "predicted_rate": float(p.mean()),
+        "logged_rate": float(y.mean()),
+    }
+
+
+def popularity_scorer(ds: LogDataset, prior_weight: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """The floor: items ranked by their train click count; probabilities = smoothed train click rate."""
+    rows = ds.rows_in("train")
+    clicks = ds.item_popularity("train")
+    shown = np.bincount(ds.imp_items[rows].ravel(), minlength=ds.n_items).astype(np.float64)
+    base = clicks.sum() / max(shown.sum(), 1.0)
+    return clicks, (clicks + prior_weight * base) / (shown + prior_weight)
+
+
+def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None) -> dict[str, Any]:
+    """Metrics on val and test users for the simulator, the popularity floor and (synthetic) the true world."""
+    counts, pop_rate = popularity_scorer(ds)
+    report: dict[str, Any] = {
+        "dataset": ds.meta.get("name", "?"),
+        "notes": {
+            "popularity": "AUC ranks by train click count; probabilities are the item's smoothed train click rate",
+            "true_world": "the generating model on the same rows: the achievable ceiling (synthetic only)",
+        },
+    }
+    for split in ("val", "test"):
+        rows = Rows.of(ds, ds.rows_in(split))
+        if len(rows) == 0:
+            continue
+        labels = rows.clicks.numpy()
+        slate = rows.slate.numpy()
+        entry = {
+            "rows": len(rows),
+            "simulator": click_metrics(labels, predict_probs(model, rows)),
+            "popularity": click_metrics(labels, pop_rate[slate], ranking=counts[slate]),
+        }
+        if world is not None:
+            with torch.no_grad():
+                true = world.click_probs(rows.user, rows.hist_items, rows.slate).numpy()
+            entry["true_world"] = click_metrics(labels, true)
+        report[split] = entry
+    return report

@@ -88,7 +88,10 @@ def main() -> None:
         index.add_items(extra[start : start + args.add_batch])
     add_s = time.perf_counter() - t0
 
-    # valid_next latency: 32 users x 16 beams = 512 prefixes per level, real prefixes of live items
+    # valid_next latency: 32 users x 16 beams = 512 prefixes per level, real prefixes of live items;
+    # one torch thread: a 512-row gather gains nothing from threads, and on a busy machine every
+    # multi-threaded op can wait a whole scheduler slice for its second thread
+    torch.set_num_threads(1)
     latency_ms = {}
     items = torch.from_numpy(rng.choice(index.n_items, size=512, replace=False))
     sids = index.sid_of(items)

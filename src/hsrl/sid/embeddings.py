@@ -47,10 +47,13 @@ class FeatureTransform:
     @classmethod
     def fit(cls, features: np.ndarray, normalize: bool = True) -> "FeatureTransform":
         x = check_features(features)
-        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        std = x.std(axis=0, dtype=np.float64).astype(np.float32)
+        mean = x.mean(axis=0, dtype=np.float64)
+        sq = np.zeros(x.shape[1], dtype=np.float64)
+        for lo in range(0, x.shape[0], 1 << 16):  # chunked two-pass variance: no float64 copy of x
+            sq += ((x[lo : lo + (1 << 16)] - mean) ** 2).sum(axis=0)
+        std = np.sqrt(sq / x.shape[0]).astype(np.float32)
         std[std < 1e-8] = 1.0
-        return cls(mean=mean, std=std, normalize=normalize)
+        return cls(mean=mean.astype(np.float32), std=std, normalize=normalize)
 
     @property
     def dim(self) -> int:
@@ -58,10 +61,10 @@ class FeatureTransform:
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """Embed rows with the fitted statistics (float32, contiguous: what faiss wants)."""
-        x = (check_features(features, self.dim) - self.mean) / self.std
+        x = check_features(features, self.dim) - self.mean  # a new array: the in-place steps below are safe
+        x /= self.std
         if self.normalize:
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = x / np.maximum(norms, 1e-12)
+            x /= np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
         return np.ascontiguousarray(x, dtype=np.float32)
 
 

@@ -120,13 +120,25 @@ def _allocate_slots(
     over = np.flatnonzero(spilled)
     if over.size:
         prefix = _keys(sem[over, :-1], radices[:-1]) * v
-        cand = np.empty((over.size, v), dtype=np.int32)
+        # candidate codes nearest first; only the first few are ranked up front (most items find room
+        # there), the rest of a row is ranked when an item gets that far
+        near = min(v, 16)
+        cand = np.empty((over.size, v), dtype=np.int16 if v < 2**15 else np.int32)
+        ranked = np.zeros(over.size, dtype=bool)
         for lo in range(0, over.size, 65536):
-            rows = over[lo : lo + 65536]
-            cand[lo : lo + rows.size] = np.argsort(squared_distances(before_last[rows], last_codebook), axis=1, kind="stable")
+            dist = squared_distances(before_last[over[lo : lo + 65536]], last_codebook)
+            top = np.argpartition(dist, near - 1, axis=1)[:, :near] if near < v else np.argsort(dist, axis=1)
+            cand[lo : lo + dist.shape[0], :near] = np.take_along_axis(
+                top, np.argsort(np.take_along_axis(dist, top, axis=1), axis=1, kind="stable"), axis=1
+            )
         ptr = np.zeros(over.size, dtype=np.int64)
         todo = np.arange(over.size)
         while todo.size:
+            deep = todo[(ptr[todo] >= near) & ~ranked[todo]]
+            if deep.size:
+                dist = squared_distances(before_last[over[deep]], last_codebook)
+                cand[deep] = np.argsort(dist, axis=1, kind="stable")
+                ranked[deep] = True
             stuck = todo[ptr[todo] >= v]
             if stuck.size:
                 item = int(over[stuck[0]])

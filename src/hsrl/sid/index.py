@@ -124,7 +124,7 @@ def _allocate_slots(
         # there), the rest of a row is ranked when an item gets that far
         near = min(v, 16)
         cand = np.empty((over.size, v), dtype=np.int16 if v < 2**15 else np.int32)
-        ranked = np.zeros(over.size, dtype=bool)
+        ranked = np.full(over.size, near == v)
         for lo in range(0, over.size, 65536):
             dist = squared_distances(before_last[over[lo : lo + 65536]], last_codebook)
             top = np.argpartition(dist, near - 1, axis=1)[:, :near] if near < v else np.argsort(dist, axis=1)

@@ -297,6 +297,8 @@ class HSRLAgent(Agent):
         critic_loss = F.mse_loss(values, level_targets)
         # actor: PPO-clipped per-token surrogate
         adv = self.token_advantages(values, y, cfg.credit)
+        if cfg.normalize_advantage:  # one positive scale for the batch keeps sum_l A_l = y - v_0 (scaled)
+            adv = adv / (adv.sum(-1).std() + 1e-6)
         ratio = (logp - old_logp).exp()
         surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
         actor_loss = -surrogate.sum(-1).mean() - cfg.entropy * entropy.sum(-1).mean()
@@ -310,11 +312,11 @@ class HSRLAgent(Agent):
                 tp.lerp_(p, cfg.tau)
         self.updates += 1
         return {
-            "actor_loss": float(actor_loss),
-            "critic_loss": float(critic_loss),
-            "entropy": float(entropy.sum(-1).mean()),
-            "advantage": float(adv.sum(-1).mean()),
-            "value": float(values[..., 0].mean()),
+            "actor_loss": float(actor_loss.detach()),
+            "critic_loss": float(critic_loss.detach()),
+            "entropy": float(entropy.detach().sum(-1).mean()),
+            "advantage": float(adv.detach().sum(-1).mean()),
+            "value": float(values.detach()[..., 0].mean()),
         }
 
     # ------------------------------------------------------------------ persistence

@@ -379,6 +379,15 @@ class SemanticIDIndex:
         ``prefix`` is (B, l) with 0 <= l < depth ((B, 0) for the first level). A prefix that names no
         live subtree (unknown, removed, or a token out of range) gets an all-False row.
         """
+        return self.child_counts(prefix) > 0
+
+    def child_counts(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, vocab_sizes[l]) number of ACTIVE items below each child of each l-token prefix.
+
+        Decoding K distinct items without replacement needs the counts, not only the mask: a branch
+        stays open while it holds items not yet placed in the slate. At the last level each child is
+        one item, so the counts are 0/1.
+        """
         prefix = torch.as_tensor(prefix)
         if prefix.dim() != 2 or not 0 <= prefix.shape[1] < self.depth:
             raise ValueError(f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}")
@@ -387,7 +396,7 @@ class SemanticIDIndex:
         if prefix.shape[1] < self.levels:
             keys, counts = t["trie"][prefix.shape[1]]
             pos, found = self._lookup(keys, key)
-            return (counts[pos] > 0) & (ok & found)[:, None]
+            return counts[pos].long() * (ok & found)[:, None]
         # last level: the group's items are the run of sorted SID keys in [key * D, key * D + D)
         d = self.disambiguation
         item_keys = t["item_keys"]
@@ -395,8 +404,8 @@ class SemanticIDIndex:
         span = (start[:, None] + torch.arange(d, device=prefix.device)).clamp_(max=item_keys.numel() - 1)
         token = item_keys[span] - key[:, None] * d
         live = (token >= 0) & (token < d) & t["active"][t["item_ids"][span]] & ok[:, None]
-        mask = torch.zeros(prefix.shape[0], d + 1, dtype=torch.bool, device=prefix.device)
-        mask.scatter_(1, torch.where(live, token, torch.full_like(token, d)), live)
+        mask = torch.zeros(prefix.shape[0], d + 1, dtype=torch.long, device=prefix.device)
+        mask.scatter_(1, torch.where(live, token, torch.full_like(token, d)), live.long())
         return mask[:, :d]
 
     # ------------------------------------------------------------------ catalogue changes

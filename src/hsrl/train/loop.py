@@ -140,7 +140,7 @@ class Trainer:
                     for _ in range(cfg.updates_per_step):
                         losses = self.agent.update(self.buffer.sample(cfg.batch_size))
                 episodes = self.env.pop_episodes()
-                self.recent = (self.recent + [float(x) for x in episodes["returns"]])[-200:]
+                self.recent = (self.recent + [float(x) for x in episodes["return"]])[-200:]
                 if self.eval_env is not None and (self.step % cfg.eval_every == 0 or self.step == total):
                     record = {"step": self.step, "train_return": sum(self.recent) / max(len(self.recent), 1), **losses}
                     record.update({f"eval_{k}": v for k, v in self._evaluate().items()})

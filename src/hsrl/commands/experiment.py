@@ -1,0 +1,152 @@
+"""`hsrl train`, `hsrl evaluate` and `hsrl run`: agents on top of the prepared stages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, run_config
+from hsrl.config import RunConfig, save_config
+
+AgentsOpt = Annotated[
+    Optional[str], typer.Option("--agents", "-a", help="Comma-separated agents (default: eval.agents of the config).")
+]
+SeedsOpt = Annotated[Optional[int], typer.Option("--seeds", help="Seeds per agent (default: eval.seeds).")]
+WorldOpt = Annotated[
+    Optional[str], typer.Option("--world", help="Judge: simulator | true | both (true needs synthetic data).")
+]
+
+
+def _agents(cfg: RunConfig, agents: str | None) -> list[str]:
+    from hsrl.errors import ConfigError
+    from hsrl.workflow import AGENTS
+
+    names = [a.strip() for a in agents.split(",")] if agents else list(cfg.eval.agents)
+    unknown = [a for a in names if a not in AGENTS]
+    if unknown:
+        raise ConfigError(f"unknown agent(s) {', '.join(unknown)} (expected: {', '.join(AGENTS)})")
+    return names
+
+
+def _worlds(run_dir: Path, world: str | None) -> list[str]:
+    from hsrl.data.synthetic import WORLD_FILE
+
+    has_world = (run_dir / WORLD_FILE).is_file()
+    if world in (None, "both"):
+        return ["simulator", "true"] if has_world else ["simulator"]
+    if world == "true" and not has_world:
+        from hsrl.errors import ConfigError
+
+        raise ConfigError(f"{run_dir}: the true world exists only for synthetic data")
+    return [world]
+
+
+def print_results(payload: dict) -> None:
+    from hsrl.eval.report import fmt
+
+    ceiling = payload.get("ceiling") or {}
+    for world, table in payload["aggregate"].items():
+        t = Table(title=f"{payload['dataset']} — judged by: {world} — test users, mean ± 95% CI over seeds "
+                        f"(ceiling {ceiling.get('total_reward', float('nan')):.2f})")
+        for col in ("agent", "total reward", "depth", "avg reward", "click rate", "coverage", "diversity", "of ceiling", "episodes"):
+            t.add_column(col, justify="right" if col != "agent" else "left")
+        for name, agg in table.items():
+            label = f"{name} (privileged)" if name in payload.get("privileged", []) else name
+            t.add_row(
+                label,
+                fmt(agg["total_reward"]),
+                fmt(agg["depth"]),
+                fmt(agg["avg_reward"], 3),
+                fmt(agg["click_rate"], 3),
+                fmt(agg["coverage"], 3),
+                fmt(agg["diversity"], 3),
+                fmt(agg["share_of_ceiling"], 3) if "share_of_ceiling" in agg else "-",
+                str(agg["episodes"]),
+            )
+        console.print(t)
+
+
+def train_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool) -> None:
+    from hsrl.agents import LEARNED
+    from hsrl.workflow import train_agent
+
+    for name in agents:
+        if name not in LEARNED:
+            continue
+        for seed in range(seeds):
+            path = train_agent(run_dir, name, cfg, seed, force=force)
+            console.print(f"[green]trained[/] {name} seed {seed}: {path}")
+
+
+def evaluate_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, worlds: list[str]) -> dict:
+    from hsrl.workflow import evaluate_agents, write_results
+
+    with console.status("evaluating on test users ..."):
+        payload = evaluate_agents(run_dir, cfg, agents, seeds, worlds, cfg.eval.episodes)
+    paths = write_results(run_dir, payload)
+    print_results(payload)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return payload
+
+
+def register(app: typer.Typer) -> None:
+    """Add train / evaluate / run to the top-level app."""
+
+    @app.command("train")
+    def train(
+        run_dir: RunDirArg,
+        agent: Annotated[str, typer.Option("--agent", help="Learned agent to train.")] = "hsrl",
+        seeds: SeedsOpt = None,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        """Train an agent in the simulator on training users (one run per seed; resumes from checkpoints)."""
+        cfg = run_config(run_dir, config, set_)
+        save_config(cfg, run_dir)
+        train_stage(run_dir, cfg, _agents(cfg, agent), seeds or cfg.eval.seeds, force)
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        run_dir: RunDirArg,
+        agents: AgentsOpt = None,
+        seeds: SeedsOpt = None,
+        world: WorldOpt = None,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+    ) -> None:
+        """Score trained agents and references on held-out test users; writes RUN_DIR/results/."""
+        cfg = run_config(run_dir, config, set_)
+        evaluate_stage(run_dir, cfg, _agents(cfg, agents), seeds or cfg.eval.seeds, _worlds(run_dir, world))
+
+    @app.command("run")
+    def run(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/synthetic"),
+        dataset: Annotated[str, typer.Option("--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv")] = "synthetic",
+        agents: AgentsOpt = None,
+        seeds: SeedsOpt = None,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
+    ) -> None:
+        """The whole pipeline: data -> simulator -> SIDs -> agents -> evaluation report (synthetic default)."""
+        from hsrl.commands.data import prepare_data
+        from hsrl.commands.sid import build_index
+        from hsrl.commands.simulator import train_simulator
+
+        start = time.perf_counter()
+        overrides = [f"data.dataset={dataset}", *(set_ or [])]
+        prepare_data(out, overrides, config, force)
+        cfg = run_config(out, None, set_)
+        save_config(cfg, out)
+        train_simulator(out, force=force)
+        build_index(out, force=force)
+        names = _agents(cfg, agents)
+        n_seeds = seeds or cfg.eval.seeds
+        train_stage(out, cfg, names, n_seeds, force)
+        evaluate_stage(out, cfg, names, n_seeds, _worlds(out, None))
+        console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s: {out}")

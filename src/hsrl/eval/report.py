@@ -1,0 +1,119 @@
+"""Aggregate per-seed results into mean ± 95 % CI, and write results.json, report.md and plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hsrl.eval.evaluate import METRICS
+from hsrl.eval.metrics import mean_ci
+from hsrl.io import atomic_path, write_json
+
+
+def aggregate(per_seed: list[dict[str, Any]], ceiling: float | None = None) -> dict[str, Any]:
+    """Mean and CI half-width of every metric over seeds, with the episode count."""
+    out: dict[str, Any] = {"seeds": len(per_seed), "episodes": int(sum(r["episodes"] for r in per_seed))}
+    for m in METRICS:
+        mean, half = mean_ci([r[m] for r in per_seed])
+        out[m] = {"mean": mean, "ci95": half}
+    if ceiling:
+        tr = out["total_reward"]
+        out["share_of_ceiling"] = {"mean": tr["mean"] / ceiling, "ci95": tr["ci95"] / ceiling}
+    return out
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    import hsrl
+
+    return {"hsrl": hsrl.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def fmt(cell: dict[str, float], digits: int = 2) -> str:
+    return f"{cell['mean']:.{digits}f} ± {cell['ci95']:.{digits}f}"
+
+
+def markdown_table(results: dict[str, dict[str, Any]], world: str) -> str:
+    cols = ["total_reward", "depth", "avg_reward", "click_rate", "coverage", "diversity"]
+    head = "| agent | " + " | ".join(cols) + " | share of ceiling | seeds | episodes |"
+    lines = [f"### world: {world}", "", head, "|" + "---|" * (len(cols) + 4)]
+    for name, agg in results.items():
+        share = fmt(agg["share_of_ceiling"], 3) if "share_of_ceiling" in agg else "-"
+        cells = " | ".join(fmt(agg[c], 3 if c in ("click_rate", "coverage", "diversity", "avg_reward") else 2) for c in cols)
+        lines.append(f"| {name} | {cells} | {share} | {agg['seeds']} | {agg['episodes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path]:
+    """results.json (machine-readable, with config and versions), report.md and PNG plots."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "markdown": out_dir / "report.md"}
+    write_json(paths["json"], payload)
+    md = [f"# hsrl results: {payload.get('dataset', '?')}", ""]
+    md.append(f"Held-out test users; mean ± 95 % CI over seeds. Ceiling (best possible total reward): "
+              f"{payload.get('ceiling', {}).get('total_reward', 'n/a')}.")
+    md.append("")
+    for world, table in payload["aggregate"].items():
+        md.append(markdown_table(table, world))
+    if payload.get("privileged"):
+        md.append("Privileged references (peek at the judging world): " + ", ".join(payload["privileged"]) + ".")
+    md.append("")
+    with atomic_path(paths["markdown"]) as tmp:
+        tmp.write_text("\n".join(md))
+    paths.update(plot_results(out_dir, payload))
+    return paths
+
+
+def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
+    """Result bars (total reward with CI) per world, and learning curves with CI bands over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths: dict[str, Path] = {}
+    for world, table in payload["aggregate"].items():
+        names = list(table)
+        means = [table[n]["total_reward"]["mean"] for n in names]
+        errs = [table[n]["total_reward"]["ci95"] for n in names]
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+        ax.bar(names, means, yerr=errs, capsize=4, color="tab:blue")
+        ax.set_ylabel("total reward (mean ± 95% CI)")
+        ax.set_title(f"{payload.get('dataset', '')}: {world}")
+        fig.tight_layout()
+        path = out_dir / f"results_{world}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        paths[f"bars_{world}"] = path
+    curves = payload.get("curves", {})
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, seeds in curves.items():
+            steps = sorted({s for curve in seeds for s, _ in curve})
+            matrix = np.array([[dict(curve).get(s, np.nan) for s in steps] for curve in seeds], dtype=float)
+            mean = np.nanmean(matrix, axis=0)
+            stats = [mean_ci(col[~np.isnan(col)]) for col in matrix.T]
+            half = np.array([h for _, h in stats])
+            ax.plot(steps, mean, label=name)
+            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("eval total reward")
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / "learning_curves.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+        paths["curves"] = path
+    return paths
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,153 @@
+"""The experiment workflow behind `hsrl train`, `hsrl evaluate` and `hsrl run`.
+
+It wires the stages together through the run directory: the prepared dataset, the trained
+simulator (or the true world), the Semantic ID index, agents per seed under
+``RUN_DIR/agents/NAME/seedS/``, and evaluation results under ``RUN_DIR/results/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hsrl.agents import LEARNED, Agent, HSRLAgent, OracleGreedyAgent, PopularAgent, RandomAgent
+from hsrl.config import RunConfig
+from hsrl.data.schema import LogDataset
+from hsrl.errors import ArtifactError, ConfigError
+from hsrl.eval.evaluate import evaluate
+from hsrl.eval.report import aggregate, versions, write_report
+from hsrl.sid.index import SemanticIDIndex
+from hsrl.simulator.env import make_env
+from hsrl.train.loop import Trainer
+
+AGENTS = ("hsrl", "random", "popular", "oracle")
+INDEX_PATH = Path("sid") / "index.npz"
+TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT = "train", "val", "test"
+
+
+def agent_dir(run_dir: Path, name: str, seed: int) -> Path:
+    return Path(run_dir) / "agents" / name / f"seed{seed}"
+
+
+def load_index(run_dir: Path) -> SemanticIDIndex:
+    path = Path(run_dir) / INDEX_PATH
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no Semantic ID index (run `hsrl sid build {run_dir}` first)")
+    return SemanticIDIndex.load(path)
+
+
+def env_for(run_dir: Path, cfg: RunConfig, split: str, seed: int, world: str | None = None):
+    return make_env(
+        run_dir,
+        split=split,
+        world=world or cfg.env.world,
+        batch_users=cfg.env.batch_users,
+        seed=seed,
+        reward=cfg.env.reward,
+    )
+
+
+def build_agent(name: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
+    """A fresh agent of kind ``name`` over the environment's catalogue."""
+    features = env.item_features
+    k = env.slate_size
+    if name == "hsrl":
+        return HSRLAgent(features, k, load_index(run_dir), env.profile_dim, env.history_length, cfg.agent, seed)
+    if name == "random":
+        return RandomAgent(features, k, seed)
+    if name == "popular":
+        pop = torch.as_tensor(LogDataset.load(run_dir).item_popularity("train"), device=features.device)
+        return PopularAgent(features, k, pop)
+    if name == "oracle":
+        return OracleGreedyAgent(features, k, env.response.click_probs)
+    raise ConfigError(f"unknown agent '{name}' (expected one of: {', '.join(AGENTS)})")
+
+
+def train_agent(
+    run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool = False, show_progress: bool = True
+) -> Path:
+    """Train one learned agent for one seed in the training-user simulator; returns its checkpoint."""
+    out = agent_dir(run_dir, name, seed)
+    final = out / "agent.pt"
+    if final.is_file() and not force:
+        return final
+    env = env_for(run_dir, cfg, TRAIN_SPLIT, seed)
+    agent = build_agent(name, run_dir, cfg, env, seed)
+    train_cfg = cfg.train.model_copy(update={"seed": seed})
+    trainer = Trainer(
+        agent,
+        env,
+        train_cfg,
+        out_dir=out,
+        eval_env=lambda: env_for(run_dir, cfg, EVAL_SPLIT, seed=10_000 + seed),
+        show_progress=show_progress,
+    )
+    start = time.perf_counter()
+    trainer.fit(resume=not force)
+    agent.save(final)
+    (out / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.2f}\n")
+    return final
+
+
+def load_agent(name: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
+    agent = build_agent(name, run_dir, cfg, env, seed)
+    if name in LEARNED:
+        agent.load(agent_dir(run_dir, name, seed) / "agent.pt")
+    return agent
+
+
+def evaluate_agents(
+    run_dir: Path,
+    cfg: RunConfig,
+    agents: list[str],
+    seeds: int,
+    worlds: list[str],
+    episodes: int,
+) -> dict[str, Any]:
+    """Every agent × seed × world on held-out test users; per-seed metrics and aggregates."""
+    per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    aggregates: dict[str, dict[str, Any]] = {}
+    ceiling = None
+    for world in worlds:
+        per_seed[world] = {}
+        aggregates[world] = {}
+        for name in agents:
+            rows = []
+            for seed in range(seeds):
+                env = env_for(run_dir, cfg, TEST_SPLIT, seed=20_000 + seed, world=world)
+                ceiling = env.ceiling()
+                agent = load_agent(name, run_dir, cfg, env, seed)
+                result = evaluate(agent, env, episodes)
+                rows.append({k: v for k, v in result.items() if k not in ("returns", "depths")} | {"seed": seed})
+            per_seed[world][name] = rows
+            aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
+    curves = {}
+    for name in agents:
+        if name not in LEARNED:
+            continue
+        curves[name] = []
+        for seed in range(seeds):
+            path = agent_dir(run_dir, name, seed) / "metrics.jsonl"
+            if path.is_file():
+                import json
+
+                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                curves[name].append([(r["step"], r["eval_total_reward"]) for r in records if "eval_total_reward" in r])
+    return {
+        "dataset": LogDataset.load(run_dir).meta.get("name", "?"),
+        "config": cfg.model_dump(mode="json"),
+        "versions": versions(),
+        "ceiling": ceiling,
+        "agents": agents,
+        "privileged": [a for a in agents if a == "oracle"],
+        "per_seed": per_seed,
+        "aggregate": aggregates,
+        "curves": curves,
+    }
+
+
+def write_results(run_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
+    return write_report(Path(run_dir) / "results", payload)

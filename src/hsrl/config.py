@@ -49,14 +49,16 @@ class DataConfig(Section):
 
 
 class SimulatorConfig(Section):
+    """User response model (DESIGN §5); defaults tuned on the synthetic default and ML-100K."""
+
     dim: int = Field(32, ge=4)
     heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    epochs: int = Field(20, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 gave the same AUC on both datasets, 30% slower")
+    epochs: int = Field(30, ge=1, description="at most; training stops early on validation AUC")
     batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
-    patience: int = Field(3, ge=1)
+    patience: int = Field(4, ge=1, description="epochs without a better validation AUC before stopping")
     seed: int = 0
 
 
@@ -100,7 +102,7 @@ class AgentConfig(Section):
     weight_decay: float = 1e-5
     entropy: float = 0.1
     clip: float = 0.2
-    bc_coef: float = 0.0
+    normalize_advantage: bool = True
     beam: int = 16
 
 

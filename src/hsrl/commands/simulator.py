@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -16,16 +17,20 @@ app = new_group("Train the user response model and report its fidelity.")
 
 SCORERS = (
     ("simulator", "simulator"),
-    ("popularity", "popularity (floor)"),
-    ("true_world", "true world (ceiling)"),
+    ("popularity", "popularity"),
+    ("item_ctr", "item CTR"),
+    ("true_world", "true world"),
 )
 
 
 def print_report(report: dict[str, Any]) -> None:
     """The fidelity table: one row per split and scorer."""
-    table = Table(title=f"simulator fidelity ({report.get('dataset', '?')})")
-    for col in ("split", "scorer", "AUC", "log-loss", "ECE", "pred. rate", "logged rate", "rows"):
-        table.add_column(col, justify="left" if col in ("split", "scorer") else "right")
+    caption = "floors: popularity (train click count), item CTR (smoothed train click rate)"
+    if any("true_world" in (report.get(s) or {}) for s in ("val", "test")):
+        caption += "; true world: the achievable ceiling"
+    table = Table(title=f"simulator fidelity ({report.get('dataset', '?')})", caption=caption)
+    for col in ("split", "scorer", "AUC", "logloss", "ECE", "pred CTR", "log CTR", "rows"):
+        table.add_column(col, justify="left" if col in ("split", "scorer") else "right", no_wrap=True)
     for split in ("val", "test"):
         entry = report.get(split)
         if not entry:
@@ -34,10 +39,8 @@ def print_report(report: dict[str, Any]) -> None:
             m = entry.get(key)
             if m is None:
                 continue
-            table.add_row(
-                split, label, f"{m['auc']:.4f}", f"{m['log_loss']:.4f}", f"{m['ece']:.4f}",
-                f"{m['predicted_rate']:.4f}", f"{m['logged_rate']:.4f}", str(entry["rows"]),
-            )
+            cells = [m.get(k) for k in ("auc", "log_loss", "ece", "predicted_rate", "logged_rate")]
+            table.add_row(split, label, *("-" if c is None else f"{c:.4f}" for c in cells), str(entry["rows"]))
     console.print(table)
     train = report.get("training")
     if train:
@@ -53,7 +56,7 @@ def train_simulator(
     """Train (unless a checkpoint exists and not ``force``), save model.pt and report.json; return the report."""
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
-    from hsrl.io import read_json, write_json
+    from hsrl.io import write_json
     from hsrl.simulator.response import (
         MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, save_checkpoint, train_response_model,
     )
@@ -62,9 +65,7 @@ def train_simulator(
     folder = Path(run_dir) / SIM_DIR
     if (folder / MODEL_FILE).is_file() and (folder / REPORT_FILE).is_file() and not force:
         console.print(f"[yellow]{folder / MODEL_FILE} exists; skipping (use --force to retrain).[/]")
-        report = read_json(folder / REPORT_FILE)
-        print_report(report)
-        return report
+        return show_report(run_dir)
     dataset = LogDataset.load(run_dir)
     world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
     sim = cfg.simulator
@@ -92,16 +93,39 @@ def train(run_dir: RunDirArg, config: ConfigOpt = None, set_: SetOpt = None, for
     train_simulator(run_dir, list(set_ or []), config, force)
 
 
-@app.command("report")
-def report(run_dir: RunDirArg) -> None:
-    """Print the fidelity report of a trained simulator (RUN_DIR/simulator/report.json)."""
-    from hsrl.io import read_json
-    from hsrl.simulator.response import REPORT_FILE, SIM_DIR
+def show_report(run_dir: Path, recompute: bool = False) -> dict[str, Any]:
+    """Check that the checkpoint loads and fits the dataset, then print (or recompute) its fidelity report."""
+    from hsrl.data.schema import LogDataset
+    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+    from hsrl.io import read_json, write_json
+    from hsrl.simulator.response import MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, load_checkpoint
 
-    path = Path(run_dir) / SIM_DIR / REPORT_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no fidelity report (run `hsrl simulator train {run_dir}` first)")
+    folder = Path(run_dir) / SIM_DIR
+    dataset = LogDataset.load(run_dir)
+    model = load_checkpoint(folder / MODEL_FILE, expect=dataset)
+    path = folder / REPORT_FILE
+    if recompute or not path.is_file():
+        world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
+        with console.status("computing the fidelity report ..."):
+            report = fidelity_report(model, dataset, world)
+        report["training"] = read_json(path).get("training") if path.is_file() else None
+        write_json(path, report)
+    else:
+        try:
+            report = read_json(path)
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: corrupt report ({exc})") from None
     try:
-        print_report(read_json(path))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path}: corrupt report ({type(exc).__name__}: {exc})") from None
+        print_report(report)
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: corrupt report ({type(exc).__name__}: {exc}); use --recompute") from None
+    return report
+
+
+@app.command("report")
+def report(
+    run_dir: RunDirArg,
+    recompute: Annotated[bool, typer.Option("--recompute", help="Recompute the metrics from the checkpoint.")] = False,
+) -> None:
+    """Print the fidelity report of the trained simulator (RUN_DIR/simulator/report.json)."""
+    show_report(run_dir, recompute)

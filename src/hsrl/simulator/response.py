@@ -58,6 +58,28 @@ class DatasetShape:
         return cls(ds.n_items, ds.feature_dim, ds.profile_dim, ds.history_length)
 
 
+class Attention(nn.Module):
+    """Multi-head attention of queries over keys, padded keys ignored (scaled-dot-product kernel)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+        """``queries`` (B, Q, d), ``keys`` (B, L, d), ``ignore`` (B, L) True for padding -> (B, Q, d)."""
+        b, q_len, d = queries.shape
+        h = self.heads
+        q = self.query(queries).view(b, q_len, h, d // h).transpose(1, 2)
+        k, v = self.key_value(keys).view(b, keys.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=~ignore[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(out.transpose(1, 2).reshape(b, q_len, d))
+
+
 class UserResponseModel(nn.Module):
     """Click logits of exposed items given the user's profile and history with feedback."""
 
@@ -82,11 +104,11 @@ class UserResponseModel(nn.Module):
         self.position = nn.Parameter(torch.zeros(h + 1, d))  # +1: the always-present start token
         nn.init.normal_(self.position, std=0.02)
         self.start = nn.Parameter(torch.zeros(d))
-        self.encoder = nn.TransformerEncoderLayer(
-            d, config.heads, dim_feedforward=2 * d, dropout=config.dropout, batch_first=True, norm_first=True
-        )
+        self.self_norm = nn.LayerNorm(d)
+        self.self_attn = Attention(d, config.heads, config.dropout)
+        self.ffn = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.user_mlp = nn.Sequential(nn.Linear(p + 2 + 2 * d, d), nn.GELU(), nn.Linear(d, d))
-        self.cross = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.cross = Attention(d, config.heads, config.dropout)
         self.norm = nn.LayerNorm(d)
         self.user_bias = nn.Linear(d, 1)
 
@@ -121,14 +143,15 @@ class UserResponseModel(nn.Module):
         pooled_neg = (hvec * neg_w).sum(1) / neg_w.sum(1).clamp_min(1.0)
         tokens = torch.cat([self.start.expand(b, 1, -1), hist], dim=1) + self.position
         ignore = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=mask.device), ~mask], dim=1)
-        tokens = self.encoder(tokens, src_key_padding_mask=ignore)
+        normed = self.self_norm(tokens)
+        tokens = tokens + self.self_attn(normed, normed, ignore)  # pre-norm self-attention block
+        tokens = tokens + self.ffn(tokens)
         n_real = mask.sum(1, keepdim=True).float()
         click_rate = (hist_feedback * mask).sum(1, keepdim=True) / n_real.clamp_min(1.0)
         fill = n_real / mask.shape[1]
         prof = (profile - self.profile_mean) / self.profile_std
         user = self.user_mlp(torch.cat([prof, click_rate, fill, pooled_pos, pooled_neg], dim=1))
-        attended, _ = self.cross(user.unsqueeze(1), tokens, tokens, key_padding_mask=ignore, need_weights=False)
-        interest = self.norm(user + attended.squeeze(1))
+        interest = self.norm(user + self.cross(user.unsqueeze(1), tokens, ignore).squeeze(1))
         items = self.item_vectors(slate)
         return (items * interest.unsqueeze(1)).sum(-1) + self.item_bias(slate).squeeze(-1) + self.user_bias(interest)
 
@@ -336,11 +359,11 @@ def calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> 
     return float(err)
 
 
-def click_metrics(labels: np.ndarray, probs: np.ndarray, ranking: np.ndarray | None = None) -> dict[str, float]:
-    """AUC (of ``ranking`` if given, else of ``probs``), log-loss, calibration error, predicted vs logged rate."""
+def click_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """AUC, log-loss, calibration error, predicted vs logged click rate."""
     y, p = labels.ravel().astype(np.float64), np.clip(probs.ravel().astype(np.float64), 1e-7, 1 - 1e-7)
     return {
-        "auc": _auc(y, p if ranking is None else ranking),
+        "auc": _auc(y, p),
         "log_loss": float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()),
         "ece": calibration_error(y, p),
         "predicted_rate": float(p.mean()),
@@ -349,7 +372,7 @@ def click_metrics(labels: np.ndarray, probs: np.ndarray, ranking: np.ndarray | N
 
 
 def popularity_scorer(ds: LogDataset, prior_weight: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """The floor: items ranked by their train click count; probabilities = smoothed train click rate."""
+    """Item-only floors from train rows: click counts (N,) and click rates smoothed toward the mean (N,)."""
     rows = ds.rows_in("train")
     clicks = ds.item_popularity("train")
     shown = np.bincount(ds.imp_items[rows].ravel(), minlength=ds.n_items).astype(np.float64)
@@ -363,7 +386,8 @@ def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None)
     report: dict[str, Any] = {
         "dataset": ds.meta.get("name", "?"),
         "notes": {
-            "popularity": "AUC ranks by train click count; probabilities are the item's smoothed train click rate",
+            "popularity": "the floor: items ranked by their train click count (AUC only)",
+            "item_ctr": "a stronger item-only floor: the item's train click rate, smoothed toward the mean",
             "true_world": "the generating model on the same rows: the achievable ceiling (synthetic only)",
         },
     }
@@ -376,7 +400,8 @@ def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None)
         entry = {
             "rows": len(rows),
             "simulator": click_metrics(labels, predict_probs(model, rows)),
-            "popularity": click_metrics(labels, pop_rate[slate], ranking=counts[slate]),
+            "popularity": {"auc": _auc(labels, counts[slate])},
+            "item_ctr": click_metrics(labels, pop_rate[slate]),
         }
         if world is not None:
             with torch.no_grad():

@@ -14,6 +14,7 @@ import click
 import typer
 
 from hsrl.commands import data as data_cmd
+from hsrl.commands import serve as serve_cmd
 from hsrl.commands import sid as sid_cmd
 from hsrl.commands import simulator as simulator_cmd
 from hsrl.commands.common import ConfigOpt, SetOpt, console, err_console
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(simulator_cmd.app, name="simulator")
 app.add_typer(sid_cmd.app, name="sid")
+app.command("serve")(serve_cmd.serve)
 
 
 @app.command("run")

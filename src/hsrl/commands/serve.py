@@ -1,0 +1,55 @@
+"""`hsrl serve RUN_DIR`: export the run's HSRL policy if needed, then serve it over HTTP (DESIGN §10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hsrl.commands.common import RunDirArg, console
+from hsrl.errors import ArtifactError, ConfigError
+
+
+def prepare_export(run_dir: Path, seed: int | None = None, force: bool = False):
+    """Load RUN_DIR/serve/ (exporting the seed's checkpoint first when absent or ``force``)."""
+    from hsrl.serve.export import export_dir, export_policy, load_export
+
+    out = export_dir(run_dir)
+    if force or not out.exists():
+        export_policy(run_dir, 0 if seed is None else seed)
+        console.print(f"[green]exported[/] {out}")
+    policy = load_export(out)
+    exported_seed = (policy.manifest.get("source") or {}).get("seed")
+    if seed is not None and exported_seed != seed:
+        raise ArtifactError(f"{out}: exported from seed {exported_seed}, not {seed} (add --force to re-export)")
+    return policy
+
+
+def serve(
+    run_dir: RunDirArg,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Agent seed to export (default: the existing export, else 0).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-export the policy even if RUN_DIR/serve exists.")] = False,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Most users per /recommend request.")] = 256,
+    max_new_items: Annotated[int, typer.Option("--max-new-items", help="Most items per POST /items request.")] = 10_000,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads per request (default: torch's).")] = None,
+) -> None:
+    """Serve RUN_DIR's HSRL policy: POST /recommend, POST/DELETE/GET /items, GET /health, docs at /docs."""
+    import torch
+    import uvicorn
+
+    from hsrl.serve.app import create_app
+
+    for name, value in (("--max-batch", max_batch), ("--max-new-items", max_new_items), ("--threads", threads or 1)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1 (got {value})")
+    if not 0 <= port < 65536:
+        raise ConfigError(f"--port must be 0..65535 (got {port})")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    policy = prepare_export(run_dir, seed, force)
+    app = create_app(policy, max_batch=max_batch, max_new_items=max_new_items, seed=seed or 0)
+    console.print(f"serving {run_dir} ({policy.index.n_active} items) on http://{host}:{port}  (docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

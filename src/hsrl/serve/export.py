@@ -1,0 +1,265 @@
+"""The exported policy: what a server loads, written from a run directory (DESIGN §10).
+
+``export_policy`` turns RUN_DIR/agents/hsrl/seedS/agent.pt + RUN_DIR/sid/index.npz + RUN_DIR/data into
+RUN_DIR/serve/:
+
+    manifest.json  format version, architecture, source checkpoint, sha256 of every file below
+    policy.pt      state dict of the actor (state encoder + hierarchical policy): plain tensors, read
+                   with ``torch.load(weights_only=True)``
+    index.npz      the Semantic ID index at export time
+    items.npz      original item ids and item features (the encoder's feature table)
+
+No optimiser, target network, replay buffer or simulator: a server needs none of them, so it builds the
+two network modules from the manifest and decodes with ``beam_decode`` / ``sample_decode`` below
+(the same trie decoding as ``HSRLAgent``, plus the SID log-probabilities that a service returns as
+scores). ``load_export`` checks the checksums and that model, index and item table agree, and raises
+``ArtifactError`` naming the file otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hsrl.agents.encoder import StateEncoder
+from hsrl.agents.hsrl import NEG, HierarchicalPolicy
+from hsrl.errors import ArtifactError
+from hsrl.io import atomic_path
+from hsrl.sid.index import SemanticIDIndex
+
+EXPORT_DIR = "serve"
+EXPORT_FORMAT = "hsrl-serve"
+EXPORT_VERSION = 1
+MANIFEST, POLICY, INDEX, ITEMS = "manifest.json", "policy.pt", "index.npz", "items.npz"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything needed to rebuild the actor's modules (and nothing about training)."""
+
+    feature_dim: int
+    profile_dim: int
+    history_length: int
+    slate_size: int
+    dim: int
+    layers: int
+    heads: int
+    residual: str
+    vocab_sizes: tuple[int, ...]
+    beam: int
+
+
+class PolicyNet(nn.Module):
+    """State encoder + hierarchical policy, with the attribute names of the training actor (same keys)."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.encoder = StateEncoder(
+            arch.feature_dim, arch.profile_dim, arch.history_length, arch.dim, arch.layers, arch.heads, dropout=0.0
+        )
+        self.policy = HierarchicalPolicy(arch.dim, list(arch.vocab_sizes), arch.residual)
+
+
+@dataclass
+class ExportedPolicy:
+    """A loaded export: the network (eval mode) and the catalogue it was exported with."""
+
+    arch: Architecture
+    net: PolicyNet
+    index: SemanticIDIndex
+    item_ids: np.ndarray  # (N,) str
+    features: np.ndarray  # (N, F) float32
+    manifest: dict[str, Any]
+
+
+def export_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / EXPORT_DIR
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
+    """Write RUN_DIR/serve/ from the seed's HSRL checkpoint (atomically: all files or none); returns it."""
+    from hsrl.agents.base import CHECKPOINT_VERSION
+    from hsrl.data.schema import LogDataset
+    from hsrl.workflow import agent_dir, load_index
+
+    run_dir = Path(run_dir)
+    ckpt = agent_dir(run_dir, "hsrl", seed) / "agent.pt"
+    if not ckpt.is_file():
+        raise ArtifactError(f"{ckpt}: no HSRL checkpoint for seed {seed} (train one with `hsrl train {run_dir}`)")
+    try:
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = blob["state"]
+        cfg, net_state, vocab = state["config"], state["net"], [int(v) for v in state["vocab_sizes"]]
+    except Exception as exc:
+        raise ArtifactError(f"{ckpt}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
+    if blob.get("version") != CHECKPOINT_VERSION or blob.get("agent") != "hsrl":
+        raise ArtifactError(f"{ckpt}: not an HSRL checkpoint of format {CHECKPOINT_VERSION}")
+    index = load_index(run_dir)
+    ds = LogDataset.load(run_dir)
+    if index.n_items != ds.n_items:
+        raise ArtifactError(f"{run_dir}: the SID index has {index.n_items} items, the dataset {ds.n_items} (rebuild the index)")
+    if vocab != index.vocab_sizes:
+        raise ArtifactError(f"{ckpt}: policy SID vocabulary {vocab} differs from the index's {index.vocab_sizes}")
+    arch = Architecture(
+        feature_dim=ds.feature_dim,
+        profile_dim=ds.profile_dim,
+        history_length=ds.history_length,
+        slate_size=ds.slate_size,
+        dim=int(cfg["dim"]),
+        layers=int(cfg["layers"]),
+        heads=int(cfg["heads"]),
+        residual=str(cfg["residual"]),
+        vocab_sizes=tuple(vocab),
+        beam=int(cfg["beam"]),
+    )
+    net = PolicyNet(arch)
+    try:
+        net.load_state_dict(net_state)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{ckpt}: weights do not fit the run's data (features/profile/history): {exc}") from None
+    out = export_dir(run_dir)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        torch.save({"format": EXPORT_FORMAT, "state": net.state_dict()}, tmp / POLICY)
+        index.save(tmp / INDEX)
+        with open(tmp / ITEMS, "wb") as fh:
+            np.savez(fh, item_ids=ds.item_ids.astype(str), features=ds.item_features.astype(np.float32))
+        manifest = {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "architecture": asdict(arch),
+            "source": {"checkpoint": str(ckpt), "seed": seed, "updates": int(state.get("updates", 0))},
+            "items": ds.n_items,
+            "sha256": {name: _sha256(tmp / name) for name in (POLICY, INDEX, ITEMS)},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def load_export(path: str | Path) -> ExportedPolicy:
+    """Read an export directory; a missing, corrupt, other-version or inconsistent export is an ArtifactError."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{path}: no serving export here (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        arch_fields = dict(manifest["architecture"])
+        arch_fields["vocab_sizes"] = tuple(int(v) for v in arch_fields["vocab_sizes"])
+        arch = Architecture(**arch_fields)
+        sums = dict(manifest["sha256"])
+    except Exception as exc:
+        raise ArtifactError(f"{manifest_path}: corrupt manifest ({type(exc).__name__}: {exc})") from None
+    if manifest.get("format") != EXPORT_FORMAT or manifest.get("version") != EXPORT_VERSION:
+        raise ArtifactError(
+            f"{manifest_path}: export format {manifest.get('format')} v{manifest.get('version')}, this hsrl reads"
+            f" {EXPORT_FORMAT} v{EXPORT_VERSION}; re-export with `hsrl serve RUN_DIR --force`"
+        )
+    for name in (POLICY, INDEX, ITEMS):
+        file = path / name
+        if not file.is_file():
+            raise ArtifactError(f"{file}: missing from the export (re-export with --force)")
+        if _sha256(file) != sums.get(name):
+            raise ArtifactError(f"{file}: checksum differs from {MANIFEST}: the file is corrupt or was replaced (re-export with --force)")
+    net = PolicyNet(arch)
+    try:
+        blob = torch.load(path / POLICY, map_location="cpu", weights_only=True)
+        net.load_state_dict(blob["state"])
+    except Exception as exc:
+        raise ArtifactError(f"{path / POLICY}: weights do not fit the manifest's architecture ({exc})") from None
+    net.eval().requires_grad_(False)
+    index = SemanticIDIndex.load(path / INDEX)
+    try:
+        with np.load(path / ITEMS, allow_pickle=False) as z:
+            item_ids, features = z["item_ids"].astype(str), z["features"].astype(np.float32)
+    except Exception as exc:
+        raise ArtifactError(f"{path / ITEMS}: corrupt item table ({type(exc).__name__}: {exc})") from None
+    problems = []
+    if index.vocab_sizes != list(arch.vocab_sizes):
+        problems.append(f"index SID vocabulary {index.vocab_sizes} vs policy {list(arch.vocab_sizes)}")
+    if features.ndim != 2 or features.shape[1] != arch.feature_dim:
+        problems.append(f"item features of shape {features.shape} vs feature_dim {arch.feature_dim}")
+    if not (index.n_items == len(item_ids) == features.shape[0]):
+        problems.append(f"{index.n_items} indexed items, {len(item_ids)} ids, {features.shape[0]} feature rows")
+    if problems:
+        raise ArtifactError(f"{path}: mismatched export: " + "; ".join(problems))
+    return ExportedPolicy(arch, net, index, item_ids, features, manifest)
+
+
+# ---------------------------------------------------------------------- decoding
+@torch.no_grad()
+def beam_decode(
+    policy: HierarchicalPolicy, index: SemanticIDIndex, state: torch.Tensor, k: int, beam: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best complete SIDs per state by beam search over the trie: items (B, k), log pi (B, k).
+
+    Cost O(depth · beam · V), independent of the catalogue size. Rows of a catalogue with fewer than k
+    active items end in item -1.
+    """
+    b, dim = state.shape
+    width = max(beam, k)
+    prefix = torch.zeros(b, 1, 0, dtype=torch.long)
+    score = torch.zeros(b, 1)
+    context = state.unsqueeze(1)
+    depth = len(policy.vocab_sizes)
+    for level in range(depth):
+        w = prefix.shape[1]
+        valid = index.child_counts(prefix.reshape(b * w, level)) > 0
+        logits = policy.logits(level, context.reshape(b * w, dim), valid)
+        vocab = logits.shape[-1]
+        total = (score.reshape(b * w, 1) + logits.log_softmax(-1).masked_fill(~valid, NEG)).reshape(b, w * vocab)
+        score, flat = total.topk(min(width if level < depth - 1 else k, w * vocab), dim=1)
+        parent, token = flat // vocab, flat % vocab
+        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), token[..., None]], dim=2)
+        parent_ctx = context.gather(1, parent[..., None].expand(-1, -1, dim))
+        parent_logits = logits.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
+        context = policy.next_context(level, parent_ctx, token, parent_logits)
+    items = index.item_of(prefix.reshape(-1, depth)).view(b, -1)
+    return items, score
+
+
+@torch.no_grad()
+def sample_decode(
+    policy: HierarchicalPolicy, index: SemanticIDIndex, state: torch.Tensor, k: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k distinct SIDs per state sampled from the policy without replacement: items (B, k), log pi (B, k).
+
+    A branch stays open while it holds active items not yet in the row's slate (trie child counts minus
+    the slate so far); log pi is under the trie mask, as in training.
+    """
+    b = state.shape[0]
+    depth = len(policy.vocab_sizes)
+    chosen = torch.zeros(b, 0, depth, dtype=torch.long)
+    scores = []
+    for _ in range(k):
+        context, prefix, logp = state, torch.zeros(b, 0, dtype=torch.long), torch.zeros(b)
+        for level in range(depth):
+            counts = index.child_counts(prefix)
+            same = (chosen[:, :, :level] == prefix.unsqueeze(1)).all(-1).long()  # (B, slots so far)
+            remaining = counts.scatter_add(1, chosen[:, :, level], -same)
+            raw = policy.heads[level](context)
+            trie_logits = raw.masked_fill(counts <= 0, NEG)
+            u = torch.rand(raw.shape, generator=generator).clamp_(1e-10, 1 - 1e-10)
+            token = (raw.masked_fill(remaining <= 0, NEG) - torch.log(-torch.log(u))).argmax(-1)
+            logp = logp + trie_logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1)
+            context = policy.next_context(level, context, token, trie_logits)
+            prefix = torch.cat([prefix, token[:, None]], dim=1)
+        chosen = torch.cat([chosen, prefix.unsqueeze(1)], dim=1)
+        scores.append(logp)
+    items = index.item_of(chosen.reshape(-1, depth)).view(b, k)
+    return items, torch.stack(scores, dim=1)

@@ -4,7 +4,8 @@ Observations are a Dict of NumPy arrays (``profile`` (B, P), ``hist_items`` (B, 
 ``hist_feedback`` (B, H)); actions are MultiDiscrete: K item indices per user, distinct within a slate.
 Autoreset is same-step (``metadata["autoreset_mode"]``): a terminated row's observation is already the
 next user's, and ``infos["final_obs"]`` holds every row's state before replacement. Episodes never
-truncate (the temper rule bounds them).
+truncate (the temper rule bounds them). MultiDiscrete cannot express "distinct": ``action_space.sample()``
+may repeat an item within a slate, which ``step`` rejects with a ValueError.
 """
 
 from __future__ import annotations

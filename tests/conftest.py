@@ -6,8 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from hsrl.cli import main
+
+# the models are tiny: one intra-op thread is faster than two and keeps timings stable on 2 cores
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

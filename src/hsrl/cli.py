@@ -7,17 +7,16 @@ artefact already exists unless ``--force``. User errors print one clear line and
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import click
 import typer
 
 from hsrl.commands import data as data_cmd
+from hsrl.commands import experiment as experiment_cmd
 from hsrl.commands import serve as serve_cmd
 from hsrl.commands import sid as sid_cmd
 from hsrl.commands import simulator as simulator_cmd
-from hsrl.commands.common import ConfigOpt, SetOpt, console, err_console
+from hsrl.commands.common import err_console
 from hsrl.errors import HsrlError
 
 app = typer.Typer(
@@ -31,20 +30,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(simulator_cmd.app, name="simulator")
 app.add_typer(sid_cmd.app, name="sid")
 app.command("serve")(serve_cmd.serve)
-
-
-@app.command("run")
-def run(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/synthetic"),
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv")] = "synthetic",
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
-) -> None:
-    """The whole pipeline on one dataset (synthetic default): data -> simulator -> SIDs -> agents -> report."""
-    overrides = [f"data.dataset={dataset}", *(set_ or [])]
-    data_cmd.prepare_data(out, overrides, config, force)
-    console.print(f"[green]done[/]: {out}")
+experiment_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

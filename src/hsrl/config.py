@@ -84,6 +84,28 @@ class SIDConfig(Section):
     text: bool = Field(False, description="build on item-text embeddings (needs the 'text' extra) instead of features")
 
 
+class BaselineConfig(Section):
+    """Hyper-parameters of the learned baselines (DESIGN §8), tuned on the synthetic default at the HSRL
+    budget (2000 env steps of 32 users). gamma, tau, weight decay and the encoder shape are HSRL's."""
+
+    sl_lr: float = Field(1e-3, gt=0, description="SL: Adam lr of the click scorer trained on logged slates")
+    a2c_actor_lr: float = Field(1e-3, gt=0)
+    a2c_critic_lr: float = Field(1e-3, gt=0)
+    a2c_entropy: float = Field(0.01, ge=0, description="A2C-item: entropy bonus of the softmax over item ids")
+    a2c_clip: float = Field(0.2, gt=0, description="A2C-item: ratio clip on replayed transitions (as HSRL)")
+    ddpg_actor_lr: float = Field(1e-4, gt=0)
+    ddpg_critic_lr: float = Field(1e-3, gt=0)
+    ddpg_noise: float = Field(0.1, ge=0, description="DDPG/TD3: std of the Gaussian noise on the action vector")
+    td3_target_noise: float = Field(0.2, ge=0, description="TD3: target policy smoothing noise std")
+    td3_noise_clip: float = Field(0.5, ge=0)
+    td3_policy_delay: int = Field(2, ge=1, description="TD3: critic updates per actor/target update")
+    hac_actor_lr: float = Field(1e-4, gt=0)
+    hac_critic_lr: float = Field(1e-3, gt=0)
+    hac_noise: float = Field(0.1, ge=0, description="HAC: std of the Gaussian noise on the hyper-action")
+    hac_hyper_coef: float = Field(0.1, ge=0, description="HAC: weight of the hyper/effect-action alignment loss")
+    hac_behavior_lr: float = Field(1e-4, ge=0, description="HAC: Adam lr of the supervision (BCE) step; 0 = off")
+
+
 class AgentConfig(Section):
     """Agent hyper-parameters (DESIGN §7 defaults)."""
 
@@ -103,7 +125,9 @@ class AgentConfig(Section):
     entropy: float = 0.1
     clip: float = 0.2
     normalize_advantage: bool = True
+    supervision: float = Field(0.0, ge=0, description="HSRL: weight of the click-likelihood term on replayed slates")
     beam: int = 16
+    baseline: BaselineConfig = BaselineConfig()
 
 
 class TrainConfig(Section):

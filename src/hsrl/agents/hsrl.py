@@ -203,8 +203,20 @@ class HSRLAgent(Agent):
             parent_logits = logits.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
             context = policy.next_context(level, parent_ctx, token, parent_logits)
         items = self.index.item_of(prefix.reshape(-1, self.depth)).view(b, -1).to(dev)
-        # rows with fewer than K valid paths (tiny catalogues) end with -1 scores at NEG: drop them last
-        return items[:, : self.slate_size]
+        return self._fill_missing(items[:, : self.slate_size])
+
+    def _fill_missing(self, slate: torch.Tensor) -> torch.Tensor:
+        """Replace -1 slots (fewer than K complete SIDs in the beam: tiny catalogues) by other active
+        items, so a slate always holds K distinct recommendable items."""
+        missing = slate < 0
+        if not missing.any():
+            return slate
+        for row in missing.any(1).nonzero().flatten().tolist():
+            taken = set(slate[row][slate[row] >= 0].tolist())
+            spare = [i for i in self.active.nonzero().flatten().tolist() if i not in taken]
+            holes = missing[row].nonzero().flatten()
+            slate[row, holes] = torch.as_tensor(spare[: len(holes)], dtype=slate.dtype, device=slate.device)
+        return slate
 
     def _score_all(self, state: torch.Tensor) -> torch.Tensor:
         """log pi(SID_i | s) for every catalogue item (B, N): the reference's O(N·D) decoding."""
@@ -298,11 +310,19 @@ class HSRLAgent(Agent):
         # actor: PPO-clipped per-token surrogate
         adv = self.token_advantages(values, y, cfg.credit)
         if cfg.normalize_advantage:  # one positive scale for the batch keeps sum_l A_l = y - v_0 (scaled)
-            adv = adv / (adv.sum(-1).std() + 1e-6)
-        ratio = (logp - old_logp).exp()
+            adv = adv / (adv.std() + 1e-6)
+        ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # stale replayed tokens must not overflow
         surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
         actor_loss = -surrogate.sum(-1).mean() - cfg.entropy * entropy.sum(-1).mean()
         loss = actor_loss + critic_loss
+        supervision = torch.zeros(())
+        if cfg.supervision > 0 and "clicks" in batch:
+            # per-item feedback, as HAC's supervision term uses it: raise the likelihood of the SIDs that
+            # were clicked and lower that of the ones shown but skipped (centred within each slate)
+            clicks = batch["clicks"].float()
+            weight = clicks - clicks.mean(1, keepdim=True)
+            supervision = -(weight * logp.sum(-1)).mean()
+            loss = loss + cfg.supervision * supervision
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -315,6 +335,7 @@ class HSRLAgent(Agent):
             "actor_loss": float(actor_loss.detach()),
             "critic_loss": float(critic_loss.detach()),
             "entropy": float(entropy.detach().sum(-1).mean()),
+            "supervision": float(supervision.detach()),
             "advantage": float(adv.detach().sum(-1).mean()),
             "value": float(values.detach()[..., 0].mean()),
         }

@@ -201,6 +201,30 @@ class SlateEnv:
         }
         return next_obs, reward, done, info
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that moves (current users, tempers, returns, generator, counters), so a training
+        run resumed from a checkpoint continues exactly as an uninterrupted one."""
+        return {
+            "obs": self.observation.clone(),
+            "temper": self._temper.clone(),
+            "return": self._return.clone(),
+            "depth": self._depth.clone(),
+            "generator": self.generator.get_state(),
+            "counters": (self.episodes_finished, self.user_steps, self.total_reward, self.total_clicks),
+            "finished": (list(self._finished_returns), list(self._finished_depths)),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["obs"].batch_size != self.batch_users:
+            raise ValueError(f"environment state for {state['obs'].batch_size} users, this env has {self.batch_users}")
+        self._obs = state["obs"].to(self.device)
+        self._temper = state["temper"].to(self.device)
+        self._return = state["return"].to(self.device)
+        self._depth = state["depth"].to(self.device)
+        self.generator.set_state(state["generator"])
+        self.episodes_finished, self.user_steps, self.total_reward, self.total_clicks = state["counters"]
+        self._finished_returns, self._finished_depths = (list(x) for x in state["finished"])
+
     def pop_episodes(self) -> dict[str, np.ndarray]:
         """Every episode finished since the last call: ``{"return": (E,), "depth": (E,)}``, then cleared."""
         returns = torch.cat(self._finished_returns).cpu().numpy() if self._finished_returns else np.zeros(0, np.float32)

@@ -131,7 +131,9 @@ class Trainer:
             task = progress.add_task(f"train {self.agent.name}", total=total, completed=self.step, info="")
             while self.step < total:
                 slate, extras = self.agent.explore(self.obs)
-                next_obs, reward, done, _info = self.env.step(slate)
+                next_obs, reward, done, info = self.env.step(slate)
+                if "clicks" in info:  # per-slot feedback, for agents with a supervised term (HAC)
+                    extras = {**extras, "clicks": info["clicks"]}
                 self.buffer.add(self.obs, slate, extras, reward, next_obs, done)
                 self.obs = next_obs
                 self.step += 1

@@ -129,7 +129,8 @@ def test_export_round_trip_and_clear_errors(tmp_path, cli):
 
 
 # ---------------------------------------------------------------------- service
-def test_health_docs_and_greedy_recommendations(server):
+def test_health_docs_and_greedy_recommendations(server, run_dir):
+    assert (export_dir(run_dir) / "manifest.json").is_file()  # `hsrl serve` exported the policy itself
     health = server.get("/health").json()
     assert health["active_items"] == DS.n_items and health["model"]["architecture"]["slate_size"] == K
     assert server.get("/docs").status_code == 200

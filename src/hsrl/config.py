@@ -24,14 +24,14 @@ class Section(BaseModel):
 class SyntheticConfig(Section):
     """The ground-truth world of the embedded default dataset (DESIGN §4)."""
 
-    n_users: int = Field(600, ge=10)
+    n_users: int = Field(1500, ge=10)
     n_items: int = Field(300, ge=10)
     latent_dim: int = Field(8, ge=2)
     feature_dim: int = Field(16, ge=2)
     profile_dim: int = Field(8, ge=1)
-    feature_noise: float = Field(0.3, ge=0.0)
-    profile_noise: float = Field(0.5, ge=0.0)
-    sessions_per_user: int = Field(2, ge=1)
+    feature_noise: float = Field(0.1, ge=0.0)
+    profile_noise: float = Field(0.1, ge=0.0)
+    sessions_per_user: int = Field(3, ge=1)
     behaviour_noise: float = Field(1.0, ge=0.0, description="temperature of the popularity+noise logger")
 
 

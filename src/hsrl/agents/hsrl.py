@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsrl.agents.base import Agent
+from hsrl.agents.decoding import NEG, beam_search, sample_slate, score_all
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
 
-NEG = -1e9
 
 
 def mlp(dim: int, out: int) -> nn.Sequential:
@@ -139,71 +139,18 @@ class HSRLAgent(Agent):
         self.net.train(training)
 
     # ------------------------------------------------------------------ decoding
-    def _remaining(self, prefix: torch.Tensor, chosen: torch.Tensor | None, level: int) -> torch.Tensor:
-        """Items still available under each child of ``prefix`` (B, V_l): trie counts minus the
-        items already placed in this row's slate."""
-        counts = self.index.child_counts(prefix).to(prefix.device)
-        if chosen is not None and chosen.shape[1] > 0:
-            same = (chosen[:, :, :level] == prefix.unsqueeze(1)).all(-1)  # (B, k)
-            taken = torch.zeros_like(counts)
-            taken.scatter_add_(1, chosen[:, :, level], same.long())
-            counts = counts - taken
-        return counts
-
     def _sample_slate(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """K SIDs sampled without replacement; returns (items (B,K), tokens (B,K,D), logp (B,K,D)).
-
-        logp is under the trie mask alone (the same mask ``update`` recomputes), so importance
-        ratios compare like with like.
-        """
-        policy = self.net.policy
-        b, dev = state.shape[0], state.device
-        chosen = torch.zeros(b, 0, self.depth, dtype=torch.long, device=dev)
-        logps = []
-        for _ in range(self.slate_size):
-            context = state
-            prefix = torch.zeros(b, 0, dtype=torch.long, device=dev)
-            token_logp = []
-            for level in range(self.depth):
-                remaining = self._remaining(prefix, chosen, level)
-                raw = policy.heads[level](context)
-                trie_logits = raw.masked_fill(self.index.child_counts(prefix).to(dev) <= 0, NEG)
-                sample_logits = raw.masked_fill(remaining <= 0, NEG)
-                u = torch.rand(sample_logits.shape, generator=self.generator, device=dev).clamp_(1e-10, 1 - 1e-10)
-                token = (sample_logits - torch.log(-torch.log(u))).argmax(-1)
-                token_logp.append(trie_logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1))
-                context = policy.next_context(level, context, token, trie_logits)
-                prefix = torch.cat([prefix, token[:, None]], dim=1)
-            chosen = torch.cat([chosen, prefix.unsqueeze(1)], dim=1)
-            logps.append(torch.stack(token_logp, dim=1))
-        items = self.index.item_of(chosen.reshape(-1, self.depth)).view(b, self.slate_size).to(dev)
-        return items, chosen, torch.stack(logps, dim=1)
+        """K SIDs sampled without replacement: items (B,K), tokens (B,K,D), per-token log pi (B,K,D)."""
+        return sample_slate(self.net.policy, self.index, state, self.slate_size, self.generator)
 
     def _beam_slate(self, state: torch.Tensor) -> torch.Tensor:
-        """Beam search over the trie; the K best complete SIDs (distinct items). Cost O(D·beam·V)."""
-        policy = self.net.policy
-        b, dev, dim = state.shape[0], state.device, state.shape[1]
-        width = max(self.config.beam, self.slate_size)
-        prefix = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
-        score = torch.zeros(b, 1, device=dev)
-        context = state.unsqueeze(1)
-        for level in range(self.depth):
-            w = prefix.shape[1]
-            flat_prefix = prefix.reshape(b * w, level)
-            valid = self.index.child_counts(flat_prefix).to(dev) > 0
-            logits = policy.logits(level, context.reshape(b * w, dim), valid)
-            logp = logits.log_softmax(-1).masked_fill(~valid, NEG)
-            vocab = logp.shape[-1]
-            total = (score.reshape(b * w, 1) + logp).reshape(b, w * vocab)
-            keep = min(width if level < self.depth - 1 else self.slate_size, w * vocab)
-            score, flat = total.topk(keep, dim=1)
-            parent, token = flat // vocab, flat % vocab
-            prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), token[..., None]], dim=2)
-            parent_ctx = context.gather(1, parent[..., None].expand(-1, -1, dim))
-            parent_logits = logits.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
-            context = policy.next_context(level, parent_ctx, token, parent_logits)
-        items = self.index.item_of(prefix.reshape(-1, self.depth)).view(b, -1).to(dev)
-        return self._fill_missing(items[:, : self.slate_size])
+        """Beam search over the trie: the K best complete SIDs (distinct items). Cost O(D·beam·V)."""
+        items, _scores = beam_search(self.net.policy, self.index, state, self.slate_size, self.config.beam)
+        return self._fill_missing(items)
+
+    def _score_all(self, state: torch.Tensor) -> torch.Tensor:
+        """log pi(SID_i | s) for every active catalogue item (B, N): the reference's O(N·D) decoding."""
+        return score_all(self.net.policy, self.index, state).masked_fill(~self.active, NEG)
 
     def _fill_missing(self, slate: torch.Tensor) -> torch.Tensor:
         """Replace -1 slots (fewer than K complete SIDs in the beam: tiny catalogues) by other active

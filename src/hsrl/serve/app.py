@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from hsrl.data.schema import PAD
 from hsrl.errors import InputError
-from hsrl.serve.export import ExportedPolicy, beam_decode, sample_decode
+from hsrl.agents.decoding import beam_search, sample_slate
+from hsrl.serve.export import ExportedPolicy
 from hsrl.simulator.observation import Observation
 
 MAX_HISTORY_ENTRIES = 10_000
@@ -271,9 +272,10 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
                 state = net.encoder(obs, catalogue.features)
             index = catalogue.index
             if req.greedy:
-                items, scores = beam_decode(net.policy, index, state, k, arch.beam)
+                items, scores = beam_search(net.policy, index, state, k, arch.beam)
             else:
-                items, scores = sample_decode(net.policy, index, state, k, generator)
+                items, _tokens, token_logp = sample_slate(net.policy, index, state, k, generator)
+                scores = token_logp.sum(-1)
             sids = index.sid_of(items.clamp_min(0))
             slates = []
             for u in range(b):

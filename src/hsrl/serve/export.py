@@ -10,9 +10,8 @@ RUN_DIR/serve/:
     items.npz      original item ids and item features (the encoder's feature table)
 
 No optimiser, target network, replay buffer or simulator: a server needs none of them, so it builds the
-two network modules from the manifest and decodes with ``beam_decode`` / ``sample_decode`` below
-(the same trie decoding as ``HSRLAgent``, plus the SID log-probabilities that a service returns as
-scores). ``load_export`` checks the checksums and that model, index and item table agree, and raises
+two network modules from the manifest and decodes with ``hsrl.agents.decoding`` (the same trie
+decoding as ``HSRLAgent``, whose SID log-probabilities the service returns as scores). ``load_export`` checks the checksums and that model, index and item table agree, and raises
 ``ArtifactError`` naming the file otherwise.
 """
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from hsrl.agents.encoder import StateEncoder
-from hsrl.agents.hsrl import NEG, HierarchicalPolicy
+from hsrl.agents.hsrl import HierarchicalPolicy
 from hsrl.errors import ArtifactError
 from hsrl.io import atomic_path
 from hsrl.sid.index import SemanticIDIndex
@@ -199,67 +198,3 @@ def load_export(path: str | Path) -> ExportedPolicy:
     if problems:
         raise ArtifactError(f"{path}: mismatched export: " + "; ".join(problems))
     return ExportedPolicy(arch, net, index, item_ids, features, manifest)
-
-
-# ---------------------------------------------------------------------- decoding
-@torch.no_grad()
-def beam_decode(
-    policy: HierarchicalPolicy, index: SemanticIDIndex, state: torch.Tensor, k: int, beam: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best complete SIDs per state by beam search over the trie: items (B, k), log pi (B, k).
-
-    Cost O(depth · beam · V), independent of the catalogue size. Rows of a catalogue with fewer than k
-    active items end in item -1.
-    """
-    b, dim = state.shape
-    width = max(beam, k)
-    prefix = torch.zeros(b, 1, 0, dtype=torch.long)
-    score = torch.zeros(b, 1)
-    context = state.unsqueeze(1)
-    depth = len(policy.vocab_sizes)
-    for level in range(depth):
-        w = prefix.shape[1]
-        valid = index.child_counts(prefix.reshape(b * w, level)) > 0
-        logits = policy.logits(level, context.reshape(b * w, dim), valid)
-        vocab = logits.shape[-1]
-        total = (score.reshape(b * w, 1) + logits.log_softmax(-1).masked_fill(~valid, NEG)).reshape(b, w * vocab)
-        score, flat = total.topk(min(width if level < depth - 1 else k, w * vocab), dim=1)
-        parent, token = flat // vocab, flat % vocab
-        prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), token[..., None]], dim=2)
-        parent_ctx = context.gather(1, parent[..., None].expand(-1, -1, dim))
-        parent_logits = logits.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
-        context = policy.next_context(level, parent_ctx, token, parent_logits)
-    items = index.item_of(prefix.reshape(-1, depth)).view(b, -1)
-    return items, score
-
-
-@torch.no_grad()
-def sample_decode(
-    policy: HierarchicalPolicy, index: SemanticIDIndex, state: torch.Tensor, k: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """k distinct SIDs per state sampled from the policy without replacement: items (B, k), log pi (B, k).
-
-    A branch stays open while it holds active items not yet in the row's slate (trie child counts minus
-    the slate so far); log pi is under the trie mask, as in training.
-    """
-    b = state.shape[0]
-    depth = len(policy.vocab_sizes)
-    chosen = torch.zeros(b, 0, depth, dtype=torch.long)
-    scores = []
-    for _ in range(k):
-        context, prefix, logp = state, torch.zeros(b, 0, dtype=torch.long), torch.zeros(b)
-        for level in range(depth):
-            counts = index.child_counts(prefix)
-            same = (chosen[:, :, :level] == prefix.unsqueeze(1)).all(-1).long()  # (B, slots so far)
-            remaining = counts.scatter_add(1, chosen[:, :, level], -same)
-            raw = policy.heads[level](context)
-            trie_logits = raw.masked_fill(counts <= 0, NEG)
-            u = torch.rand(raw.shape, generator=generator).clamp_(1e-10, 1 - 1e-10)
-            token = (raw.masked_fill(remaining <= 0, NEG) - torch.log(-torch.log(u))).argmax(-1)
-            logp = logp + trie_logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1)
-            context = policy.next_context(level, context, token, trie_logits)
-            prefix = torch.cat([prefix, token[:, None]], dim=1)
-        chosen = torch.cat([chosen, prefix.unsqueeze(1)], dim=1)
-        scores.append(logp)
-    items = index.item_of(chosen.reshape(-1, depth)).view(b, k)
-    return items, torch.stack(scores, dim=1)

@@ -89,11 +89,11 @@ class BaselineConfig(Section):
     budget (2000 env steps of 32 users). gamma, tau, weight decay and the encoder shape are HSRL's."""
 
     sl_lr: float = Field(1e-3, gt=0, description="SL: Adam lr of the click scorer trained on logged slates")
-    a2c_actor_lr: float = Field(1e-3, gt=0)
+    a2c_actor_lr: float = Field(3e-3, gt=0)
     a2c_critic_lr: float = Field(1e-3, gt=0)
     a2c_entropy: float = Field(0.01, ge=0, description="A2C-item: entropy bonus of the softmax over item ids")
     a2c_clip: float = Field(0.2, gt=0, description="A2C-item: ratio clip on replayed transitions (as HSRL)")
-    ddpg_actor_lr: float = Field(1e-4, gt=0)
+    ddpg_actor_lr: float = Field(1e-3, gt=0)
     ddpg_critic_lr: float = Field(1e-3, gt=0)
     ddpg_noise: float = Field(0.1, ge=0, description="DDPG/TD3: std of the Gaussian noise on the action vector")
     td3_target_noise: float = Field(0.2, ge=0, description="TD3: target policy smoothing noise std")
@@ -103,7 +103,7 @@ class BaselineConfig(Section):
     hac_critic_lr: float = Field(1e-3, gt=0)
     hac_noise: float = Field(0.1, ge=0, description="HAC: std of the Gaussian noise on the hyper-action")
     hac_hyper_coef: float = Field(0.1, ge=0, description="HAC: weight of the hyper/effect-action alignment loss")
-    hac_behavior_lr: float = Field(1e-4, ge=0, description="HAC: Adam lr of the supervision (BCE) step; 0 = off")
+    hac_behavior_lr: float = Field(1e-3, ge=0, description="HAC: Adam lr of the supervision (BCE) step; 0 = off")
 
 
 class AgentConfig(Section):
@@ -113,19 +113,20 @@ class AgentConfig(Section):
     dim: int = 32
     layers: int = 2
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="0: dropout makes PPO ratios noisy (tuned)")
     residual: Literal["hard", "soft"] = "hard"
     credit: Literal["token", "slate"] = "token"
     decode: Literal["trie", "score_all"] = "trie"
     gamma: float = 0.9
     tau: float = 0.01
-    actor_lr: float = 1e-3
+    actor_lr: float = Field(2e-3, gt=0, description="tuned on the synthetic default (reference: 1e-3)")
     critic_lr: float = 1e-3
     weight_decay: float = 1e-5
-    entropy: float = 0.1
+    entropy: float = Field(0.01, ge=0, description="tuned (reference: 0.1, which kept the policy near uniform)")
     clip: float = 0.2
     normalize_advantage: bool = True
-    supervision: float = Field(0.0, ge=0, description="HSRL: weight of the click-likelihood term on replayed slates")
+    supervision: float = Field(3.0, ge=0, description="HSRL: weight of the clicked-SID likelihood on replayed slates")
+    replay_window: int = Field(3200, ge=1, description="HSRL: learn from the most recent transitions only")
     beam: int = 16
     baseline: BaselineConfig = BaselineConfig()
 

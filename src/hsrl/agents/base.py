@@ -26,6 +26,7 @@ class Agent(ABC):
     name: str = "agent"
     learned: bool = False
     privileged: bool = False  # True for references that peek at the simulator (oracle)
+    replay_window: int | None = None  # policy-gradient agents learn from recent transitions only
 
     def __init__(self, item_features: torch.Tensor, slate_size: int) -> None:
         self.item_features = item_features

@@ -98,6 +98,7 @@ class HSRLAgent(Agent):
         super().__init__(item_features, slate_size)
         self.config = config or AgentConfig()
         cfg = self.config
+        self.replay_window = cfg.replay_window
         torch.manual_seed(seed)
         self.generator = torch.Generator(device=item_features.device).manual_seed(seed)
         self.index = index
@@ -260,15 +261,16 @@ class HSRLAgent(Agent):
             adv = adv / (adv.std() + 1e-6)
         ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # stale replayed tokens must not overflow
         surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+        # dual clip (Ye et al. 2020): with a negative advantage a large ratio would be unbounded
+        surrogate = torch.where(adv < 0, torch.maximum(surrogate, 3.0 * adv), surrogate)
         actor_loss = -surrogate.sum(-1).mean() - cfg.entropy * entropy.sum(-1).mean()
         loss = actor_loss + critic_loss
         supervision = torch.zeros(())
         if cfg.supervision > 0 and "clicks" in batch:
-            # per-item feedback, as HAC's supervision term uses it: raise the likelihood of the SIDs that
-            # were clicked and lower that of the ones shown but skipped (centred within each slate)
+            # per-item feedback, as HAC's supervision term uses it: the log-likelihood of the SIDs of the
+            # items that were clicked (bounded: it cannot push any probability below zero)
             clicks = batch["clicks"].float()
-            weight = clicks - clicks.mean(1, keepdim=True)
-            supervision = -(weight * logp.sum(-1)).mean()
+            supervision = -(clicks * logp.sum(-1)).sum() / clicks.sum().clamp_min(1.0)
             loss = loss + cfg.supervision * supervision
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

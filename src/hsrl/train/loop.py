@@ -59,7 +59,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.eval_env = eval_env
         self.show_progress = show_progress
-        self.buffer = ReplayBuffer(config.buffer_size, seed=config.seed)
+        capacity = min(config.buffer_size, agent.replay_window or config.buffer_size)
+        self.buffer = ReplayBuffer(capacity, seed=config.seed)
         self.step = 0
         self.obs = None
         self.history: list[dict[str, Any]] = []

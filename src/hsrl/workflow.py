@@ -13,7 +13,20 @@ from typing import Any
 
 import torch
 
-from hsrl.agents import LEARNED, Agent, HSRLAgent, OracleGreedyAgent, PopularAgent, RandomAgent
+from hsrl.agents import (
+    LEARNED,
+    A2CItemAgent,
+    Agent,
+    DDPGAgent,
+    HACAgent,
+    HSRLAgent,
+    LoggedSlates,
+    OracleGreedyAgent,
+    PopularAgent,
+    RandomAgent,
+    SupervisedAgent,
+    TD3Agent,
+)
 from hsrl.config import RunConfig
 from hsrl.data.schema import LogDataset
 from hsrl.errors import ArtifactError, ConfigError
@@ -23,13 +36,53 @@ from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.env import make_env
 from hsrl.train.loop import Trainer
 
-AGENTS = ("hsrl", "random", "popular", "oracle")
+AGENTS = ("hsrl", "sl", "a2c", "ddpg", "td3", "hac", "random", "popular", "oracle")
+BASELINES = {"a2c": A2CItemAgent, "ddpg": DDPGAgent, "td3": TD3Agent, "hac": HACAgent}
 INDEX_PATH = Path("sid") / "index.npz"
 TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 
 
-def agent_dir(run_dir: Path, name: str, seed: int) -> Path:
-    return Path(run_dir) / "agents" / name / f"seed{seed}"
+EVAL_ONLY = ("decode", "beam")  # agent options that change decoding, not training: share checkpoints
+ABLATION = [
+    f"hsrl:residual={r}+credit={c}+decode={d}"
+    for r in ("hard", "soft")
+    for c in ("token", "slate")
+    for d in ("trie", "score_all")
+]
+
+
+def parse_agent(spec: str) -> tuple[str, dict[str, str]]:
+    """``"hsrl:residual=soft+credit=slate"`` -> ("hsrl", {"residual": "soft", "credit": "slate"})."""
+    name, _, rest = spec.partition(":")
+    options: dict[str, str] = {}
+    for item in filter(None, rest.split("+")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"agent '{spec}': option '{item}' is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return name.strip(), options
+
+
+def base_name(spec: str) -> str:
+    return parse_agent(spec)[0]
+
+
+def agent_dir(run_dir: Path, spec: str, seed: int) -> Path:
+    """Checkpoints of one agent variant; options that only change decoding share the trained weights."""
+    name, options = parse_agent(spec)
+    kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY]
+    folder = name + ("-" + "-".join(kept) if kept else "")
+    return Path(run_dir) / "agents" / folder / f"seed{seed}"
+
+
+def agent_config(spec: str, cfg: RunConfig):
+    """The agent section with the spec's options applied (validated like any override)."""
+    from hsrl.config import load_config
+
+    _, options = parse_agent(spec)
+    if not options:
+        return cfg.agent
+    return load_config(overrides=[f"agent.{k}={v}" for k, v in options.items()], base=cfg).agent
 
 
 def load_index(run_dir: Path) -> SemanticIDIndex:
@@ -50,12 +103,19 @@ def env_for(run_dir: Path, cfg: RunConfig, split: str, seed: int, world: str | N
     )
 
 
-def build_agent(name: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
-    """A fresh agent of kind ``name`` over the environment's catalogue."""
+def build_agent(spec: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
+    """A fresh agent of kind ``spec`` (a name, optionally with ``:key=value+...`` options)."""
+    name = base_name(spec)
+    cfg = cfg.model_copy(update={"agent": agent_config(spec, cfg)})
     features = env.item_features
     k = env.slate_size
     if name == "hsrl":
         return HSRLAgent(features, k, load_index(run_dir), env.profile_dim, env.history_length, cfg.agent, seed)
+    if name == "sl":
+        logs = LoggedSlates.from_dataset(LogDataset.load(run_dir), TRAIN_SPLIT, device=features.device)
+        return SupervisedAgent(features, k, env.profile_dim, env.history_length, logs, cfg.agent, seed)
+    if name in BASELINES:
+        return BASELINES[name](features, k, env.profile_dim, env.history_length, cfg.agent, seed)
     if name == "random":
         return RandomAgent(features, k, seed)
     if name == "popular":
@@ -94,7 +154,7 @@ def train_agent(
 
 def load_agent(name: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
     agent = build_agent(name, run_dir, cfg, env, seed)
-    if name in LEARNED:
+    if base_name(name) in LEARNED:
         agent.load(agent_dir(run_dir, name, seed) / "agent.pt")
     return agent
 
@@ -126,7 +186,7 @@ def evaluate_agents(
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
     curves = {}
     for name in agents:
-        if name not in LEARNED:
+        if base_name(name) not in LEARNED:
             continue
         curves[name] = []
         for seed in range(seeds):

@@ -1,0 +1,132 @@
+"""A2C-item: advantage actor-critic with a softmax over item ids, a FIXED action space (DESIGN §8).
+
+The actor head has one logit per item id known at construction (``width``); a slate is K ids drawn
+without replacement from the softmax over the active ones (Gumbel top-K; the greedy slate is the
+top-K logits), and log pi(slate | s) is the sum of the K items' log-softmax. Items added to the
+catalogue later have no logit, so this agent can never recommend them: that is the point of the
+baseline (it is what a policy over item ids cannot do, and what HSRL's SIDs can).
+
+Learning is HSRL's minus the hierarchy, so that the comparison isolates the action space: the same
+encoder, a state-value critic V(s) with a soft-updated target network and TD target
+y = r + gamma * (1 - done) * V_target(s'), advantage y - V(s) (divided by its batch std, as HSRL's), an
+entropy bonus, HSRL's replay window, and per-item importance ratios clipped as in PPO because the
+shared loop replays transitions collected by older policies (plain A2C would be biased on them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hsrl.agents.encoder_agent import NEG, EncoderAgent, frozen_copy, mlp, soft_update
+from hsrl.config import AgentConfig
+from hsrl.simulator.observation import Observation
+
+
+class A2CItemAgent(EncoderAgent):
+    """Softmax over the item ids seen at construction; state-value critic."""
+
+    name = "a2c"
+
+    def __init__(
+        self,
+        item_features: torch.Tensor,
+        slate_size: int,
+        profile_dim: int,
+        history_length: int,
+        config: AgentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+        cfg, dim = self.config, self.config.dim
+        self.width = self.n_items  # fixed: ids added later have no logit
+        self.replay_window = cfg.replay_window  # on-policy-ish: recent transitions only, as HSRL
+        self.actor = mlp(dim, dim, self.width).to(self.device)
+        self.critic = mlp(dim, dim, 1).to(self.device)
+        self.target_encoder = frozen_copy(self.encoder)
+        self.target_critic = frozen_copy(self.critic)
+        bl = cfg.baseline
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": [*self.encoder.parameters(), *self.actor.parameters()], "lr": bl.a2c_actor_lr},
+                {"params": list(self.critic.parameters()), "lr": bl.a2c_critic_lr},
+            ],
+            weight_decay=cfg.weight_decay,
+        )
+
+    def modules(self):
+        return {
+            "encoder": self.encoder,
+            "actor": self.actor,
+            "critic": self.critic,
+            "target_encoder": self.target_encoder,
+            "target_critic": self.target_critic,
+        }
+
+    def optimizers(self):
+        return {"optimizer": self.optimizer}
+
+    def recommendable(self) -> torch.Tensor:
+        """(width,) True for ids that are both known to the head and active now."""
+        known = torch.zeros(self.width, dtype=torch.bool, device=self.device)
+        n = min(self.width, self.n_items)
+        known[:n] = self.active[:n]
+        return known
+
+    def log_probs(self, state: torch.Tensor) -> torch.Tensor:
+        """log-softmax over the recommendable ids (B, width); others at about NEG."""
+        return self.actor(state).masked_fill(~self.recommendable(), NEG).log_softmax(-1)
+
+    def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
+        with self.evaluating():
+            logp = self.log_probs(self.encoder(obs, self.item_features))
+            return logp.topk(self.slate_size, dim=1).indices if greedy else self._sample(logp)
+
+    def _sample(self, logp: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(logp.shape, generator=self.generator, device=logp.device).clamp_(1e-10, 1 - 1e-10)
+        return (logp - torch.log(-torch.log(u))).topk(self.slate_size, dim=1).indices
+
+    def explore(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self.evaluating():
+            logp = self.log_probs(self.encoder(obs, self.item_features))
+            slate = self._sample(logp)
+            return slate, {"logp": logp.gather(1, slate)}
+
+    def td_target(self, reward: torch.Tensor, next_obs: Observation, done: torch.Tensor) -> torch.Tensor:
+        """y = r + gamma * (1 - done) * V_target(s'): never bootstrap across users."""
+        with torch.no_grad():
+            v = self.target_critic(self.target_encoder(next_obs, self.item_features)).squeeze(-1)
+        return reward + self.config.gamma * (1.0 - done.float()) * v
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        cfg, bl = self.config, self.config.baseline
+        self.train_mode(True)
+        y = self.td_target(batch["reward"], batch["next_obs"], batch["done"])
+        state = self.encoder(batch["obs"], self.item_features)
+        value = self.critic(state).squeeze(-1)
+        logp_all = self.log_probs(state)
+        logp = logp_all.gather(1, batch["slate"])  # (B, K)
+        adv = (y - value).detach()
+        if cfg.normalize_advantage:
+            adv = adv / (adv.std() + 1e-6)
+        ratio = (logp - batch["logp"]).exp()
+        surrogate = torch.minimum(ratio * adv[:, None], ratio.clamp(1 - bl.a2c_clip, 1 + bl.a2c_clip) * adv[:, None])
+        valid = self.recommendable()
+        entropy = -(logp_all.exp() * logp_all.masked_fill(~valid, 0.0)).sum(-1)
+        actor_loss = -surrogate.sum(-1).mean() - bl.a2c_entropy * entropy.mean()
+        critic_loss = F.mse_loss(value, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 1.0)
+        self.optimizer.step()
+        soft_update(self.target_encoder, self.encoder, cfg.tau)
+        soft_update(self.target_critic, self.critic, cfg.tau)
+        self.updates += 1
+        return {
+            "actor_loss": float(actor_loss.detach()),
+            "critic_loss": float(critic_loss.detach()),
+            "entropy": float(entropy.detach().mean()),
+            "value": float(value.detach().mean()),
+        }

@@ -1,0 +1,181 @@
+"""DDPG over the item-embedding space (DESIGN §8; Lillicrap et al. 2016 as used for slates in KuaiSim).
+
+The actor maps the state to an action vector a = mu(s) / |mu(s)| in the encoder's item space; the
+slate is the top-K active items by <a, v_i> (v_i from the item's features, so new items are scored
+like any other). Only the direction of a matters to a top-K by dot product, so the action lives on the
+unit sphere: a tanh box instead let the actor saturate into one corner, the same slate for everyone
+(tuning, synthetic default: no better than random).
+Exploration adds Gaussian noise N(0, sigma^2 I) to a and projects back onto the sphere; the explored
+action vector is stored in the replay buffer. The critic Q(s, a) = MLP([s, a]) + <w(s), a> (the
+bilinear term gives every user its own preferred direction, as a dot-product recommender would; with
+the MLP alone the actor collapsed onto one direction for all users in tuning) is trained on
+y = r + gamma * (1 - done) * Q_target(s', mu_target(s')), target networks soft-updated by tau. TD3
+and HAC use the same critic architecture.
+
+Representation: the shared state encoder is trained by the critic's TD loss and the actor reads a
+detached state (the SAC-AE / DrQ convention), so the actor's -Q objective cannot distort the
+representation the critic relies on. ``TD3Agent`` (td3.py) adds twin critics, target policy
+smoothing and delayed actor updates through the class attributes below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp, soft_update
+from hsrl.config import AgentConfig
+from hsrl.simulator.observation import Observation
+
+
+class Critic(nn.Module):
+    """Q(s, a) = MLP([s, a]) + <w(s), a>: a general critic plus a bilinear state-action term."""
+
+    def __init__(self, dim: int, action_dim: int) -> None:
+        super().__init__()
+        self.general = mlp(dim + action_dim, dim, 1)
+        self.w = mlp(dim, dim, action_dim)
+
+    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.general(torch.cat([state, action], -1)).squeeze(-1) + (self.w(state) * action).sum(-1)
+
+
+class DDPGAgent(EncoderAgent):
+    """Deterministic actor in item space, top-K by dot product, Q(s, a) critic."""
+
+    name = "ddpg"
+    n_critics = 1
+
+    def __init__(
+        self,
+        item_features: torch.Tensor,
+        slate_size: int,
+        profile_dim: int,
+        history_length: int,
+        config: AgentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+        cfg, dim = self.config, self.config.dim
+        self.actor = mlp(dim, dim, self.action_dim).to(self.device)
+        self.critics = nn.ModuleList(Critic(dim, self.critic_action_dim) for _ in range(self.n_critics))
+        self.critics.to(self.device)
+        self.target_encoder = frozen_copy(self.encoder)
+        self.target_actor = frozen_copy(self.actor)
+        self.target_critics = frozen_copy(self.critics)
+        lr_actor, lr_critic = self.learning_rates()
+        self.critic_optimizer = torch.optim.Adam(
+            [*self.encoder.parameters(), *self.critics.parameters()], lr=lr_critic, weight_decay=cfg.weight_decay
+        )
+        self.actor_optimizer = torch.optim.Adam(self.actor_parameters(), lr=lr_actor, weight_decay=cfg.weight_decay)
+
+    # ------------------------------------------------------------------ knobs for subclasses
+    @property
+    def action_dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def critic_action_dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def exploration_noise(self) -> float:
+        return self.config.baseline.ddpg_noise
+
+    @property
+    def policy_delay(self) -> int:
+        return 1
+
+    def learning_rates(self) -> tuple[float, float]:
+        bl = self.config.baseline
+        return bl.ddpg_actor_lr, bl.ddpg_critic_lr
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        return list(self.actor.parameters())
+
+    def modules(self):
+        return {
+            "encoder": self.encoder,
+            "actor": self.actor,
+            "critics": self.critics,
+            "target_encoder": self.target_encoder,
+            "target_actor": self.target_actor,
+            "target_critics": self.target_critics,
+        }
+
+    def optimizers(self):
+        return {"critic": self.critic_optimizer, "actor": self.actor_optimizer}
+
+    # ------------------------------------------------------------------ acting
+    def action(self, state: torch.Tensor, actor: nn.Module | None = None) -> torch.Tensor:
+        """The deterministic action vector: a unit direction (top-K by dot product sees nothing else)."""
+        return F.normalize((actor or self.actor)(state), dim=-1)
+
+    def perturb(self, action: torch.Tensor, std: float | None = None, clip: float | None = None) -> torch.Tensor:
+        """Gaussian noise on the action vector (optionally clipped), projected back onto the sphere."""
+        noise = self.gaussian(action, self.exploration_noise if std is None else std)
+        if clip is not None:
+            noise = noise.clamp(-clip, clip)
+        return F.normalize(action + noise, dim=-1)
+
+    def slate_of(self, action: torch.Tensor) -> torch.Tensor:
+        return self.score_items(action).topk(self.slate_size, dim=1).indices
+
+    def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
+        with self.evaluating():
+            action = self.action(self.encoder(obs, self.item_features))
+            return self.slate_of(action if greedy else self.perturb(action))
+
+    def explore(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self.evaluating():
+            action = self.perturb(self.action(self.encoder(obs, self.item_features)))
+            return self.slate_of(action), {"action": action}
+
+    # ------------------------------------------------------------------ learning
+    def q_values(self, critics: nn.ModuleList, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """(n_critics, B) Q estimates."""
+        return torch.stack([c(state, action) for c in critics])
+
+    def target_action(self, next_state: torch.Tensor) -> torch.Tensor:
+        return self.action(next_state, self.target_actor)
+
+    def td_target(self, reward: torch.Tensor, next_obs: Observation, done: torch.Tensor) -> torch.Tensor:
+        """y = r + gamma * (1 - done) * min_j Q_target_j(s', a'): never bootstrap across users."""
+        with torch.no_grad():
+            next_state = self.target_encoder(next_obs, self.item_features)
+            q = self.q_values(self.target_critics, next_state, self.target_action(next_state)).min(0).values
+        return reward + self.config.gamma * (1.0 - done.float()) * q
+
+    def critic_action(self, batch: dict[str, Any]) -> torch.Tensor:
+        """What the critic is trained on for a stored transition: the stored action vector."""
+        return batch["action"]
+
+    def actor_loss(self, state: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        q = self.q_values(self.critics[:1], state, self.action(state))[0]
+        return -q.mean(), {}
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.train_mode(True)
+        y = self.td_target(batch["reward"], batch["next_obs"], batch["done"])
+        state = self.encoder(batch["obs"], self.item_features)
+        q = self.q_values(self.critics, state, self.critic_action(batch))
+        critic_loss = F.mse_loss(q, y.expand_as(q), reduction="none").mean(1).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        out = {"critic_loss": float(critic_loss.detach()), "q": float(q.detach()[0].mean())}
+        self.updates += 1
+        if self.updates % self.policy_delay == 0:
+            actor_loss, extra = self.actor_loss(state.detach(), batch)
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            tau = self.config.tau
+            soft_update(self.target_encoder, self.encoder, tau)
+            soft_update(self.target_actor, self.actor, tau)
+            soft_update(self.target_critics, self.critics, tau)
+            out.update({"actor_loss": float(actor_loss.detach()), **extra})
+        return out

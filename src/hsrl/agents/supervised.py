@@ -1,0 +1,121 @@
+"""SL: a click model trained on the logged slates, recommending its top-K (DESIGN §8).
+
+The state encoder plus an item scorer: logit(click | s, i) = <q(s), v_i> + b(v_i), with v_i the item's
+vector in the encoder's item space (from its features, so new items are scored too) and b a per-item
+propensity read from the same vector. It learns by binary cross-entropy on the training users' logged
+impressions (every slot of every logged slate is one example), not from the environment: the shared
+training loop still drives it, but ``update`` ignores the replay batch and takes a minibatch of the
+same size from the logs. ``act`` is the top-K by predicted click logit, a myopic policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hsrl.agents.base import sample_without_replacement
+from hsrl.agents.encoder_agent import EncoderAgent, mlp
+from hsrl.config import AgentConfig
+from hsrl.simulator.observation import Observation
+
+
+@dataclass
+class LoggedSlates:
+    """Logged impressions as tensors: the state before each slate, the slate (M, K) and its clicks (M, K)."""
+
+    obs: Observation
+    slate: torch.Tensor
+    clicks: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, split: str = "train", device: str | torch.device = "cpu") -> "LoggedSlates":
+        """The impressions of ``split``'s users in a ``LogDataset`` (users index the profiles only)."""
+        rows = dataset.rows_in(split)
+        users = dataset.imp_user[rows]
+        profiles = (
+            dataset.user_profiles[users] if dataset.user_profiles is not None else np.zeros((len(rows), 0), np.float32)
+        )
+
+        def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=dtype, device=device)
+
+        obs = Observation(
+            t(users, torch.long),
+            t(profiles, torch.float32),
+            t(dataset.hist_items[rows], torch.long),
+            t(dataset.hist_feedback[rows], torch.float32),
+        )
+        return cls(obs, t(dataset.imp_items[rows], torch.long), t(dataset.imp_feedback[rows], torch.float32))
+
+    def __len__(self) -> int:
+        return int(self.slate.shape[0])
+
+
+class SupervisedAgent(EncoderAgent):
+    """Encoder + click scorer trained by BCE on logged slates; greedy top-K."""
+
+    name = "sl"
+
+    def __init__(
+        self,
+        item_features: torch.Tensor,
+        slate_size: int,
+        profile_dim: int,
+        history_length: int,
+        logs: LoggedSlates,
+        config: AgentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+        if len(logs) == 0:
+            raise ValueError("the SL baseline needs logged impressions to learn from; none were given")
+        self.logs = logs
+        dim = self.config.dim
+        self.query = mlp(dim, dim, dim).to(self.device)
+        self.bias = mlp(dim, dim, 1).to(self.device)
+        params = [*self.encoder.parameters(), *self.query.parameters(), *self.bias.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=self.config.baseline.sl_lr, weight_decay=self.config.weight_decay)
+
+    def modules(self):
+        return {"encoder": self.encoder, "query": self.query, "bias": self.bias}
+
+    def optimizers(self):
+        return {"optimizer": self.optimizer}
+
+    def logits(self, obs: Observation, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Click logits of ``items`` (B, K) for each user, or of every active item (B, N) when None."""
+        state = self.encoder(obs, self.item_features)
+        q = self.query(state)
+        if items is None:
+            vectors = self.item_vectors()
+            return self.score_items(q, vectors) + self.bias(vectors).squeeze(-1)
+        vectors = self.encoder.item_vectors(self.item_features[items])  # (B, K, dim)
+        return (vectors * q.unsqueeze(1)).sum(-1) + self.bias(vectors).squeeze(-1)
+
+    def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
+        with self.evaluating():
+            scores = self.logits(obs)
+        if greedy:
+            return scores.topk(self.slate_size, dim=1).indices
+        return sample_without_replacement(scores, self.slate_size, self.generator)
+
+    def explore(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """SL does not learn from the environment: it serves its greedy slate."""
+        return self.act(obs, greedy=True), {}
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One BCE step on a logged minibatch as large as the replay batch (which is ignored)."""
+        n = int(batch["slate"].shape[0])
+        idx = torch.randint(len(self.logs), (n,), generator=self.generator, device=self.device)
+        self.train_mode(True)
+        logits = self.logits(self.logs.obs.index(idx), self.logs.slate[idx])
+        loss = F.binary_cross_entropy_with_logits(logits, self.logs.clicks[idx])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.updates += 1
+        return {"bce": float(loss.detach())}

@@ -51,6 +51,18 @@ def test_model_learns_beyond_popularity_and_is_calibrated(trained):
     assert summary["best_val_auc"] == max(c["val_auc"] for c in curve)
 
 
+def test_satiation_learns_boredom_and_ignores_padding(trained):
+    ds, _, model, _ = trained
+    # the world lowers the click logit per same-topic item among the last ten: recency weights turn negative
+    assert (model.recency.detach() < 0).float().mean() >= 0.8
+    slate = torch.as_tensor(ds.imp_items[:4], dtype=torch.long)
+    empty = torch.full((4, ds.history_length), -1, dtype=torch.long)
+    assert torch.equal(model.satiation(empty, empty != -1, slate), torch.zeros(4, slate.shape[1]))
+    # soft clusters start from k-means: most items clearly belong to one cluster
+    members = model.clusters(torch.arange(ds.n_items))
+    assert (members.max(-1).values > 0.5).float().mean() > 0.5
+
+
 def test_checkpoint_round_trip(trained, tmp_path):
     ds, _, model, summary = trained
     path = save_checkpoint(model, tmp_path / "model.pt", summary)

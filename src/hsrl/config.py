@@ -53,11 +53,13 @@ class SimulatorConfig(Section):
 
     dim: int = Field(32, ge=4)
     heads: int = Field(4, ge=1)
+    clusters: int = Field(32, ge=1, description="soft item clusters of the satiation term (k-means start; 32 > 16 > 9 on the synthetic default)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 gave the same AUC on both datasets, 30% slower")
     epochs: int = Field(30, ge=1, description="at most; training stops early on validation AUC")
     batch_size: int = Field(256, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
+    lr_decay: float = Field(0.3, gt=0, le=1, description="learning rate factor after an epoch without a better val AUC")
     patience: int = Field(4, ge=1, description="epochs without a better validation AUC before stopping")
     seed: int = 0
 

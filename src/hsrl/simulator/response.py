@@ -6,9 +6,12 @@ feedback embedding (clicked or not) and a positional encoding, and pass one mask
 block. The user vector is an MLP of the profile and of feedback statistics of the history (running
 click rate, mean clicked and mean not-clicked item: the click rate carries much of a user's
 propensity to click); it cross-attends over the history to give the interest vector. Score of
-exposed item k = ⟨item_k, interest⟩ + item bias + user bias. Trained by binary cross-entropy on the
-logits (one sigmoid, not two), the epoch with the best validation AUC kept, stopped early when it
-stops improving.
+exposed item k = ⟨item_k, interest⟩ + item bias + user bias, plus two direct terms that the attention
+path learns poorly: a bilinear profile × item-feature affinity, and satiation, a recency-weighted
+count of history items in the same soft cluster as item k (clusters start at a k-means of the item
+features). Trained by binary cross-entropy on the logits (one sigmoid, not two); the learning rate
+drops when validation AUC stalls, the epoch with the best validation AUC is kept, and training stops
+early when it stops improving.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -113,6 +117,16 @@ class UserResponseModel(nn.Module):
         self.cross = Attention(d, config.heads, config.dropout)
         self.norm = nn.LayerNorm(d)
         self.user_bias = nn.Linear(d, 1)
+        # direct profile x item-feature affinity (a bilinear form), so the score need not route it through attention
+        self.affinity_user = nn.Linear(p, d, bias=False)
+        self.affinity_item = nn.Linear(f, d, bias=False)
+        nn.init.zeros_(self.affinity_item.weight)
+        # satiation: soft item clusters, and a learned weight per recency slot of a same-cluster history item
+        self.cluster = nn.Linear(f, config.clusters)
+        self.cluster_id = nn.Embedding(n, config.clusters)
+        nn.init.zeros_(self.cluster_id.weight)
+        self.recency = nn.Parameter(torch.zeros(h))
+        self.cluster_link = nn.Parameter(torch.eye(config.clusters))  # how much cluster a bores cluster b
 
     @classmethod
     def from_dataset(cls, ds: LogDataset, config: SimulatorConfig) -> "UserResponseModel":
@@ -124,7 +138,23 @@ class UserResponseModel(nn.Module):
             prof = torch.as_tensor(ds.user_profiles[ds.users_in("train")], dtype=torch.float32)
             model.profile_mean.copy_(prof.mean(0))
             model.profile_std.copy_(prof.std(0, unbiased=False) + 1e-6)
+        model.init_clusters()
         return model
+
+    @torch.no_grad()
+    def init_clusters(self) -> None:
+        """Start the satiation clusters at a k-means of the item features: the softmax of
+        ``tau (2 f·mu_c - |mu_c|^2)`` is a soft nearest-centroid assignment. From random weights all
+        memberships start uniform and the weak satiation signal barely separates them."""
+        feats = self.item_feat.numpy().astype(np.float64)
+        k = min(self.config.clusters, len(feats))
+        km = KMeans(n_clusters=k, n_init=4, random_state=self.config.seed).fit(feats)
+        mu = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
+        tau = 2.0 / max(km.inertia_ / len(feats), 1e-6)
+        self.cluster.weight.zero_()
+        self.cluster.bias.fill_(-1e4 if k < self.config.clusters else 0.0)
+        self.cluster.weight[:k] = tau * 2 * mu
+        self.cluster.bias[:k] = -tau * (mu**2).sum(1)
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Item representation (…, d): shared feature map plus the item's own embedding."""
@@ -155,7 +185,22 @@ class UserResponseModel(nn.Module):
         user = self.user_mlp(torch.cat([prof, click_rate, n_real / mask.shape[1], mean_clicked, mean_shown], dim=1))
         interest = self.norm(user + self.cross(user.unsqueeze(1), tokens, ignore).squeeze(1))
         items = self.item_vectors(slate)
-        return (items * interest.unsqueeze(1)).sum(-1) + self.item_bias(slate).squeeze(-1) + self.user_bias(interest)
+        score = (items * interest.unsqueeze(1)).sum(-1) + self.item_bias(slate).squeeze(-1) + self.user_bias(interest)
+        affinity = (self.affinity_item(self.item_feat[slate]) * self.affinity_user(prof).unsqueeze(1)).sum(-1)
+        return score + affinity + self.satiation(hist_items, mask, slate)
+
+    def clusters(self, items: torch.Tensor) -> torch.Tensor:
+        """Soft cluster membership (…, C) of items, from their features and their own id."""
+        return torch.softmax(self.cluster(self.item_feat[items]) + self.cluster_id(items), dim=-1)
+
+    def satiation(self, hist_items: torch.Tensor, mask: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
+        """Logit shift (B, K): recency-weighted count of history items in the same cluster as each slate item.
+
+        Histories are left padded, so slot j is always the same distance from now and ``recency[j]`` can
+        learn a window (e.g. boredom with the last ten items) and its sign.
+        """
+        weighted = self.clusters(hist_items.clamp_min(0)) * (mask * self.recency).unsqueeze(-1)  # (B, H, C)
+        return (self.clusters(slate) @ self.cluster_link * weighted.sum(1, keepdim=True)).sum(-1)
 
     @torch.no_grad()
     def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
@@ -236,6 +281,8 @@ def train_response_model(
         raise ArtifactError("the dataset has no train or no validation impressions: cannot train the simulator")
     model = UserResponseModel.from_dataset(ds, config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # lower the rate when validation AUC stalls: the fine structure (satiation, affinity) is learned late
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=config.lr_decay, patience=0)
     loss_fn = nn.BCEWithLogitsLoss()
     best_auc, best_epoch, best_state, waited = -math.inf, 0, copy.deepcopy(model.state_dict()), 0
     curve: list[dict[str, float]] = []
@@ -258,6 +305,7 @@ def train_response_model(
         curve.append(asdict(stats))
         if on_epoch is not None:
             on_epoch(stats)
+        plateau.step(val_auc)
         if val_auc > best_auc:
             best_auc, best_epoch, best_state, waited = val_auc, epoch, copy.deepcopy(model.state_dict()), 0
         else:

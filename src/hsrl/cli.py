@@ -33,8 +33,19 @@ app.command("serve")(serve_cmd.serve)
 experiment_cmd.register(app)
 
 
+def set_threads() -> None:
+    """hsrl's networks are small: one intra-op thread per process is as fast as several and does not
+    thrash when processes share the cores (seeds train in parallel). HSRL_THREADS overrides."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("HSRL_THREADS", "1"))))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; HsrlError and usage errors become one message and a non-zero exit, no traceback."""
+    set_threads()
     try:
         app(args=argv, prog_name="hsrl", standalone_mode=False)
     except HsrlError as exc:

@@ -134,21 +134,22 @@ class AgentConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(2000, ge=1)
-    batch_size: int = 64
+    steps: int = Field(1000, ge=1, description="env steps of B users; the default keeps `hsrl run` within minutes on 2 cores")
+    batch_size: int = Field(128, ge=1, description="replay batch per update (reference: 64; 128 learned faster per second)")
     buffer_size: int = 100_000
     start_steps: int = 100
     updates_per_step: int = 1
     eval_every: int = 500
-    eval_episodes: int = 200
+    eval_episodes: int = 100
     checkpoint_every: int = 1000
     seed: int = 0
 
 
 class EvalConfig(Section):
     seeds: int = Field(3, ge=1)
+    jobs: int = Field(0, ge=0, description="seeds trained in parallel processes; 0 = one per CPU core")
     episodes: int = Field(500, ge=1)
-    agents: list[str] = ["hsrl", "random", "popular"]
+    agents: list[str] = ["hsrl", "random", "popular", "oracle"]
 
 
 class RunConfig(Section):

@@ -21,14 +21,19 @@ WorldOpt = Annotated[
 ]
 
 
-def _agents(cfg: RunConfig, agents: str | None) -> list[str]:
+def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[str]:
+    """Agent specs: names (hsrl, hac, ...) optionally with options, e.g. hsrl:residual=soft+credit=slate."""
     from hsrl.errors import ConfigError
-    from hsrl.workflow import AGENTS
+    from hsrl.workflow import ABLATION, AGENTS, agent_config, base_name
 
-    names = [a.strip() for a in agents.split(",")] if agents else list(cfg.eval.agents)
-    unknown = [a for a in names if a not in AGENTS]
+    names = [a.strip() for a in agents.split(",") if a.strip()] if agents else list(cfg.eval.agents)
+    if ablation:
+        names += [a for a in ABLATION if a not in names]
+    unknown = [a for a in names if base_name(a) not in AGENTS]
     if unknown:
         raise ConfigError(f"unknown agent(s) {', '.join(unknown)} (expected: {', '.join(AGENTS)})")
+    for spec in names:
+        agent_config(spec, cfg)  # options are validated before any work starts
     return names
 
 
@@ -70,16 +75,49 @@ def print_results(payload: dict) -> None:
         console.print(t)
 
 
+def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool) -> Path:
+    """One seed in a worker process: one torch thread each, so seeds share the cores without contention."""
+    import torch
+
+    from hsrl.workflow import train_agent
+
+    torch.set_num_threads(1)
+    return train_agent(run_dir, name, cfg, seed, force=force, show_progress=False)
+
+
 def train_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool) -> None:
+    """Train every learned agent for every seed; seeds run in parallel processes (eval.jobs)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rich.progress import Progress
+
     from hsrl.agents import LEARNED
     from hsrl.workflow import train_agent
 
+    from hsrl.workflow import agent_dir, base_name
+
+    jobs, seen = [], set()
     for name in agents:
-        if name not in LEARNED:
-            continue
         for seed in range(seeds):
+            folder = agent_dir(run_dir, name, seed)
+            if base_name(name) in LEARNED and folder not in seen:  # decode-only variants share weights
+                seen.add(folder)
+                jobs.append((name, seed))
+    workers = min(len(jobs), cfg.eval.jobs or os.cpu_count() or 1)
+    if workers <= 1:
+        for name, seed in jobs:
             path = train_agent(run_dir, name, cfg, seed, force=force)
             console.print(f"[green]trained[/] {name} seed {seed}: {path}")
+        return
+    with Progress(console=console) as progress, ProcessPoolExecutor(max_workers=workers) as pool:
+        task = progress.add_task(f"training {len(jobs)} agent-seeds on {workers} processes", total=len(jobs))
+        futures = {pool.submit(_train_one, run_dir, name, cfg, seed, force): (name, seed) for name, seed in jobs}
+        for future in futures:
+            name, seed = futures[future]
+            path = future.result()
+            progress.console.print(f"[green]trained[/] {name} seed {seed}: {path}")
+            progress.advance(task)
 
 
 def evaluate_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, worlds: list[str]) -> dict:
@@ -122,6 +160,32 @@ def register(app: typer.Typer) -> None:
         """Score trained agents and references on held-out test users; writes RUN_DIR/results/."""
         cfg = run_config(run_dir, config, set_)
         evaluate_stage(run_dir, cfg, _agents(cfg, agents), seeds or cfg.eval.seeds, _worlds(run_dir, world))
+
+    @app.command("compare")
+    def compare(
+        run_dir: RunDirArg,
+        agents: AgentsOpt = None,
+        seeds: SeedsOpt = None,
+        world: WorldOpt = None,
+        ablation: Annotated[
+            bool, typer.Option("--ablation", help="Add HSRL's residual x credit x decode grid (8 variants).")
+        ] = False,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        """Agents x seeds side by side in one run: train what is missing, then evaluate all on test users.
+
+        Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate.
+        """
+        cfg = run_config(run_dir, config, set_)
+        save_config(cfg, run_dir)
+        names = _agents(cfg, agents, ablation)
+        n_seeds = seeds or cfg.eval.seeds
+        start = time.perf_counter()
+        train_stage(run_dir, cfg, names, n_seeds, force)
+        evaluate_stage(run_dir, cfg, names, n_seeds, _worlds(run_dir, world))
+        console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
 
     @app.command("run")
     def run(

@@ -69,3 +69,28 @@ def test_compare_trains_variants_and_shares_decode_only_weights(cli, tmp_path):
 def test_evaluate_unknown_agent_is_a_clear_error(cli, tmp_path):
     r = cli("evaluate", tmp_path, "--agents", "hsrl,nosuch")
     assert r.code == 2 and "nosuch" in r.err and "Traceback" not in r.err
+
+
+def test_abtest_reports_lifts_with_intervals(cli, tmp_path):
+    out = tmp_path / "run"
+    sets = [x for s in TINY for x in ("--set", s)]
+    assert cli("run", "--out", out, "--seeds", "1", "--agents", "random,popular", *sets).code == 0
+    r = cli("abtest", out, "--control", "random", "--treatment", "oracle", "--episodes", "60")
+    assert r.code == 0, r.err
+    report = json.loads((out / "results" / "abtest_random_vs_oracle.json").read_text())
+    assert report["control"]["sessions"] == 60 and report["treatment"]["sessions"] == 60
+    assert report["control"]["users"] + report["treatment"]["users"] <= 60
+    lo, hi = report["cvr_lift"]["ci95"]
+    assert lo <= report["cvr_lift"]["point"] <= hi
+    assert report["cvr_lift"]["point"] > 0  # the oracle's click rate beats random's
+    assert "CVR lift" in r.out
+
+
+def test_ab_split_is_disjoint_and_covers_users():
+    import numpy as np
+
+    from hsrl.eval.abtest import split_users
+
+    users = np.arange(7, 50)
+    a, b = split_users(users, seed=3)
+    assert not set(a) & set(b) and sorted([*a, *b]) == list(users)

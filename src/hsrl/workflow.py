@@ -30,7 +30,7 @@ from hsrl.agents import (
 from hsrl.config import RunConfig
 from hsrl.data.schema import LogDataset
 from hsrl.errors import ArtifactError, ConfigError
-from hsrl.eval.evaluate import evaluate
+from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.env import make_env
@@ -181,7 +181,7 @@ def evaluate_agents(
                 ceiling = env.ceiling()
                 agent = load_agent(name, run_dir, cfg, env, seed)
                 result = evaluate(agent, env, episodes)
-                rows.append({k: v for k, v in result.items() if k not in ("returns", "depths")} | {"seed": seed})
+                rows.append(summary(result) | {"seed": seed})
             per_seed[world][name] = rows
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
     curves = {}
@@ -207,6 +207,25 @@ def evaluate_agents(
         "aggregate": aggregates,
         "curves": curves,
     }
+
+
+def ab_test_agents(
+    run_dir: Path, cfg: RunConfig, control: str, treatment: str, world: str, episodes: int, seed: int = 0
+) -> dict[str, Any]:
+    """Control vs treatment on disjoint halves of the test users (seed-0 checkpoints)."""
+    from hsrl.eval.abtest import ab_test
+
+    def arm_env(users, env_seed):
+        return make_env(run_dir, split=TEST_SPLIT, world=world, batch_users=cfg.env.batch_users,
+                        seed=30_000 + env_seed, reward=cfg.env.reward, users=users)
+
+    probe = env_for(run_dir, cfg, TEST_SPLIT, seed=0, world=world)
+    agents = [load_agent(spec, run_dir, cfg, probe, seed) for spec in (control, treatment)]
+    users = LogDataset.load(run_dir).users_in(TEST_SPLIT)
+    report = ab_test(arm_env, agents[0], agents[1], users, episodes, seed)
+    report["world"] = world
+    report["control"]["agent"], report["treatment"]["agent"] = control, treatment
+    return report
 
 
 def write_results(run_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:

@@ -161,6 +161,41 @@ def register(app: typer.Typer) -> None:
         cfg = run_config(run_dir, config, set_)
         evaluate_stage(run_dir, cfg, _agents(cfg, agents), seeds or cfg.eval.seeds, _worlds(run_dir, world))
 
+    @app.command("abtest")
+    def abtest(
+        run_dir: RunDirArg,
+        control: Annotated[str, typer.Option("--control", help="Control policy (agent spec).")] = "popular",
+        treatment: Annotated[str, typer.Option("--treatment", help="Treatment policy (agent spec).")] = "hsrl",
+        world: Annotated[str, typer.Option("--world", help="simulator | true")] = "simulator",
+        episodes: Annotated[int, typer.Option("--episodes", help="Sessions per arm.")] = 1000,
+        seed: Annotated[int, typer.Option("--seed", help="User split and environment seed.")] = 0,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+    ) -> None:
+        """Simulated A/B test on disjoint halves of the test users: CVR and cost lifts with bootstrap CIs."""
+        from hsrl.io import write_json
+        from hsrl.workflow import ab_test_agents
+
+        cfg = run_config(run_dir, config, set_)
+        _agents(cfg, f"{control},{treatment}")
+        _worlds(run_dir, world)
+        with console.status("running both arms ..."):
+            report = ab_test_agents(run_dir, cfg, control, treatment, world, episodes, seed)
+        t = Table(title=f"A/B test ({world}): {control} (control) vs {treatment} (treatment)")
+        for col in ("arm", "agent", "users", "sessions", "CVR", "impressions/session", "total reward"):
+            t.add_column(col)
+        for arm in ("control", "treatment"):
+            r = report[arm]
+            t.add_row(arm, r["agent"], str(r["users"]), str(r["sessions"]), f"{r['cvr']:.4f}",
+                      f"{r['cost_per_session']:.2f}", f"{r['total_reward']:.3f}")
+        console.print(t)
+        for key, label in (("cvr_lift", "CVR lift"), ("cost_lift", "cost lift")):
+            lo, hi = report[key]["ci95"]
+            console.print(f"{label}: {100 * report[key]['point']:+.2f} % (95 % CI {100 * lo:+.2f} % .. {100 * hi:+.2f} %)")
+        path = run_dir / "results" / f"abtest_{control}_vs_{treatment}.json".replace(":", "_")
+        write_json(path, report)
+        console.print(f"wrote {path}")
+
     @app.command("compare")
     def compare(
         run_dir: RunDirArg,

@@ -15,6 +15,12 @@ from hsrl.agents.base import Agent
 from hsrl.eval.metrics import intra_list_diversity
 
 METRICS = ("total_reward", "depth", "avg_reward", "click_rate", "coverage", "diversity")
+PER_EPISODE = ("returns", "depths", "clicks")
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The scalar metrics of an ``evaluate`` result, without the per-episode lists."""
+    return {k: v for k, v in result.items() if k not in PER_EPISODE}
 
 
 @torch.no_grad()
@@ -27,7 +33,8 @@ def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_ste
     next_id = b
     ret = torch.zeros(b)
     depth = torch.zeros(b, dtype=torch.long)
-    returns, depths = [], []
+    ep_clicks = torch.zeros(b)
+    returns, depths, episode_clicks = [], [], []
     clicks_total = shown_total = 0.0
     shown = torch.zeros(env.n_items, dtype=torch.bool)
     slates = []
@@ -43,14 +50,17 @@ def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_ste
         slates.append(slate[counted].cpu())
         ret += reward.cpu() * counted.cpu()
         depth += counted.cpu().long()
+        ep_clicks += clicks.sum(1).cpu() * counted.cpu()
         for row in torch.nonzero(done.cpu()).flatten().tolist():
             if episode_id[row] < episodes:
                 returns.append(float(ret[row]))
                 depths.append(int(depth[row]))
+                episode_clicks.append(float(ep_clicks[row]))
             episode_id[row] = next_id
             next_id += 1
             ret[row] = 0.0
             depth[row] = 0
+            ep_clicks[row] = 0.0
         steps += 1
     all_slates = torch.cat(slates) if slates else torch.zeros(0, env.slate_size, dtype=torch.long)
     total_steps = max(sum(depths), 1)
@@ -65,4 +75,5 @@ def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_ste
         "diversity": intra_list_diversity(all_slates[-5000:], env.item_features.cpu()) if len(all_slates) else 0.0,
         "returns": returns,
         "depths": depths,
+        "clicks": episode_clicks,
     }

@@ -58,12 +58,15 @@ class SlateEnv:
         sweet_target: float = 0.9,
         temper: float = 20.0,
         device: str | torch.device | None = None,
+        users: np.ndarray | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
         if batch_users < 1:
             raise ValueError(f"batch_users must be >= 1, got {batch_users}")
         rows = dataset.rows_in(split)
+        if users is not None:  # a subset of the split's users (e.g. one arm of an A/B test)
+            rows = rows[np.isin(dataset.imp_user[rows], users)]
         if len(rows) == 0:
             raise ValueError(f"split '{split}' has no impressions to start sessions from")
         self.device = torch.device(device) if device is not None else default_device()
@@ -245,6 +248,7 @@ def make_env(
     seed: int = 0,
     reward: str | RewardFn | None = None,
     device: str | torch.device | None = None,
+    users: np.ndarray | None = None,
 ) -> SlateEnv:
     """A SlateEnv over a run directory's dataset, driven by its trained simulator or its true world.
 
@@ -274,4 +278,5 @@ def make_env(
         sweet_target=cfg.sweet_target,
         temper=cfg.temper,
         device=dev,
+        users=users,
     )

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hsrl.agents.base import Agent
 from hsrl.config import TrainConfig
 from hsrl.errors import ArtifactError
-from hsrl.eval.evaluate import evaluate
+from hsrl.eval.evaluate import evaluate, summary
 from hsrl.io import atomic_path
 from hsrl.train.buffer import ReplayBuffer
 
@@ -111,7 +111,7 @@ class Trainer:
         assert self.eval_env is not None
         result = evaluate(self.agent, self.eval_env(), self.config.eval_episodes)
         self.agent.train_mode(True)
-        return {k: v for k, v in result.items() if k not in ("returns", "depths")}
+        return summary(result)
 
     def fit(self, steps: int | None = None, resume: bool = False) -> list[dict[str, Any]]:
         """Train until ``steps`` (default config.steps) environment steps; returns the metric history."""

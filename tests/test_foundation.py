@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hsrl.config import DataConfig, load_config
+from hsrl.config import load_config
 from hsrl.data.schema import LogDataset, build_histories
 from hsrl.data.synthetic import generate
 from hsrl.errors import ConfigError

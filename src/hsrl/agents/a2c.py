@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hsrl.agents.encoder_agent import NEG, EncoderAgent, frozen_copy, mlp, soft_update
+from hsrl.agents.base import NEG, sample_without_replacement, soft_update
+from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp
 from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
 
@@ -85,8 +86,7 @@ class A2CItemAgent(EncoderAgent):
             return logp.topk(self.slate_size, dim=1).indices if greedy else self._sample(logp)
 
     def _sample(self, logp: torch.Tensor) -> torch.Tensor:
-        u = torch.rand(logp.shape, generator=self.generator, device=logp.device).clamp_(1e-10, 1 - 1e-10)
-        return (logp - torch.log(-torch.log(u))).topk(self.slate_size, dim=1).indices
+        return sample_without_replacement(logp, self.slate_size, self.generator)
 
     def explore(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with self.evaluating():

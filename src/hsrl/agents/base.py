@@ -18,6 +18,7 @@ from hsrl.errors import ArtifactError
 from hsrl.simulator.observation import Observation
 
 CHECKPOINT_VERSION = 1
+NEG = -1e9  # the logit of an item or token that must never be chosen
 
 
 class Agent(ABC):
@@ -96,13 +97,15 @@ class Agent(ABC):
         return self
 
 
-def distinct_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-k item indices per row (distinct by construction)."""
-    return scores.topk(k, dim=1).indices
-
-
 def sample_without_replacement(logits: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """k distinct indices per row, drawn from softmax(logits) without replacement (Gumbel top-k)."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(1e-10, 1 - 1e-10)
     gumbel = -torch.log(-torch.log(u))
     return (logits + gumbel).topk(k, dim=1).indices
+
+
+@torch.no_grad()
+def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
+    """Polyak averaging of a target network: target <- (1 - tau) * target + tau * source."""
+    for tp, p in zip(target.parameters(), source.parameters()):
+        tp.lerp_(p, tau)

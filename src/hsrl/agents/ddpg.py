@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp, soft_update
+from hsrl.agents.base import soft_update
+from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp
 from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
 

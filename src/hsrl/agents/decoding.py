@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-NEG = -1e9
+from hsrl.agents.base import NEG
 
 
 @torch.no_grad()

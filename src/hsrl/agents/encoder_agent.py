@@ -16,22 +16,14 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from hsrl.agents.base import Agent
+from hsrl.agents.base import NEG, Agent
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 
-NEG = -1e9
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out))
-
-
-@torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging: target <- (1 - tau) * target + tau * source."""
-    for tp, p in zip(target.parameters(), source.parameters()):
-        tp.lerp_(p, tau)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

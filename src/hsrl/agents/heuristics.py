@@ -6,10 +6,9 @@ from typing import Callable
 
 import torch
 
-from hsrl.agents.base import Agent, sample_without_replacement
+from hsrl.agents.base import NEG, Agent, sample_without_replacement
 from hsrl.simulator.observation import Observation
 
-NEG = -1e9
 
 
 class RandomAgent(Agent):

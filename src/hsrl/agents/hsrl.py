@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsrl.agents.base import Agent
-from hsrl.agents.decoding import NEG, beam_search, sample_slate, score_all
+from hsrl.agents.base import NEG, Agent, sample_without_replacement, soft_update
+from hsrl.agents.decoding import beam_search, sample_slate, score_all
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
@@ -166,21 +166,6 @@ class HSRLAgent(Agent):
             slate[row, holes] = torch.as_tensor(spare[: len(holes)], dtype=slate.dtype, device=slate.device)
         return slate
 
-    def _score_all(self, state: torch.Tensor) -> torch.Tensor:
-        """log pi(SID_i | s) for every catalogue item (B, N): the reference's O(N·D) decoding."""
-        policy = self.net.policy
-        codes = torch.as_tensor(self.index.codes, device=state.device)  # (N, D)
-        b, n = state.shape[0], codes.shape[0]
-        context = state.unsqueeze(1).expand(b, n, -1)
-        total = torch.zeros(b, n, device=state.device)
-        for level in range(self.depth):
-            valid = self.index.child_counts(codes[:, :level]).to(state.device) > 0  # (N, V)
-            logits = policy.logits(level, context, valid.unsqueeze(0))
-            tok = codes[:, level].expand(b, n)
-            total = total + logits.log_softmax(-1).gather(2, tok[..., None]).squeeze(-1)
-            context = policy.next_context(level, context, tok, logits)
-        return total.masked_fill(~self.active, NEG)
-
     @torch.no_grad()
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
         was_training = self.net.training
@@ -188,10 +173,10 @@ class HSRLAgent(Agent):
         state = self.net.encoder(obs, self.item_features)
         if self.config.decode == "score_all":
             scores = self._score_all(state)
-            if not greedy:
-                u = torch.rand(scores.shape, generator=self.generator, device=scores.device).clamp_(1e-10, 1 - 1e-10)
-                scores = scores - torch.log(-torch.log(u))
-            slate = scores.topk(self.slate_size, dim=1).indices
+            if greedy:
+                slate = scores.topk(self.slate_size, dim=1).indices
+            else:
+                slate = sample_without_replacement(scores, self.slate_size, self.generator)
         elif greedy:
             slate = self._beam_slate(state)
         else:
@@ -276,9 +261,7 @@ class HSRLAgent(Agent):
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
         self.optimizer.step()
-        with torch.no_grad():
-            for p, tp in zip(self.net.parameters(), self.target.parameters()):
-                tp.lerp_(p, cfg.tau)
+        soft_update(self.target, self.net, cfg.tau)
         self.updates += 1
         return {
             "actor_loss": float(actor_loss.detach()),

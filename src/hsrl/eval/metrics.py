@@ -30,15 +30,3 @@ def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> tuple
 
     half = stats.t.ppf(0.5 + confidence / 2, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size)
     return float(arr.mean()), float(half)
-
-
-def bootstrap_ci(
-    values: np.ndarray, stat=np.mean, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Point estimate and percentile bootstrap interval of ``stat`` over ``values`` (resampled rows)."""
-    rng = np.random.default_rng(seed)
-    values = np.asarray(values)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    boots = np.array([stat(values[i]) for i in idx])
-    lo, hi = np.quantile(boots, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
-    return float(stat(values)), float(lo), float(hi)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,3 @@ def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
         plt.close(fig)
         paths["curves"] = path
     return paths
-
-
-def load_results(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

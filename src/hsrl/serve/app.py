@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import threading
 from contextlib import contextmanager
-from typing import Annotated, Any, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch

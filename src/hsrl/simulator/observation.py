@@ -44,9 +44,3 @@ class Observation:
 
     def clone(self) -> "Observation":
         return Observation(*(t.clone() for t in (self.user, self.profile, self.hist_items, self.hist_feedback)))
-
-    @staticmethod
-    def cat(observations: list["Observation"]) -> "Observation":
-        return Observation(
-            *(torch.cat([getattr(o, f) for o in observations]) for f in ("user", "profile", "hist_items", "hist_feedback"))
-        )

@@ -18,6 +18,29 @@ SHARED = REPO.parent / "shared"
 RL4RS_ITEMS = SHARED / "data" / "rl4rs" / "item_info.csv"
 
 
+# a run small enough for end-to-end tests (seconds), as `--set` overrides
+TINY_RUN = [
+    "data.synthetic.n_users=60",
+    "data.synthetic.n_items=40",
+    "simulator.epochs=2",
+    "sid.codes=4",
+    "sid.levels=2",
+    "train.steps=12",
+    "train.start_steps=2",
+    "train.eval_every=6",
+    "train.eval_episodes=8",
+    "train.checkpoint_every=6",
+    "env.batch_users=8",
+    "eval.episodes=12",
+]
+
+
+@pytest.fixture
+def tiny_sets() -> list[str]:
+    """``--set KEY=VALUE`` arguments of the tiny end-to-end run."""
+    return [x for s in TINY_RUN for x in ("--set", s)]
+
+
 @dataclass
 class CliResult:
     code: int

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import json
 
-TINY = [
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=40",
-    "simulator.epochs=2",
-    "sid.codes=4",
-    "sid.levels=2",
-    "train.steps=12",
-    "train.start_steps=2",
-    "train.eval_every=6",
-    "train.eval_episodes=8",
-    "train.checkpoint_every=6",
-    "env.batch_users=8",
-    "eval.episodes=12",
-]
 
 
-def test_run_end_to_end_then_skips(cli, tmp_path):
+def test_run_end_to_end_then_skips(cli, tmp_path, tiny_sets):
     out = tmp_path / "run"
-    sets = [x for s in TINY for x in ("--set", s)]
-    r = cli("run", "--out", out, "--seeds", "2", *sets)
+    r = cli("run", "--out", out, "--seeds", "2", *tiny_sets)
     assert r.code == 0, r.err
     for path in ("data/dataset.npz", "world.npz", "simulator/model.pt", "sid/index.npz", "config.yaml",
                  "agents/hsrl/seed0/agent.pt", "agents/hsrl/seed1/agent.pt", "agents/hsrl/seed0/metrics.jsonl",
@@ -46,15 +31,14 @@ def test_run_end_to_end_then_skips(cli, tmp_path):
     assert "| hsrl |" in report and "world: true" in report
     # a second run reuses every artefact (no retraining): the checkpoint is untouched
     mtime = (out / "agents/hsrl/seed0/agent.pt").stat().st_mtime_ns
-    r = cli("run", "--out", out, "--seeds", "2", *sets)
+    r = cli("run", "--out", out, "--seeds", "2", *tiny_sets)
     assert r.code == 0, r.err
     assert (out / "agents/hsrl/seed0/agent.pt").stat().st_mtime_ns == mtime
 
 
-def test_compare_trains_variants_and_shares_decode_only_weights(cli, tmp_path):
+def test_compare_trains_variants_and_shares_decode_only_weights(cli, tmp_path, tiny_sets):
     out = tmp_path / "run"
-    sets = [x for s in TINY for x in ("--set", s)]
-    assert cli("run", "--out", out, "--seeds", "1", "--agents", "random", *sets).code == 0
+    assert cli("run", "--out", out, "--seeds", "1", "--agents", "random", *tiny_sets).code == 0
     r = cli("compare", out, "--seeds", "1", "--world", "simulator",
             "--agents", "hsrl:residual=soft+credit=slate,hsrl:residual=soft+credit=slate+decode=score_all")
     assert r.code == 0, r.err
@@ -71,10 +55,9 @@ def test_evaluate_unknown_agent_is_a_clear_error(cli, tmp_path):
     assert r.code == 2 and "nosuch" in r.err and "Traceback" not in r.err
 
 
-def test_abtest_reports_lifts_with_intervals(cli, tmp_path):
+def test_abtest_reports_lifts_with_intervals(cli, tmp_path, tiny_sets):
     out = tmp_path / "run"
-    sets = [x for s in TINY for x in ("--set", s)]
-    assert cli("run", "--out", out, "--seeds", "1", "--agents", "random,popular", *sets).code == 0
+    assert cli("run", "--out", out, "--seeds", "1", "--agents", "random,popular", *tiny_sets).code == 0
     r = cli("abtest", out, "--control", "random", "--treatment", "oracle", "--episodes", "60")
     assert r.code == 0, r.err
     report = json.loads((out / "results" / "abtest_random_vs_oracle.json").read_text())
@@ -94,3 +77,15 @@ def test_ab_split_is_disjoint_and_covers_users():
     users = np.arange(7, 50)
     a, b = split_users(users, seed=3)
     assert not set(a) & set(b) and sorted([*a, *b]) == list(users)
+
+
+def test_variant_options_that_repeat_the_config_share_the_plain_agents_weights(tmp_path):
+    from hsrl.config import RunConfig
+    from hsrl.workflow import ABLATION, agent_dir
+
+    cfg = RunConfig()
+    folders = {agent_dir(tmp_path, spec, 0, cfg).parent.name for spec in ABLATION}
+    assert folders == {"hsrl", "hsrl-credit=slate", "hsrl-residual=soft", "hsrl-credit=slate-residual=soft"}
+    soft = cfg.model_copy(update={"agent": cfg.agent.model_copy(update={"residual": "soft"})})
+    assert agent_dir(tmp_path, "hsrl:residual=soft", 0, soft).parent.name == "hsrl"
+    assert agent_dir(tmp_path, "hsrl:residual=hard", 0, soft).parent.name == "hsrl-residual=hard"

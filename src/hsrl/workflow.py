@@ -30,9 +30,12 @@ from hsrl.agents import (
 from hsrl.config import RunConfig
 from hsrl.data.schema import LogDataset
 from hsrl.errors import ArtifactError, ConfigError
+from hsrl.eval.churn import PHASES, HeldOut
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
+from hsrl.sid.build import build_for_dataset, index_features
 from hsrl.sid.index import SemanticIDIndex
+from hsrl.simulator.catalogue import CatalogueView
 from hsrl.simulator.env import make_env
 from hsrl.train.loop import Trainer
 
@@ -67,10 +70,12 @@ def base_name(spec: str) -> str:
     return parse_agent(spec)[0]
 
 
-def agent_dir(run_dir: Path, spec: str, seed: int) -> Path:
-    """Checkpoints of one agent variant; options that only change decoding share the trained weights."""
+def agent_dir(run_dir: Path, spec: str, seed: int, cfg: RunConfig | None = None) -> Path:
+    """Checkpoints of one agent variant. Options that only change decoding, or that repeat the run's own
+    config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights."""
     name, options = parse_agent(spec)
-    kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY]
+    same = {k for k, v in options.items() if cfg is not None and str(getattr(cfg.agent, k, None)) == v}
+    kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
     folder = name + ("-" + "-".join(kept) if kept else "")
     return Path(run_dir) / "agents" / folder / f"seed{seed}"
 
@@ -103,16 +108,23 @@ def env_for(run_dir: Path, cfg: RunConfig, split: str, seed: int, world: str | N
     )
 
 
-def build_agent(spec: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
-    """A fresh agent of kind ``spec`` (a name, optionally with ``:key=value+...`` options)."""
+def build_agent(spec: str, run_dir: Path, cfg: RunConfig, env, seed: int, index: SemanticIDIndex | None = None) -> Agent:
+    """A fresh agent of kind ``spec`` (a name, optionally with ``:key=value+...`` options).
+
+    ``env`` may be a ``CatalogueView`` (catalogue churn): logged data is then re-indexed to its items,
+    and ``index`` is the Semantic ID index of those items (default: the run's index).
+    """
     name = base_name(spec)
     cfg = cfg.model_copy(update={"agent": agent_config(spec, cfg)})
     features = env.item_features
     k = env.slate_size
+    view = env if isinstance(env, CatalogueView) else None
     if name == "hsrl":
-        return HSRLAgent(features, k, load_index(run_dir), env.profile_dim, env.history_length, cfg.agent, seed)
+        index = index if index is not None else load_index(run_dir)
+        return HSRLAgent(features, k, index, env.profile_dim, env.history_length, cfg.agent, seed)
     if name == "sl":
         logs = LoggedSlates.from_dataset(LogDataset.load(run_dir), TRAIN_SPLIT, device=features.device)
+        logs = logs.restricted(view.local_items) if view is not None else logs
         return SupervisedAgent(features, k, env.profile_dim, env.history_length, logs, cfg.agent, seed)
     if name in BASELINES:
         return BASELINES[name](features, k, env.profile_dim, env.history_length, cfg.agent, seed)
@@ -120,29 +132,43 @@ def build_agent(spec: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Age
         return RandomAgent(features, k, seed)
     if name == "popular":
         pop = torch.as_tensor(LogDataset.load(run_dir).item_popularity("train"), device=features.device)
-        return PopularAgent(features, k, pop)
+        return PopularAgent(features, k, view.local_values(pop) if view is not None else pop)
     if name == "oracle":
         return OracleGreedyAgent(features, k, env.response.click_probs)
     raise ConfigError(f"unknown agent '{name}' (expected one of: {', '.join(AGENTS)})")
 
 
 def train_agent(
-    run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool = False, show_progress: bool = True
+    run_dir: Path,
+    name: str,
+    cfg: RunConfig,
+    seed: int,
+    force: bool = False,
+    show_progress: bool = True,
+    holdout: HeldOut | None = None,
 ) -> Path:
-    """Train one learned agent for one seed in the training-user simulator; returns its checkpoint."""
-    out = agent_dir(run_dir, name, seed)
+    """Train one learned agent for one seed in the training-user simulator; returns its checkpoint.
+
+    With ``holdout`` the agent never sees the held-out items (catalogue churn) and is stored under the
+    hold-out's folder."""
+    out = agent_dir(holdout.root(run_dir) if holdout else run_dir, name, seed, cfg)
     final = out / "agent.pt"
     if final.is_file() and not force:
         return final
-    env = env_for(run_dir, cfg, TRAIN_SPLIT, seed)
-    agent = build_agent(name, run_dir, cfg, env, seed)
+
+    def make(split: str, env_seed: int):
+        env = env_for(run_dir, cfg, split, env_seed)
+        return CatalogueView(env, holdout.order, holdout.n_kept) if holdout else env
+
+    env = make(TRAIN_SPLIT, seed)
+    agent = build_agent(name, run_dir, cfg, env, seed, churn_index(run_dir, cfg, holdout) if holdout else None)
     train_cfg = cfg.train.model_copy(update={"seed": seed})
     trainer = Trainer(
         agent,
         env,
         train_cfg,
         out_dir=out,
-        eval_env=lambda: env_for(run_dir, cfg, EVAL_SPLIT, seed=10_000 + seed),
+        eval_env=lambda: make(EVAL_SPLIT, 10_000 + seed),
         show_progress=show_progress,
     )
     start = time.perf_counter()
@@ -152,11 +178,70 @@ def train_agent(
     return final
 
 
-def load_agent(name: str, run_dir: Path, cfg: RunConfig, env, seed: int) -> Agent:
-    agent = build_agent(name, run_dir, cfg, env, seed)
+def load_agent(
+    name: str, run_dir: Path, cfg: RunConfig, env, seed: int, holdout: HeldOut | None = None,
+    index: SemanticIDIndex | None = None,
+) -> Agent:
+    agent = build_agent(name, run_dir, cfg, env, seed, index)
     if base_name(name) in LEARNED:
-        agent.load(agent_dir(run_dir, name, seed) / "agent.pt")
+        agent.load(agent_dir(holdout.root(run_dir) if holdout else run_dir, name, seed, cfg) / "agent.pt")
     return agent
+
+
+def churn_index(run_dir: Path, cfg: RunConfig, holdout: HeldOut) -> SemanticIDIndex:
+    """Semantic IDs of the kept items only (codebooks never see the held-out ones); built once."""
+    path = holdout.root(run_dir) / INDEX_PATH
+    if path.is_file():
+        return SemanticIDIndex.load(path)
+    holdout.check(run_dir)
+    index = build_for_dataset(LogDataset.load(run_dir), cfg.sid, holdout.order[: holdout.n_kept])
+    holdout.save(run_dir)
+    index.save(path)
+    return index
+
+
+def evaluate_churn(
+    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, worlds: list[str], episodes: int, holdout: HeldOut
+) -> dict[str, Any]:
+    """Each agent × seed × world before and after the held-out items join its catalogue (same users)."""
+    ds = LogDataset.load(run_dir)
+    new_features, _ = index_features(ds, cfg.sid)
+    new_features = new_features[holdout.held]
+    per_seed: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    aggregates: dict[str, dict[str, dict[str, Any]]] = {}
+    for world in worlds:
+        per_seed[world], aggregates[world] = {}, {}
+        for name in agents:
+            rows: dict[str, list[dict[str, Any]]] = {phase: [] for phase in PHASES}
+            for seed in range(seeds):
+                env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, 20_000 + seed, world), holdout.order, holdout.n_kept)
+                index = churn_index(run_dir, cfg, holdout) if base_name(name) == "hsrl" else None
+                agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
+                rows["before"].append(summary(evaluate(agent, env, episodes)) | {"seed": seed})
+                env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, 20_000 + seed, world), holdout.order, holdout.n_kept)
+                env.reveal()
+                if agent.privileged:  # the oracle reads the judging world itself: point it at the new one
+                    agent = build_agent(name, run_dir, cfg, env, seed)
+                else:  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
+                    if index is not None:
+                        index.add_items(new_features)
+                    agent.set_catalogue(env.item_features, index)
+                after = evaluate(agent, env, episodes, new_items=holdout.new_items())
+                rows["after"].append(summary(after) | {"seed": seed})
+            per_seed[world][name] = rows
+            aggregates[world][name] = {phase: aggregate(rows[phase]) for phase in PHASES}
+    return {
+        "dataset": ds.meta.get("name", "?"),
+        "config": cfg.model_dump(mode="json"),
+        "versions": versions(),
+        "holdout": {"share": holdout.share, "seed": holdout.seed, "n_items": holdout.n_items,
+                    "held": int(holdout.held.size), "held_items": holdout.held.tolist()},
+        "agents": agents,
+        "seeds": seeds,
+        "privileged": [a for a in agents if a == "oracle"],
+        "per_seed": per_seed,
+        "aggregate": aggregates,
+    }
 
 
 def evaluate_agents(
@@ -190,7 +275,7 @@ def evaluate_agents(
             continue
         curves[name] = []
         for seed in range(seeds):
-            path = agent_dir(run_dir, name, seed) / "metrics.jsonl"
+            path = agent_dir(run_dir, name, seed, cfg) / "metrics.jsonl"
             if path.is_file():
                 import json
 

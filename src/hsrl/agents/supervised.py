@@ -11,7 +11,7 @@ same size from the logs. ``act`` is the top-K by predicted click logit, a myopic
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,16 +20,21 @@ import torch.nn.functional as F
 from hsrl.agents.base import sample_without_replacement
 from hsrl.agents.encoder_agent import EncoderAgent, mlp
 from hsrl.config import AgentConfig
+from hsrl.data.schema import PAD
 from hsrl.simulator.observation import Observation
 
 
 @dataclass
 class LoggedSlates:
-    """Logged impressions as tensors: the state before each slate, the slate (M, K) and its clicks (M, K)."""
+    """Logged impressions as tensors: the state before each slate, the slate (M, K) and its clicks (M, K).
+
+    ``weight`` (M, K) is 0 for slots that must not be learned from (items outside a restricted catalogue).
+    """
 
     obs: Observation
     slate: torch.Tensor
     clicks: torch.Tensor
+    weight: torch.Tensor | None = None
 
     @classmethod
     def from_dataset(cls, dataset: Any, split: str = "train", device: str | torch.device = "cpu") -> "LoggedSlates":
@@ -53,6 +58,17 @@ class LoggedSlates:
 
     def __len__(self) -> int:
         return int(self.slate.shape[0])
+
+    def restricted(self, local_items: Callable[[torch.Tensor], torch.Tensor]) -> "LoggedSlates":
+        """The logs re-indexed for a smaller catalogue: ``local_items`` maps item indices to the new ones,
+        PAD for items not in it. Those items vanish from histories and their slots get weight 0; rows with
+        no slot left are dropped."""
+        hist = local_items(self.obs.hist_items)
+        slate = local_items(self.slate)
+        keep = (slate != PAD).any(1)
+        weight = (slate != PAD).float() * (1.0 if self.weight is None else self.weight)
+        obs = Observation(self.obs.user, self.obs.profile, hist, torch.where(hist == PAD, 0.0, self.obs.hist_feedback))
+        return LoggedSlates(obs.index(keep), slate.clamp_min(0)[keep], self.clicks[keep], weight[keep])
 
 
 class SupervisedAgent(EncoderAgent):
@@ -113,7 +129,8 @@ class SupervisedAgent(EncoderAgent):
         idx = torch.randint(len(self.logs), (n,), generator=self.generator, device=self.device)
         self.train_mode(True)
         logits = self.logits(self.logs.obs.index(idx), self.logs.slate[idx])
-        loss = F.binary_cross_entropy_with_logits(logits, self.logs.clicks[idx])
+        weight = None if self.logs.weight is None else self.logs.weight[idx]
+        loss = F.binary_cross_entropy_with_logits(logits, self.logs.clicks[idx], weight=weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

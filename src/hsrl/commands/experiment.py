@@ -17,7 +17,12 @@ AgentsOpt = Annotated[
 ]
 SeedsOpt = Annotated[Optional[int], typer.Option("--seeds", help="Seeds per agent (default: eval.seeds).")]
 WorldOpt = Annotated[
-    Optional[str], typer.Option("--world", help="Judge: simulator | true | both (true needs synthetic data).")
+    Optional[str],
+    typer.Option(
+        "--world",
+        help="Judge: simulator | judge (second simulator, other seed) | true (synthetic data only), a comma list, "
+        "both (simulator + true; default) or all.",
+    ),
 ]
 
 
@@ -37,17 +42,32 @@ def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[
     return names
 
 
+WORLDS = ("simulator", "judge", "true")
+
+
 def _worlds(run_dir: Path, world: str | None) -> list[str]:
+    """simulator | judge | true, a comma list of them, both (simulator + true world where there is one;
+    the default) or all (both + the judge simulator). A missing judge is trained on demand."""
     from hsrl.data.synthetic import WORLD_FILE
+    from hsrl.errors import ConfigError
 
     has_world = (run_dir / WORLD_FILE).is_file()
-    if world in (None, "both"):
-        return ["simulator", "true"] if has_world else ["simulator"]
-    if world == "true" and not has_world:
-        from hsrl.errors import ConfigError
-
+    if world in (None, "both", "all"):
+        names = ["simulator"] + (["judge"] if world == "all" else []) + (["true"] if has_world else [])
+    else:
+        names = [w.strip() for w in world.split(",") if w.strip()]
+    unknown = [w for w in names if w not in WORLDS]
+    if unknown or not names:
+        raise ConfigError(f"unknown world '{world}' (expected {', '.join(WORLDS)}, a comma list of them, both or all)")
+    if "true" in names and not has_world:
         raise ConfigError(f"{run_dir}: the true world exists only for synthetic data")
-    return [world]
+    if "judge" in names:
+        from hsrl.commands.simulator import train_simulator
+        from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE
+
+        if not (run_dir / JUDGE_DIR / MODEL_FILE).is_file():
+            train_simulator(run_dir, judge=True)
+    return names
 
 
 def print_results(payload: dict) -> None:
@@ -75,18 +95,20 @@ def print_results(payload: dict) -> None:
         console.print(t)
 
 
-def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool) -> Path:
+def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout=None) -> Path:
     """One seed in a worker process: one torch thread each, so seeds share the cores without contention."""
     import torch
 
     from hsrl.workflow import train_agent
 
     torch.set_num_threads(1)
-    return train_agent(run_dir, name, cfg, seed, force=force, show_progress=False)
+    return train_agent(run_dir, name, cfg, seed, force=force, show_progress=False, holdout=holdout)
 
 
-def train_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool) -> None:
-    """Train every learned agent for every seed; seeds run in parallel processes (eval.jobs)."""
+def train_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout=None) -> None:
+    """Train every learned agent for every seed; seeds run in parallel processes (eval.jobs).
+
+    ``holdout`` (a ``HeldOut``): train on the catalogue without the held-out items (catalogue churn)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
@@ -100,19 +122,19 @@ def train_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, fo
     jobs, seen = [], set()
     for name in agents:
         for seed in range(seeds):
-            folder = agent_dir(run_dir, name, seed)
+            folder = agent_dir(holdout.root(run_dir) if holdout else run_dir, name, seed, cfg)
             if base_name(name) in LEARNED and folder not in seen:  # decode-only variants share weights
                 seen.add(folder)
                 jobs.append((name, seed))
     workers = min(len(jobs), cfg.eval.jobs or os.cpu_count() or 1)
     if workers <= 1:
         for name, seed in jobs:
-            path = train_agent(run_dir, name, cfg, seed, force=force)
+            path = train_agent(run_dir, name, cfg, seed, force=force, holdout=holdout)
             console.print(f"[green]trained[/] {name} seed {seed}: {path}")
         return
     with Progress(console=console) as progress, ProcessPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task(f"training {len(jobs)} agent-seeds on {workers} processes", total=len(jobs))
-        futures = {pool.submit(_train_one, run_dir, name, cfg, seed, force): (name, seed) for name, seed in jobs}
+        futures = {pool.submit(_train_one, run_dir, name, cfg, seed, force, holdout): (name, seed) for name, seed in jobs}
         for future in futures:
             name, seed = futures[future]
             path = future.result()
@@ -166,7 +188,7 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirArg,
         control: Annotated[str, typer.Option("--control", help="Control policy (agent spec).")] = "popular",
         treatment: Annotated[str, typer.Option("--treatment", help="Treatment policy (agent spec).")] = "hsrl",
-        world: Annotated[str, typer.Option("--world", help="simulator | true")] = "simulator",
+        world: Annotated[str, typer.Option("--world", help="simulator | judge | true")] = "simulator",
         episodes: Annotated[int, typer.Option("--episodes", help="Sessions per arm.")] = 1000,
         seed: Annotated[int, typer.Option("--seed", help="User split and environment seed.")] = 0,
         config: ConfigOpt = None,
@@ -178,7 +200,10 @@ def register(app: typer.Typer) -> None:
 
         cfg = run_config(run_dir, config, set_)
         _agents(cfg, f"{control},{treatment}")
-        _worlds(run_dir, world)
+        if len(_worlds(run_dir, world)) != 1:
+            from hsrl.errors import ConfigError
+
+            raise ConfigError(f"--world {world}: an A/B test runs in one world (simulator, judge or true)")
         with console.status("running both arms ..."):
             report = ab_test_agents(run_dir, cfg, control, treatment, world, episodes, seed)
         t = Table(title=f"A/B test ({world}): {control} (control) vs {treatment} (treatment)")
@@ -220,6 +245,57 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         train_stage(run_dir, cfg, names, n_seeds, force)
         evaluate_stage(run_dir, cfg, names, n_seeds, _worlds(run_dir, world))
+        console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
+
+    @app.command("churn")
+    def churn(
+        run_dir: RunDirArg,
+        agents: AgentsOpt = None,
+        seeds: SeedsOpt = None,
+        world: WorldOpt = None,
+        holdout: Annotated[float, typer.Option("--holdout", help="Share of items held out, then added at evaluation.")] = 0.2,
+        holdout_seed: Annotated[int, typer.Option("--holdout-seed", help="Seed of the held-out draw.")] = 0,
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
+    ) -> None:
+        """Catalogue churn: items held out of the SID codebooks and of training, added at evaluation time.
+
+        Every agent is scored on test users before and after the new items join its catalogue (no
+        retraining); writes RUN_DIR/churn/holdoutS-seedN/results/{results.json,churn.md}.
+        """
+        from hsrl.data.schema import LogDataset
+        from hsrl.errors import ConfigError
+        from hsrl.eval.churn import HeldOut, write_churn
+        from hsrl.eval.report import fmt
+        from hsrl.workflow import churn_index, evaluate_churn
+
+        cfg = run_config(run_dir, config, set_)
+        names = _agents(cfg, agents)
+        n_seeds = seeds or cfg.eval.seeds
+        worlds = _worlds(run_dir, world)
+        try:
+            held = HeldOut.draw(LogDataset.load(run_dir).n_items, holdout, holdout_seed)
+        except ValueError as exc:
+            raise ConfigError(f"--holdout {holdout}: {exc}") from None
+        start = time.perf_counter()
+        with console.status(f"Semantic IDs of the {held.n_kept} kept items ..."):
+            churn_index(run_dir, cfg, held)  # once, before the worker processes need it
+        train_stage(run_dir, cfg, names, n_seeds, force, held)
+        with console.status("evaluating before and after the new items arrive ..."):
+            payload = evaluate_churn(run_dir, cfg, names, n_seeds, worlds, cfg.eval.episodes, held)
+        paths = write_churn(held.root(run_dir) / "results", payload)
+        for w, table in payload["aggregate"].items():
+            t = Table(title=f"catalogue churn — {held.held.size} of {held.n_items} items new — judged by: {w} — "
+                            "mean ± 95% CI over seeds")
+            for col in ("agent", "reward before", "reward after", "depth after", "slots to new", "clicks on new"):
+                t.add_column(col, justify="left" if col == "agent" else "right")
+            for name, ph in table.items():
+                t.add_row(name, fmt(ph["before"]["total_reward"]), fmt(ph["after"]["total_reward"]),
+                          fmt(ph["after"]["depth"]), fmt(ph["after"]["new_slot_share"], 3),
+                          fmt(ph["after"]["new_click_share"], 3))
+            console.print(t)
+        console.print("wrote " + ", ".join(str(p) for p in paths.values()))
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
 
     @app.command("run")

@@ -9,7 +9,7 @@ import typer
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, print_mapping, run_config
 from hsrl.config import save_config
-from hsrl.errors import ArtifactError, InputError
+from hsrl.errors import ArtifactError
 
 app = new_group("Build and describe the Semantic ID index (residual k-means codebooks).")
 
@@ -30,7 +30,8 @@ def build_index(run_dir: Path, overrides: list[str] | None = None, config: list[
     """Build RUN_DIR/sid/index.npz from RUN_DIR/data (skipped if present unless ``force``); returns the index."""
     from hsrl.data.schema import LogDataset
     from hsrl.io import write_json
-    from hsrl.sid import SemanticIDIndex, text_embeddings
+    from hsrl.sid import SemanticIDIndex
+    from hsrl.sid.build import build_for_dataset
 
     cfg = run_config(run_dir, config, overrides)
     path = index_path(run_dir)
@@ -38,27 +39,8 @@ def build_index(run_dir: Path, overrides: list[str] | None = None, config: list[
         console.print(f"[yellow]{path} exists; skipping (use --force to redo).[/]")
         return SemanticIDIndex.load(path)
     ds = LogDataset.load(run_dir)
-    sid = cfg.sid
-    if sid.text:
-        if ds.item_text is None:
-            raise InputError(str(run_dir / "data"), "the dataset has no item text", field="item_text",
-                             expected="a dataset with item texts for --text (or build without --text)")
-        with console.status(f"embedding {ds.n_items} item texts ..."):
-            features, source = text_embeddings(ds.item_text), "text"
-    else:
-        features, source = ds.item_features, "features"
     with console.status(f"building Semantic IDs for {ds.n_items} items ..."):
-        index = SemanticIDIndex.build(
-            features,
-            levels=sid.levels,
-            codes=sid.codes,
-            balanced=sid.balanced,
-            normalize=sid.normalize,
-            seed=sid.seed,
-            kmeans_iters=sid.kmeans_iters,
-            disambiguation=sid.disambiguation,
-            source=source,
-        )
+        index = build_for_dataset(ds, cfg.sid, where=str(Path(run_dir) / "data"))
     stats = index.stats()
     index.save(path)
     write_json(path.parent / STATS_FILE, stats)

@@ -51,24 +51,32 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def train_simulator(
-    run_dir: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False
+    run_dir: Path,
+    overrides: list[str] | None = None,
+    config: list[Path] | None = None,
+    force: bool = False,
+    judge: bool = False,
 ) -> dict[str, Any]:
-    """Train (unless a checkpoint exists and not ``force``), save model.pt and report.json; return the report."""
+    """Train (unless a checkpoint exists and not ``force``), save model.pt and report.json; return the report.
+
+    ``judge``: the second simulator, same data and settings but another seed (RUN_DIR/simulator_judge),
+    so agents can be judged by a model they were not trained against."""
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
     from hsrl.io import write_json
     from hsrl.simulator.response import (
-        MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, save_checkpoint, train_response_model,
+        JUDGE_DIR, JUDGE_SEED_OFFSET, MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, save_checkpoint,
+        train_response_model,
     )
 
     cfg = run_config(run_dir, config, overrides)
-    folder = Path(run_dir) / SIM_DIR
+    folder = Path(run_dir) / (JUDGE_DIR if judge else SIM_DIR)
     if (folder / MODEL_FILE).is_file() and (folder / REPORT_FILE).is_file() and not force:
         console.print(f"[yellow]{folder / MODEL_FILE} exists; skipping (use --force to retrain).[/]")
-        return show_report(run_dir)
+        return show_report(run_dir, judge=judge)
     dataset = LogDataset.load(run_dir)
     world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
-    sim = cfg.simulator
+    sim = cfg.simulator.model_copy(update={"seed": cfg.simulator.seed + JUDGE_SEED_OFFSET}) if judge else cfg.simulator
     columns = (TextColumn("training simulator"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("train", total=sim.epochs, status="")
@@ -81,26 +89,34 @@ def train_simulator(
     report["training"] = training
     save_checkpoint(model, folder / MODEL_FILE, training)
     write_json(folder / REPORT_FILE, report)
-    save_config(cfg, run_dir)
+    if not judge:
+        save_config(cfg, run_dir)
     console.print(f"[green]wrote[/] {folder / MODEL_FILE}, {folder / REPORT_FILE}")
     print_report(report)
     return report
 
 
+JudgeOpt = Annotated[
+    bool, typer.Option("--judge", help="The second simulator (seed + 1, RUN_DIR/simulator_judge) that judges agents.")
+]
+
+
 @app.command("train")
-def train(run_dir: RunDirArg, config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+def train(
+    run_dir: RunDirArg, config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, judge: JudgeOpt = False
+) -> None:
     """Train the user response model on train users, select on val AUC, report on val and test users."""
-    train_simulator(run_dir, list(set_ or []), config, force)
+    train_simulator(run_dir, list(set_ or []), config, force, judge)
 
 
-def show_report(run_dir: Path, recompute: bool = False) -> dict[str, Any]:
+def show_report(run_dir: Path, recompute: bool = False, judge: bool = False) -> dict[str, Any]:
     """Check that the checkpoint loads and fits the dataset, then print (or recompute) its fidelity report."""
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
     from hsrl.io import read_json, write_json
-    from hsrl.simulator.response import MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, load_checkpoint
+    from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, load_checkpoint
 
-    folder = Path(run_dir) / SIM_DIR
+    folder = Path(run_dir) / (JUDGE_DIR if judge else SIM_DIR)
     dataset = LogDataset.load(run_dir)
     model = load_checkpoint(folder / MODEL_FILE, expect=dataset)
     path = folder / REPORT_FILE
@@ -126,6 +142,7 @@ def show_report(run_dir: Path, recompute: bool = False) -> dict[str, Any]:
 def report(
     run_dir: RunDirArg,
     recompute: Annotated[bool, typer.Option("--recompute", help="Recompute the metrics from the checkpoint.")] = False,
+    judge: JudgeOpt = False,
 ) -> None:
     """Print the fidelity report of the trained simulator (RUN_DIR/simulator/report.json)."""
-    show_report(run_dir, recompute)
+    show_report(run_dir, recompute, judge)

@@ -15,6 +15,7 @@ from hsrl.agents.base import Agent
 from hsrl.eval.metrics import intra_list_diversity
 
 METRICS = ("total_reward", "depth", "avg_reward", "click_rate", "coverage", "diversity")
+NEW_ITEM_METRICS = ("new_slot_share", "new_click_share")  # with ``new_items``: what the policy did with them
 PER_EPISODE = ("returns", "depths", "clicks")
 
 
@@ -24,8 +25,19 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_steps: int = 100_000) -> dict[str, Any]:
-    """Run ``agent`` in ``env`` until its first ``episodes`` episodes have finished; return metrics."""
+def evaluate(
+    agent: Agent,
+    env: Any,
+    episodes: int,
+    greedy: bool = True,
+    max_steps: int = 100_000,
+    new_items: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Run ``agent`` in ``env`` until its first ``episodes`` episodes have finished; return metrics.
+
+    ``new_items`` (N,) bool marks items added to the catalogue after training: the result then also
+    holds the share of shown slots and of clicks that went to them (``NEW_ITEM_METRICS``).
+    """
     agent.train_mode(False)
     obs = env.reset()
     b = obs.batch_size
@@ -35,7 +47,8 @@ def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_ste
     depth = torch.zeros(b, dtype=torch.long)
     ep_clicks = torch.zeros(b)
     returns, depths, episode_clicks = [], [], []
-    clicks_total = shown_total = 0.0
+    clicks_total = shown_total = new_shown = new_clicked = 0.0
+    is_new = None if new_items is None else new_items.to(torch.bool).cpu()
     shown = torch.zeros(env.n_items, dtype=torch.bool)
     slates = []
     steps = 0
@@ -48,6 +61,10 @@ def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_ste
         shown_total += float(counted.sum()) * slate.shape[1]
         shown[slate[counted].flatten().cpu()] = True
         slates.append(slate[counted].cpu())
+        if is_new is not None:
+            fresh = is_new[slate.cpu()] & counted.cpu()[:, None]
+            new_shown += float(fresh.sum())
+            new_clicked += float((clicks.cpu() * fresh).sum())
         ret += reward.cpu() * counted.cpu()
         depth += counted.cpu().long()
         ep_clicks += clicks.sum(1).cpu() * counted.cpu()
@@ -65,7 +82,10 @@ def evaluate(agent: Agent, env: Any, episodes: int, greedy: bool = True, max_ste
     all_slates = torch.cat(slates) if slates else torch.zeros(0, env.slate_size, dtype=torch.long)
     total_steps = max(sum(depths), 1)
     n_active = int(getattr(agent, "active", torch.ones(env.n_items, dtype=torch.bool)).sum())
-    return {
+    extra = {}
+    if is_new is not None:
+        extra = {"new_slot_share": new_shown / max(shown_total, 1.0), "new_click_share": new_clicked / max(clicks_total, 1.0)}
+    return extra | {
         "episodes": len(returns),
         "total_reward": sum(returns) / max(len(returns), 1),
         "depth": sum(depths) / max(len(depths), 1),

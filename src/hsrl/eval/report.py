@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hsrl.eval.evaluate import METRICS
+from hsrl.eval.evaluate import METRICS, NEW_ITEM_METRICS
 from hsrl.eval.metrics import mean_ci
 from hsrl.io import atomic_path, write_json
 
@@ -16,7 +16,7 @@ from hsrl.io import atomic_path, write_json
 def aggregate(per_seed: list[dict[str, Any]], ceiling: float | None = None) -> dict[str, Any]:
     """Mean and CI half-width of every metric over seeds, with the episode count."""
     out: dict[str, Any] = {"seeds": len(per_seed), "episodes": int(sum(r["episodes"] for r in per_seed))}
-    for m in METRICS:
+    for m in METRICS + tuple(k for k in NEW_ITEM_METRICS if k in per_seed[0]):
         mean, half = mean_ci([r[m] for r in per_seed])
         out[m] = {"mean": mean, "ci95": half}
     if ceiling:

@@ -17,7 +17,8 @@ import torch
 from hsrl.config import load_run_config
 from hsrl.data.schema import SPLITS, LogDataset
 from hsrl.simulator.observation import Observation
-from hsrl.simulator.response import ResponseModel, load_checkpoint
+from hsrl.errors import ArtifactError
+from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, ResponseModel, load_checkpoint
 from hsrl.simulator.reward import RewardFn, make_reward, reward_ceiling, temper_drop
 
 
@@ -243,14 +244,15 @@ class SlateEnv:
 def make_env(
     run_dir: str | Path,
     split: str = "test",
-    world: Literal["simulator", "true"] = "simulator",
+    world: Literal["simulator", "judge", "true"] = "simulator",
     batch_users: int | None = None,
     seed: int = 0,
     reward: str | RewardFn | None = None,
     device: str | torch.device | None = None,
     users: np.ndarray | None = None,
 ) -> SlateEnv:
-    """A SlateEnv over a run directory's dataset, driven by its trained simulator or its true world.
+    """A SlateEnv over a run directory's dataset, driven by its trained simulator, the second simulator
+    trained with another seed (``judge``: agents never trained in it), or the true synthetic world.
 
     ``batch_users`` and ``reward`` default to the run's ``env`` config section (as do the click cost
     sweet-point target and the initial temper). Missing or mismatched artefacts are ArtifactErrors.
@@ -261,12 +263,17 @@ def make_env(
     response: ResponseModel
     if world == "simulator":
         response = load_checkpoint(run_dir, expect=dataset).to(dev)
+    elif world == "judge":
+        path = Path(run_dir) / JUDGE_DIR / MODEL_FILE
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no judge simulator (run `hsrl simulator train {run_dir} --judge` first)")
+        response = load_checkpoint(path, expect=dataset).to(dev)
     elif world == "true":
         from hsrl.data.synthetic import SyntheticWorld
 
         response = TrueWorldResponse(SyntheticWorld.load(run_dir))
     else:
-        raise ValueError(f"unknown world '{world}' (expected 'simulator' or 'true')")
+        raise ValueError(f"unknown world '{world}' (expected 'simulator', 'judge' or 'true')")
     return SlateEnv(
         dataset,
         response,

@@ -36,6 +36,8 @@ from hsrl.io import atomic_path
 from hsrl.simulator.observation import Observation
 
 SIM_DIR = "simulator"
+JUDGE_DIR = "simulator_judge"  # a second simulator (other seed) that judges agents trained in the first
+JUDGE_SEED_OFFSET = 1
 MODEL_FILE = "model.pt"
 REPORT_FILE = "report.json"
 CHECKPOINT_FORMAT = "hsrl-user-response-model"

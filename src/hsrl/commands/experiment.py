@@ -288,12 +288,12 @@ def register(app: typer.Typer) -> None:
         for w, table in payload["aggregate"].items():
             t = Table(title=f"catalogue churn — {held.held.size} of {held.n_items} items new — judged by: {w} — "
                             "mean ± 95% CI over seeds")
-            for col in ("agent", "reward before", "reward after", "depth after", "slots to new", "clicks on new"):
+            for col in ("agent", "reward before", "reward after", "depth after", "new: slots", "new: clicks"):
                 t.add_column(col, justify="left" if col == "agent" else "right")
             for name, ph in table.items():
                 t.add_row(name, fmt(ph["before"]["total_reward"]), fmt(ph["after"]["total_reward"]),
-                          fmt(ph["after"]["depth"]), fmt(ph["after"]["new_slot_share"], 3),
-                          fmt(ph["after"]["new_click_share"], 3))
+                          fmt(ph["after"]["depth"]), fmt(ph["after"]["new_slot_share"], 2),
+                          fmt(ph["after"]["new_click_share"], 2))
             console.print(t)
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")

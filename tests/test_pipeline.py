@@ -29,6 +29,7 @@ def test_run_end_to_end_then_skips(cli, tmp_path, tiny_sets):
     assert "judged by" in r.out and "popular" in r.out
     report = (out / "results" / "report.md").read_text()
     assert "| hsrl |" in report and "world: true" in report
+    assert "| agent | simulator: total reward | simulator: depth | true: total reward | true: depth |" in report
     # a second run reuses every artefact (no retraining): the checkpoint is untouched
     mtime = (out / "agents/hsrl/seed0/agent.pt").stat().st_mtime_ns
     r = cli("run", "--out", out, "--seeds", "2", *tiny_sets)

@@ -48,6 +48,18 @@ def markdown_table(results: dict[str, dict[str, Any]], world: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def overview_table(aggregates: dict[str, dict[str, Any]]) -> str:
+    """Total reward and depth of every agent under every judge, side by side (the headline table)."""
+    worlds = list(aggregates)
+    agents = list(next(iter(aggregates.values()))) if worlds else []
+    head = "| agent | " + " | ".join(f"{w}: total reward | {w}: depth" for w in worlds) + " |"
+    lines = [head, "|---|" + "---|---|" * len(worlds)]
+    for name in agents:
+        cells = [f"{fmt(aggregates[w][name]['total_reward'])} | {fmt(aggregates[w][name]['depth'])}" for w in worlds]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path]:
     """results.json (machine-readable, with config and versions), report.md and PNG plots."""
     out_dir = Path(out_dir)
@@ -58,6 +70,7 @@ def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path
     md.append(f"Held-out test users; mean ± 95 % CI over seeds. Ceiling (best possible total reward): "
               f"{payload.get('ceiling', {}).get('total_reward', 'n/a')}.")
     md.append("")
+    md.append(overview_table(payload["aggregate"]))
     for world, table in payload["aggregate"].items():
         md.append(markdown_table(table, world))
     if payload.get("privileged"):

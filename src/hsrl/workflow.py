@@ -190,10 +190,10 @@ def load_agent(
 
 def churn_index(run_dir: Path, cfg: RunConfig, holdout: HeldOut) -> SemanticIDIndex:
     """Semantic IDs of the kept items only (codebooks never see the held-out ones); built once."""
+    holdout.check(run_dir)  # a folder written for another catalogue is an error, not a silent mix
     path = holdout.root(run_dir) / INDEX_PATH
     if path.is_file():
         return SemanticIDIndex.load(path)
-    holdout.check(run_dir)
     index = build_for_dataset(LogDataset.load(run_dir), cfg.sid, holdout.order[: holdout.n_kept])
     holdout.save(run_dir)
     index.save(path)

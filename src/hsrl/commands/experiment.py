@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, run_config
 from hsrl.config import RunConfig, save_config
+
+if TYPE_CHECKING:
+    from hsrl.eval.churn import HeldOut
 
 AgentsOpt = Annotated[
     Optional[str], typer.Option("--agents", "-a", help="Comma-separated agents (default: eval.agents of the config).")
@@ -95,7 +98,7 @@ def print_results(payload: dict) -> None:
         console.print(t)
 
 
-def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout=None) -> Path:
+def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout: "HeldOut | None" = None) -> Path:
     """One seed in a worker process: one torch thread each, so seeds share the cores without contention."""
     import torch
 
@@ -105,7 +108,9 @@ def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool,
     return train_agent(run_dir, name, cfg, seed, force=force, show_progress=False, holdout=holdout)
 
 
-def train_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout=None) -> None:
+def train_stage(
+    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout: "HeldOut | None" = None
+) -> None:
     """Train every learned agent for every seed; seeds run in parallel processes (eval.jobs).
 
     ``holdout`` (a ``HeldOut``): train on the catalogue without the held-out items (catalogue churn)."""

@@ -35,26 +35,14 @@ from hsrl.config import AgentConfig
 from hsrl.data.schema import PAD
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.observation import Observation
+from sid_build import clustered  # bench/ is on sys.path when a bench script runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def clustered_features(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
-    """Gaussian blobs of Zipf-like sizes (float32), generated in chunks."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim), dtype=np.float32) * 3.0
-    weights = 1.0 / np.arange(1, clusters + 1) ** 0.8
-    which = rng.choice(clusters, size=n, p=weights / weights.sum())
-    out = np.empty((n, dim), dtype=np.float32)
-    for lo in range(0, n, 1 << 16):
-        hi = min(n, lo + (1 << 16))
-        out[lo:hi] = centres[which[lo:hi]] + rng.standard_normal((hi - lo, dim), dtype=np.float32)
-    return out
-
-
 def catalogue(n: int, dim: int, levels: int, codes: int) -> tuple[np.ndarray, SemanticIDIndex, float]:
     """Features and index for N items; the index is cached (building at 10^6 takes ~40 s)."""
-    features = clustered_features(n, dim, clusters=max(10, n // 1000), seed=n)
+    features = clustered(n, dim, max(10, n // 1000), np.random.default_rng(n))
     path = RESULTS / f"decode_index_{n}_{dim}_{levels}_{codes}.npz"
     start = time.perf_counter()
     if path.is_file():

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from hsrl.agents.base import NEG, sample_without_replacement, soft_update
 from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp
-from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
 
 
@@ -31,16 +30,7 @@ class A2CItemAgent(EncoderAgent):
 
     name = "a2c"
 
-    def __init__(
-        self,
-        item_features: torch.Tensor,
-        slate_size: int,
-        profile_dim: int,
-        history_length: int,
-        config: AgentConfig | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+    def build(self) -> None:
         cfg, dim = self.config, self.config.dim
         self.width = self.n_items  # fixed: ids added later have no logit
         self.replay_window = cfg.replay_window  # on-policy-ish: recent transitions only, as HSRL

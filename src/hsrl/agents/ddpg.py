@@ -28,7 +28,6 @@ from torch import nn
 
 from hsrl.agents.base import soft_update
 from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp
-from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
 
 
@@ -50,16 +49,7 @@ class DDPGAgent(EncoderAgent):
     name = "ddpg"
     n_critics = 1
 
-    def __init__(
-        self,
-        item_features: torch.Tensor,
-        slate_size: int,
-        profile_dim: int,
-        history_length: int,
-        config: AgentConfig | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+    def build(self) -> None:
         cfg, dim = self.config, self.config.dim
         self.actor = mlp(dim, dim, self.action_dim).to(self.device)
         self.critics = nn.ModuleList(Critic(dim, self.critic_action_dim) for _ in range(self.n_critics))

@@ -57,6 +57,10 @@ class EncoderAgent(Agent):
             item_features.shape[1], profile_dim, history_length, cfg.dim, cfg.layers, cfg.heads, cfg.dropout
         ).to(self.device)
         self.updates = 0
+        self.build()
+
+    def build(self) -> None:
+        """Create the agent's own networks and optimisers (called once by ``__init__``, after the encoder)."""
 
     # ------------------------------------------------------------------ to be listed by subclasses
     def modules(self) -> dict[str, nn.Module]:

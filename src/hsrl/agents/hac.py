@@ -36,22 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsrl.agents.ddpg import DDPGAgent
-from hsrl.config import AgentConfig
 
 
 class HACAgent(DDPGAgent):
     name = "hac"
 
-    def __init__(
-        self,
-        item_features: torch.Tensor,
-        slate_size: int,
-        profile_dim: int,
-        history_length: int,
-        config: AgentConfig | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+    def build(self) -> None:
+        super().build()
         cfg = self.config
         self.behavior_optimizer = torch.optim.Adam(
             [*self.encoder.parameters(), *self.actor.parameters()],

@@ -86,10 +86,12 @@ class SupervisedAgent(EncoderAgent):
         config: AgentConfig | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
         if len(logs) == 0:
             raise ValueError("the SL baseline needs logged impressions to learn from; none were given")
         self.logs = logs
+        super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
+
+    def build(self) -> None:
         dim = self.config.dim
         self.query = mlp(dim, dim, dim).to(self.device)
         self.bias = mlp(dim, dim, 1).to(self.device)

@@ -205,8 +205,8 @@ def evaluate_churn(
 ) -> dict[str, Any]:
     """Each agent × seed × world before and after the held-out items join its catalogue (same users)."""
     ds = LogDataset.load(run_dir)
-    new_features, _ = index_features(ds, cfg.sid)
-    new_features = new_features[holdout.held]
+    uses_sids = any(base_name(a) == "hsrl" for a in agents)
+    new_features = index_features(ds, cfg.sid)[0][holdout.held] if uses_sids else None
     per_seed: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     aggregates: dict[str, dict[str, dict[str, Any]]] = {}
     for world in worlds:
@@ -214,19 +214,16 @@ def evaluate_churn(
         for name in agents:
             rows: dict[str, list[dict[str, Any]]] = {phase: [] for phase in PHASES}
             for seed in range(seeds):
-                env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, 20_000 + seed, world), holdout.order, holdout.n_kept)
+                env_seed = 20_000 + seed
+                env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, env_seed, world), holdout.order, holdout.n_kept)
                 index = churn_index(run_dir, cfg, holdout) if base_name(name) == "hsrl" else None
                 agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
-                rows["before"].append(summary(evaluate(agent, env, episodes)) | {"seed": seed})
-                env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, 20_000 + seed, world), holdout.order, holdout.n_kept)
-                env.reveal()
-                if agent.privileged:  # the oracle reads the judging world itself: point it at the new one
-                    agent = build_agent(name, run_dir, cfg, env, seed)
-                else:  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
-                    if index is not None:
-                        index.add_items(new_features)
-                    agent.set_catalogue(env.item_features, index)
-                after = evaluate(agent, env, episodes, new_items=holdout.new_items())
+                rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed)) | {"seed": seed})
+                env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
+                if index is not None:
+                    index.add_items(new_features)
+                agent.set_catalogue(env.item_features, index)
+                after = evaluate(agent, env, episodes, new_items=holdout.new_items(), seed=env_seed)
                 rows["after"].append(summary(after) | {"seed": seed})
             per_seed[world][name] = rows
             aggregates[world][name] = {phase: aggregate(rows[phase]) for phase in PHASES}

@@ -32,14 +32,16 @@ def evaluate(
     greedy: bool = True,
     max_steps: int = 100_000,
     new_items: torch.Tensor | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Run ``agent`` in ``env`` until its first ``episodes`` episodes have finished; return metrics.
 
     ``new_items`` (N,) bool marks items added to the catalogue after training: the result then also
-    holds the share of shown slots and of clicks that went to them (``NEW_ITEM_METRICS``).
+    holds the share of shown slots and of clicks that went to them (``NEW_ITEM_METRICS``). ``seed``
+    reseeds the environment first, so two evaluations in one environment meet the same users.
     """
     agent.train_mode(False)
-    obs = env.reset()
+    obs = env.reset(seed)
     b = obs.batch_size
     episode_id = torch.arange(b)  # id of the episode each row is playing; ids >= episodes are ignored
     next_id = b

@@ -7,6 +7,7 @@ simulator (or the true world), the Semantic ID index, agents per seed under
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -70,14 +71,18 @@ def base_name(spec: str) -> str:
     return parse_agent(spec)[0]
 
 
-def agent_dir(run_dir: Path, spec: str, seed: int, cfg: RunConfig | None = None) -> Path:
+def agent_dir(
+    run_dir: Path, spec: str, seed: int, cfg: RunConfig | None = None, holdout: HeldOut | None = None
+) -> Path:
     """Checkpoints of one agent variant. Options that only change decoding, or that repeat the run's own
-    config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights."""
+    config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights.
+    Agents trained without a hold-out's items (catalogue churn) live in that hold-out's folder."""
     name, options = parse_agent(spec)
     same = {k for k, v in options.items() if cfg is not None and str(getattr(cfg.agent, k, None)) == v}
     kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
     folder = name + ("-" + "-".join(kept) if kept else "")
-    return Path(run_dir) / "agents" / folder / f"seed{seed}"
+    root = holdout.root(run_dir) if holdout is not None else Path(run_dir)
+    return root / "agents" / folder / f"seed{seed}"
 
 
 def agent_config(spec: str, cfg: RunConfig):
@@ -151,7 +156,7 @@ def train_agent(
 
     With ``holdout`` the agent never sees the held-out items (catalogue churn) and is stored under the
     hold-out's folder."""
-    out = agent_dir(holdout.root(run_dir) if holdout else run_dir, name, seed, cfg)
+    out = agent_dir(run_dir, name, seed, cfg, holdout)
     final = out / "agent.pt"
     if final.is_file() and not force:
         return final
@@ -184,7 +189,7 @@ def load_agent(
 ) -> Agent:
     agent = build_agent(name, run_dir, cfg, env, seed, index)
     if base_name(name) in LEARNED:
-        agent.load(agent_dir(holdout.root(run_dir) if holdout else run_dir, name, seed, cfg) / "agent.pt")
+        agent.load(agent_dir(run_dir, name, seed, cfg, holdout) / "agent.pt")
     return agent
 
 
@@ -207,6 +212,7 @@ def evaluate_churn(
     ds = LogDataset.load(run_dir)
     uses_sids = any(base_name(a) == "hsrl" for a in agents)
     new_features = index_features(ds, cfg.sid)[0][holdout.held] if uses_sids else None
+    kept_index = churn_index(run_dir, cfg, holdout) if uses_sids else None
     per_seed: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     aggregates: dict[str, dict[str, dict[str, Any]]] = {}
     for world in worlds:
@@ -216,7 +222,7 @@ def evaluate_churn(
             for seed in range(seeds):
                 env_seed = 20_000 + seed
                 env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, env_seed, world), holdout.order, holdout.n_kept)
-                index = churn_index(run_dir, cfg, holdout) if base_name(name) == "hsrl" else None
+                index = copy.deepcopy(kept_index) if base_name(name) == "hsrl" else None  # add_items mutates
                 agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
                 rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed)) | {"seed": seed})
                 env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks

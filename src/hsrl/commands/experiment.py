@@ -127,7 +127,7 @@ def train_stage(
     jobs, seen = [], set()
     for name in agents:
         for seed in range(seeds):
-            folder = agent_dir(holdout.root(run_dir) if holdout else run_dir, name, seed, cfg)
+            folder = agent_dir(run_dir, name, seed, cfg, holdout)
             if base_name(name) in LEARNED and folder not in seen:  # decode-only variants share weights
                 seen.add(folder)
                 jobs.append((name, seed))

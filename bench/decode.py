@@ -71,7 +71,7 @@ def timed(fn, repeats: int) -> tuple[list[float], object]:
     return times, out
 
 
-def beam_breakdown(agent: HSRLAgent, state: torch.Tensor, repeats: int) -> dict[str, float]:
+def beam_breakdown(agent: HSRLAgent, state: torch.Tensor, obs, repeats: int) -> dict[str, float]:
     """Median ms per beam call spent in trie lookups (child_counts, item_of) vs everything else."""
     index = agent.index
     calls = {"child_counts": 0.0, "item_of": 0.0}
@@ -93,7 +93,7 @@ def beam_breakdown(agent: HSRLAgent, state: torch.Tensor, repeats: int) -> dict[
         totals = []
         for _ in range(repeats):
             start = time.perf_counter()
-            agent._beam_slate(state)
+            agent._beam_slate(state, obs)
             totals.append((time.perf_counter() - start) * 1e3)
     finally:
         for name in calls:
@@ -134,15 +134,15 @@ def main() -> None:
         obs = observations(n, args.batch, args.history, 8)
         with torch.no_grad():
             state = agent.net.encoder(obs, feats)
-            agent._beam_slate(state)  # warm: trie tables, allocator
-            trie_ms, beam_items = timed(lambda: agent._beam_slate(state), args.repeats)
+            agent._beam_slate(state, obs)  # warm: trie tables, allocator
+            trie_ms, beam_items = timed(lambda: agent._beam_slate(state, obs), args.repeats)
             act_ms, _ = timed(lambda: agent.act(obs), max(3, args.repeats // 4))
-            breakdown = beam_breakdown(agent, state, max(3, args.repeats // 4))
+            breakdown = beam_breakdown(agent, state, obs, max(3, args.repeats // 4))
             users = args.batch if n < args.score_all_subset_from else min(args.batch, args.score_all_users)
             chunk = max(1, min(users, args.score_all_cells // n))
 
             def score_all() -> torch.Tensor:
-                return torch.cat([agent._score_all(state[lo : min(lo + chunk, users)]).topk(args.k, dim=1).indices
+                return torch.cat([agent._score_all(state[lo : min(lo + chunk, users)], obs.index(slice(lo, min(lo + chunk, users)))).topk(args.k, dim=1).indices
                                   for lo in range(0, users, chunk)])
 
             repeats = args.score_all_repeats if n <= 10_000 else 1

@@ -147,7 +147,7 @@ def test_soft_residual_differs_from_hard(world):
     obs = make_env(ds, true_world).reset()
     _, extras = hard.explore(obs)
     s_h = hard.net.encoder(obs, hard.item_features)
-    lp_h, _, _ = hard._token_pass(s_h, extras["tokens"])
-    lp_s, _, _ = soft._token_pass(s_h, extras["tokens"])
+    lp_h = hard._token_pass(s_h, extras["tokens"], obs)[0]
+    lp_s = soft._token_pass(s_h, extras["tokens"], obs)[0]
     torch.testing.assert_close(lp_h[..., 0], lp_s[..., 0])  # level 1 sees only the state
     assert not torch.allclose(lp_h[..., 1:], lp_s[..., 1:])  # deeper levels see different contexts

@@ -13,22 +13,28 @@ def test_run_end_to_end_then_skips(cli, tmp_path, tiny_sets):
     for path in ("data/dataset.npz", "world.npz", "simulator/model.pt", "sid/index.npz", "config.yaml",
                  "agents/hsrl/seed0/agent.pt", "agents/hsrl/seed1/agent.pt", "agents/hsrl/seed0/metrics.jsonl",
                  "results/results.json", "results/report.md", "results/results_simulator.png",
-                 "results/results_true.png", "results/learning_curves.png"):
+                 "results/results_true.png", "results/learning_curves.png", "results/ctr_by_step_true.png"):
         assert (out / path).is_file(), path
     results = json.loads((out / "results" / "results.json").read_text())
     assert set(results["aggregate"]) == {"simulator", "true"}
     for world in ("simulator", "true"):
         table = results["aggregate"][world]
-        assert set(table) == {"hsrl", "random", "popular", "oracle"}
+        # synthetic data: the fatigue-blind reference stands beside the agents
+        assert set(table) == {"hsrl", "random", "popular", "oracle", "oracle:fatigue=blind"}
         for agg in table.values():
             assert agg["seeds"] == 2 and agg["episodes"] == 24
             assert 0 < agg["depth"]["mean"] <= 20
             assert -0.1 <= agg["share_of_ceiling"]["mean"] <= 1  # a skipped slot costs 0.1
+            assert 0 <= agg["repeat_share"]["mean"] <= 1 and 0 <= agg["topic_repeat_share"]["mean"] <= 1
+            assert len(agg["ctr_by_step"]) == 20 and 0 <= agg["ctr_by_step"][0]["mean"] <= 1
+        # popular shows one slate to everyone: every item repeats the previous slate's groups
+        assert table["popular"]["repeat_share"]["mean"] == 1.0
+        assert table["random"]["topic_repeat_share"]["mean"] < 1.0
     assert results["ceiling"]["total_reward"] == 20.0
-    assert results["privileged"] == ["oracle"]
+    assert results["privileged"] == ["oracle", "oracle:fatigue=blind"]
     assert "judged by" in r.out and "popular" in r.out
     report = (out / "results" / "report.md").read_text()
-    assert "| hsrl |" in report and "world: true" in report
+    assert "| hsrl |" in report and "world: true" in report and "### dynamics, world: true" in report
     assert "| agent | simulator: total reward | simulator: depth | true: total reward | true: depth |" in report
     # a second run reuses every artefact (no retraining): the checkpoint is untouched
     mtime = (out / "agents/hsrl/seed0/agent.pt").stat().st_mtime_ns
@@ -86,7 +92,10 @@ def test_variant_options_that_repeat_the_config_share_the_plain_agents_weights(t
 
     cfg = RunConfig()
     folders = {agent_dir(tmp_path, spec, 0, cfg).parent.name for spec in ABLATION}
-    assert folders == {"hsrl", "hsrl-credit=slate", "hsrl-residual=soft", "hsrl-credit=slate-residual=soft"}
+    # the defaults (free heads, item credit, decode-only score_all) share the plain agent's folder
+    assert folders == {"hsrl", "hsrl-token_heads=semantic", "hsrl-credit=token", "hsrl-credit=slate",
+                       "hsrl-exposure=false", "hsrl-click_loss=0", "hsrl-residual=soft"}
+    assert agent_dir(tmp_path, "hsrl:exposure=true+click_loss=1", 0, cfg).parent.name == "hsrl"
     soft = cfg.model_copy(update={"agent": cfg.agent.model_copy(update={"residual": "soft"})})
     assert agent_dir(tmp_path, "hsrl:residual=soft", 0, soft).parent.name == "hsrl"
     assert agent_dir(tmp_path, "hsrl:residual=hard", 0, soft).parent.name == "hsrl-residual=hard"

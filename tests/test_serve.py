@@ -296,3 +296,39 @@ def test_catalogue_changes_are_atomic_under_concurrent_recommendations(server):
         for item in items:
             assert added_at.get(item, -1) <= version, f"{item} returned before it was added"
             assert version < deleted_at.get(item, version + 1), f"{item} returned at version {version}, deleted at {deleted_at[item]}"
+
+
+def test_service_decodes_like_the_agent_including_exposure(tmp_path):
+    """The HTTP route and ``HSRLAgent.act`` are one recommendation path: with exposure weights that matter
+    (set by hand), the service's greedy slate for a history is exactly the agent's."""
+    from fastapi.testclient import TestClient
+
+    from hsrl.data.schema import PAD
+    from hsrl.serve.app import create_app
+    from hsrl.simulator.observation import Observation
+
+    run = tmp_path / "run"
+    make_run(run, with_agent=False)
+    index = SemanticIDIndex.load(run / INDEX_PATH)
+    feats = torch.as_tensor(DS.item_features)
+    agent = HSRLAgent(feats, K, index, P, DS.history_length, AgentConfig(), seed=0)
+    history = [(3, 1), (7, 0), (11, 1), (12, 0), (20, 1)]
+    profile = torch.linspace(-1, 1, P)
+    h = DS.history_length
+    hist_items = torch.full((1, h), PAD, dtype=torch.long)
+    hist_fb = torch.zeros(1, h)
+    hist_items[0, -len(history):] = torch.tensor([i for i, _ in history])
+    hist_fb[0, -len(history):] = torch.tensor([float(f) for _, f in history])
+    obs = Observation(torch.zeros(1, dtype=torch.long), profile[None], hist_items, hist_fb)
+    plain = agent.act(obs)
+    with torch.no_grad():
+        for layer in agent.net.policy.exposure_coef:
+            layer.bias.normal_(0.0, 3.0, generator=torch.Generator().manual_seed(0))
+    expected = agent.act(obs)
+    assert not torch.equal(plain, expected), "the exposure weights should change this slate"
+    agent.save(agent_dir(run, "hsrl", 0) / "agent.pt")
+    client = TestClient(create_app(load_export(export_policy(run))))
+    body = {"users": [{"history": [{"item": str(i), "feedback": f} for i, f in history], "profile": profile.tolist()}]}
+    resp = client.post("/recommend", json=body)
+    assert resp.status_code == 200, resp.text
+    assert [int(it["item"]) for it in resp.json()["users"][0]["items"]] == expected[0].tolist()

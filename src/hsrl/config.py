@@ -117,7 +117,22 @@ class AgentConfig(Section):
     heads: int = 4
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="0: dropout makes PPO ratios noisy (tuned)")
     residual: Literal["hard", "soft"] = "hard"
-    credit: Literal["token", "slate"] = "token"
+    credit: Literal["item", "token", "slate"] = Field(
+        "item",
+        description="item: each slot its own target, split over its tokens; token: one slate target split over "
+        "every slot's tokens; slate: every token gets the slate advantage (the reference)",
+    )
+    token_heads: Literal["semantic", "free"] = Field(
+        "free",
+        description="free: per-token rows (the reference; measured better at this budget); semantic: token logits "
+        "and embeddings from the frozen codebook centroids and, at the last level, the item features",
+    )
+    exposure: bool = Field(
+        True, description="HSRL: token logits also read how much of each SID branch the user was just shown and clicked"
+    )
+    click_loss: float = Field(
+        1.0, ge=0, description="HSRL: weight of the BCE of each shown slot's click on its tokens' logits (learns from skips too)"
+    )
     decode: Literal["trie", "score_all"] = "trie"
     gamma: float = 0.9
     tau: float = 0.01

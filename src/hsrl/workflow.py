@@ -8,6 +8,8 @@ simulator (or the true world), the Semantic ID index, agents per seed under
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,15 @@ TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 
 
 EVAL_ONLY = ("decode", "beam")  # agent options that change decoding, not training: share checkpoints
+# one factor at a time around the run's HSRL config (a spec equal to the config shares its checkpoints):
+# what each part is worth, without a full factorial grid that 2 cores cannot train in a session
 ABLATION = [
-    f"hsrl:residual={r}+credit={c}+decode={d}"
-    for r in ("hard", "soft")
-    for c in ("token", "slate")
-    for d in ("trie", "score_all")
+    *(f"hsrl:token_heads={h}" for h in ("semantic", "free")),
+    *(f"hsrl:credit={c}" for c in ("item", "token", "slate")),
+    "hsrl:exposure=false",
+    "hsrl:click_loss=0",
+    "hsrl:residual=soft",
+    "hsrl:decode=score_all",
 ]
 
 
@@ -71,6 +77,17 @@ def base_name(spec: str) -> str:
     return parse_agent(spec)[0]
 
 
+def _same_value(current: Any, option: str) -> bool:
+    """Does a spec option (``credit=item``, ``exposure=false``, ``click_loss=1``) repeat the config's value?"""
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(option)
+    except yaml.YAMLError:
+        return False
+    return parsed == current or str(current) == option
+
+
 def agent_dir(
     run_dir: Path, spec: str, seed: int, cfg: RunConfig | None = None, holdout: HeldOut | None = None
 ) -> Path:
@@ -78,18 +95,30 @@ def agent_dir(
     config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights.
     Agents trained without a hold-out's items (catalogue churn) live in that hold-out's folder."""
     name, options = parse_agent(spec)
-    same = {k for k, v in options.items() if cfg is not None and str(getattr(cfg.agent, k, None)) == v}
+    same = {k for k, v in options.items() if cfg is not None and _same_value(getattr(cfg.agent, k, None), v)}
     kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
     folder = name + ("-" + "-".join(kept) if kept else "")
     root = holdout.root(run_dir) if holdout is not None else Path(run_dir)
     return root / "agents" / folder / f"seed{seed}"
 
 
+# options of the reference agents (not config fields): oracle:fatigue=blind scores by the true world's
+# click model with its repeat-topic fatigue term removed (synthetic data), still judged by the full world
+REFERENCE_OPTIONS = {"oracle": {"fatigue": ("aware", "blind")}}
+
+
 def agent_config(spec: str, cfg: RunConfig):
     """The agent section with the spec's options applied (validated like any override)."""
     from hsrl.config import load_config
 
-    _, options = parse_agent(spec)
+    name, options = parse_agent(spec)
+    if name in REFERENCE_OPTIONS:
+        allowed = REFERENCE_OPTIONS[name]
+        for key, value in options.items():
+            if key not in allowed or value not in allowed[key]:
+                choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items())
+                raise ConfigError(f"agent '{spec}': unknown option {key}={value} (expected {choices})")
+        return cfg.agent
     if not options:
         return cfg.agent
     return load_config(overrides=[f"agent.{k}={v}" for k, v in options.items()], base=cfg).agent
@@ -139,8 +168,47 @@ def build_agent(spec: str, run_dir: Path, cfg: RunConfig, env, seed: int, index:
         pop = torch.as_tensor(LogDataset.load(run_dir).item_popularity("train"), device=features.device)
         return PopularAgent(features, k, view.local_values(pop) if view is not None else pop)
     if name == "oracle":
+        if parse_agent(spec)[1].get("fatigue") == "blind":
+            return OracleGreedyAgent(features, k, fatigue_blind_probs(run_dir, env))
         return OracleGreedyAgent(features, k, env.response.click_probs)
     raise ConfigError(f"unknown agent '{name}' (expected one of: {', '.join(AGENTS)})")
+
+
+def fatigue_blind_probs(run_dir: Path, env):
+    """The true world's click probabilities without the repeat-topic fatigue term, for env's item indices."""
+    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+
+    if not (Path(run_dir) / WORLD_FILE).is_file():
+        raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
+    blind = dataclasses.replace(SyntheticWorld.load(run_dir), boredom_per_repeat=0.0)
+    order = env.order if isinstance(env, CatalogueView) else None
+
+    def click_probs(obs, slate: torch.Tensor) -> torch.Tensor:
+        return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate)
+
+    return click_probs
+
+
+def diagnostic_groups(run_dir: Path, env) -> dict[str, torch.Tensor]:
+    """Item groups for the dynamics diagnostics, over env's item indices: the level-1 token of the run's
+    Semantic IDs (``repeat_share``) and, on synthetic data, the true topic (``topic_repeat_share``)."""
+    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+
+    groups = {}
+    if (Path(run_dir) / INDEX_PATH).is_file():
+        path = Path(run_dir) / INDEX_PATH
+        groups["repeat_share"] = torch.as_tensor(_level1_tokens(path, path.stat().st_mtime_ns))
+    if (Path(run_dir) / WORLD_FILE).is_file():
+        groups["topic_repeat_share"] = torch.as_tensor(SyntheticWorld.load(run_dir).item_topic)
+    if isinstance(env, CatalogueView):
+        groups = {name: g[env.order.cpu()] for name, g in groups.items()}
+    return groups
+
+
+@functools.lru_cache(maxsize=4)
+def _level1_tokens(path: Path, mtime_ns: int) -> "np.ndarray":
+    """Level-1 tokens of an index file, read once per version of the file (every agent x seed uses them)."""
+    return SemanticIDIndex.load(path).codes[:, 0]
 
 
 def train_agent(
@@ -224,12 +292,13 @@ def evaluate_churn(
                 env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, env_seed, world), holdout.order, holdout.n_kept)
                 index = copy.deepcopy(kept_index) if base_name(name) == "hsrl" else None  # add_items mutates
                 agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
-                rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed)) | {"seed": seed})
+                groups = diagnostic_groups(run_dir, env)
+                rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups)) | {"seed": seed})
                 env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
                 if index is not None:
                     index.add_items(new_features)
                 agent.set_catalogue(env.item_features, index)
-                after = evaluate(agent, env, episodes, new_items=holdout.new_items(), seed=env_seed)
+                after = evaluate(agent, env, episodes, new_items=holdout.new_items(), seed=env_seed, groups=groups)
                 rows["after"].append(summary(after) | {"seed": seed})
             per_seed[world][name] = rows
             aggregates[world][name] = {phase: aggregate(rows[phase]) for phase in PHASES}
@@ -241,7 +310,7 @@ def evaluate_churn(
                     "held": int(holdout.held.size), "held_items": holdout.held.tolist()},
         "agents": agents,
         "seeds": seeds,
-        "privileged": [a for a in agents if a == "oracle"],
+        "privileged": [a for a in agents if base_name(a) == "oracle"],
         "per_seed": per_seed,
         "aggregate": aggregates,
     }
@@ -268,7 +337,7 @@ def evaluate_agents(
                 env = env_for(run_dir, cfg, TEST_SPLIT, seed=20_000 + seed, world=world)
                 ceiling = env.ceiling()
                 agent = load_agent(name, run_dir, cfg, env, seed)
-                result = evaluate(agent, env, episodes)
+                result = evaluate(agent, env, episodes, groups=diagnostic_groups(run_dir, env))
                 rows.append(summary(result) | {"seed": seed})
             per_seed[world][name] = rows
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
@@ -290,7 +359,7 @@ def evaluate_agents(
         "versions": versions(),
         "ceiling": ceiling,
         "agents": agents,
-        "privileged": [a for a in agents if a == "oracle"],
+        "privileged": [a for a in agents if base_name(a) == "oracle"],
         "per_seed": per_seed,
         "aggregate": aggregates,
         "curves": curves,

@@ -7,6 +7,10 @@ and the service.
   active items not yet placed in the row's slate (trie child counts minus the slate so far). The
   log-probabilities returned are under the trie mask alone, the same mask the learner recomputes.
 * ``score_all``: log pi(SID_i | s) for every catalogue item, the reference's O(N · D) path.
+
+``items`` (an ``ItemTable``) is needed by semantic token heads, which score the last level's tokens by
+the features of the items behind them; free heads ignore it. ``recent`` (a ``RecentExposure``) gives
+exposure-aware heads, per branch of the trie, how much of it the user was just shown and clicked.
 """
 
 from __future__ import annotations
@@ -18,8 +22,60 @@ import torch
 from hsrl.agents.base import NEG
 
 
+class RecentExposure:
+    """The SIDs of a user's most recent history entries, for per-branch exposure counts.
+
+    Fatigue (a user who was just shown a topic skips it now) is a property of trie branches: the share of
+    the previous slate, and of the last ``slates`` slates, that fell under a prefix, and how much of it
+    was clicked. The counts are read from the observation and the frozen SIDs, so they work for any item.
+    """
+
+    FEATURES = 4  # shown in the last slate, shown in the last `slates` slates, and the same clicked
+
+    def __init__(self, codes: torch.Tensor, weights: torch.Tensor) -> None:
+        self.codes = codes  # (B, W, D) SIDs of the last W history entries (0 where padded)
+        self.weights = weights  # (B, W, F) feature weight of each entry (0 where padded)
+
+    @classmethod
+    def from_obs(cls, obs: Any, index: Any, slate_size: int, slates: int = 3) -> "RecentExposure":
+        window = min(slates * slate_size, obs.hist_items.shape[1])
+        hist = obs.hist_items[:, -window:]
+        real = (hist >= 0).float()
+        codes = index.sid_of(hist.clamp_min(0).cpu()).to(hist.device)
+        last = (torch.arange(window, device=hist.device) >= window - slate_size).float().expand_as(real)
+        clicked = (obs.hist_feedback[:, -window:] > 0.5).float()
+        weights = torch.stack([last, torch.ones_like(last), last * clicked, clicked], -1) * real[..., None]
+        return cls(codes, weights / slate_size)
+
+    def features(self, prefix: torch.Tensor, rows: torch.Tensor, vocab: int) -> torch.Tensor:
+        """(M, vocab, F): for each prefix row (user ``rows``), the weighted count of recent entries under
+        every child of the prefix."""
+        level = prefix.shape[-1]
+        codes, weights = self.codes[rows], self.weights[rows]
+        under = (codes[:, :, :level] == prefix[:, None, :]).all(-1).float()  # (M, W)
+        out = torch.zeros(prefix.shape[0], vocab, self.FEATURES, device=codes.device)
+        child = codes[:, :, level, None].expand(-1, -1, self.FEATURES)
+        return out.scatter_add_(1, child, weights * under[..., None])
+
+
+def _exposure(policy: Any, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor):
+    if recent is None or not getattr(policy, "exposure", False):
+        return None
+    return recent.features(prefix, rows, policy.vocab_sizes[level])
+
+
+def _children(policy: Any, index: Any, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
+    """Item indices behind the last level's tokens (semantic heads only; None elsewhere)."""
+    if getattr(policy, "semantic", False) and level == len(policy.vocab_sizes) - 1:
+        return index.child_items(prefix).to(prefix.device)
+    return None
+
+
 @torch.no_grad()
-def beam_search(policy: Any, index: Any, state: torch.Tensor, k: int, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
+def beam_search(
+    policy: Any, index: Any, state: torch.Tensor, k: int, beam: int, items: Any = None,
+    recent: RecentExposure | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Items (B, k) and their log pi (B, k); -1 items where fewer than k complete SIDs exist."""
     b, dim = state.shape
     dev = state.device
@@ -30,25 +86,31 @@ def beam_search(policy: Any, index: Any, state: torch.Tensor, k: int, beam: int)
     context = state.unsqueeze(1)
     for level in range(depth):
         w = prefix.shape[1]
-        valid = index.child_counts(prefix.reshape(b * w, level)).to(dev) > 0
-        logits = policy.logits(level, context.reshape(b * w, dim), valid)  # masked: invalid -> NEG
+        flat_prefix = prefix.reshape(b * w, level)
+        valid = index.child_counts(flat_prefix).to(dev) > 0
+        children = _children(policy, index, level, flat_prefix)
+        exposure = _exposure(policy, recent, level, flat_prefix, torch.arange(b, device=dev).repeat_interleave(w))
+        logits = policy.logits(level, context.reshape(b * w, dim), valid, children, items, exposure)  # invalid: NEG
         vocab = logits.shape[-1]
         total = (score.reshape(b * w, 1) + logits.log_softmax(-1)).reshape(b, w * vocab)
         score, flat = total.topk(min(width if level < depth - 1 else k, w * vocab), dim=1)
         parent, token = flat // vocab, flat % vocab
         prefix = torch.cat([prefix.gather(1, parent[..., None].expand(-1, -1, level)), token[..., None]], dim=2)
         parent_ctx = context.gather(1, parent[..., None].expand(-1, -1, dim))
-        parent_logits = None
+        parent_logits = parent_children = None
         if policy.residual == "soft":  # only the soft residual needs the parent's distribution
             parent_logits = logits.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
-        context = policy.next_context(level, parent_ctx, token, parent_logits)
+        if children is not None:
+            parent_children = children.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
+        context = policy.next_context(level, parent_ctx, token, parent_logits, parent_children, items)
     items = index.item_of(prefix.reshape(-1, depth)).view(b, -1).to(dev)
     return items, score
 
 
 @torch.no_grad()
 def sample_slate(
-    policy: Any, index: Any, state: torch.Tensor, k: int, generator: torch.Generator | None = None
+    policy: Any, index: Any, state: torch.Tensor, k: int, generator: torch.Generator | None = None, items: Any = None,
+    recent: RecentExposure | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Items (B, k), their tokens (B, k, D) and per-token log pi (B, k, D), sampled without replacement."""
     b, dev = state.shape[0], state.device
@@ -63,12 +125,14 @@ def sample_slate(
             counts = index.child_counts(prefix).to(dev)
             same = (chosen[:, :, :level] == prefix.unsqueeze(1)).all(-1).long()  # (B, slots so far)
             remaining = counts.scatter_add(1, chosen[:, :, level], -same)
-            raw = policy.heads[level](context)
+            children = _children(policy, index, level, prefix)
+            exposure = _exposure(policy, recent, level, prefix, torch.arange(b, device=dev))
+            raw = policy.raw_logits(level, context, children, items, exposure)
             trie_logits = raw.masked_fill(counts <= 0, NEG)
             u = torch.rand(raw.shape, generator=generator, device=dev).clamp_(1e-10, 1 - 1e-10)
             token = (raw.masked_fill(remaining <= 0, NEG) - torch.log(-torch.log(u))).argmax(-1)
             token_logp.append(trie_logits.log_softmax(-1).gather(1, token[:, None]).squeeze(1))
-            context = policy.next_context(level, context, token, trie_logits)
+            context = policy.next_context(level, context, token, trie_logits, children, items)
             prefix = torch.cat([prefix, token[:, None]], dim=1)
         chosen = torch.cat([chosen, prefix.unsqueeze(1)], dim=1)
         logps.append(torch.stack(token_logp, dim=1))
@@ -77,7 +141,9 @@ def sample_slate(
 
 
 @torch.no_grad()
-def score_all(policy: Any, index: Any, state: torch.Tensor) -> torch.Tensor:
+def score_all(
+    policy: Any, index: Any, state: torch.Tensor, items: Any = None, recent: RecentExposure | None = None
+) -> torch.Tensor:
     """log pi(SID_i | s) for every item index (B, N), inactive items included (mask them yourself)."""
     codes = torch.as_tensor(index.codes, device=state.device)  # (N, D)
     b, n = state.shape[0], codes.shape[0]
@@ -85,8 +151,13 @@ def score_all(policy: Any, index: Any, state: torch.Tensor) -> torch.Tensor:
     total = torch.zeros(b, n, device=state.device)
     for level in range(codes.shape[1]):
         valid = index.child_counts(codes[:, :level]).to(state.device) > 0  # (N, V)
-        logits = policy.logits(level, context, valid.unsqueeze(0))
+        children = _children(policy, index, level, codes[:, :level])
+        exposure = None
+        if recent is not None and getattr(policy, "exposure", False):  # (B, N, V, F): one user at a time
+            users = torch.arange(b, device=state.device)
+            exposure = torch.stack([_exposure(policy, recent, level, codes[:, :level], u.expand(n)) for u in users])
+        logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)
         tok = codes[:, level].expand(b, n)
         total = total + logits.log_softmax(-1).gather(2, tok[..., None]).squeeze(-1)
-        context = policy.next_context(level, context, tok, logits)
+        context = policy.next_context(level, context, tok, logits, children, items)
     return total

@@ -233,7 +233,11 @@ def register(app: typer.Typer) -> None:
         seeds: SeedsOpt = None,
         world: WorldOpt = None,
         ablation: Annotated[
-            bool, typer.Option("--ablation", help="Add HSRL's residual x credit x decode grid (8 variants).")
+            bool,
+            typer.Option(
+                "--ablation",
+                help="Add HSRL's one-factor ablation: token heads, credit, exposure, click loss, residual, decoding.",
+            ),
         ] = False,
         config: ConfigOpt = None,
         set_: SetOpt = None,
@@ -244,8 +248,8 @@ def register(app: typer.Typer) -> None:
         Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate.
         """
         cfg = run_config(run_dir, config, set_)
+        names = _agents(cfg, agents, ablation)  # validated before anything is written
         save_config(cfg, run_dir)
-        names = _agents(cfg, agents, ablation)
         n_seeds = seeds or cfg.eval.seeds
         start = time.perf_counter()
         train_stage(run_dir, cfg, names, n_seeds, force)
@@ -325,7 +329,11 @@ def register(app: typer.Typer) -> None:
         save_config(cfg, out)
         train_simulator(out, force=force)
         build_index(out, force=force)
+        from hsrl.data.synthetic import WORLD_FILE
+
         names = _agents(cfg, agents)
+        if agents is None and (out / WORLD_FILE).is_file() and "oracle:fatigue=blind" not in names:
+            names.append("oracle:fatigue=blind")  # synthetic data: the fatigue-blind level in the table
         n_seeds = seeds or cfg.eval.seeds
         train_stage(out, cfg, names, n_seeds, force)
         evaluate_stage(out, cfg, names, n_seeds, _worlds(out, None))

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from hsrl.eval.evaluate import METRICS, NEW_ITEM_METRICS
+from hsrl.eval.evaluate import METRICS, NEW_ITEM_METRICS, REPEAT_METRICS
 from hsrl.eval.metrics import mean_ci
 from hsrl.io import atomic_path, write_json
 
@@ -16,9 +16,12 @@ from hsrl.io import atomic_path, write_json
 def aggregate(per_seed: list[dict[str, Any]], ceiling: float | None = None) -> dict[str, Any]:
     """Mean and CI half-width of every metric over seeds, with the episode count."""
     out: dict[str, Any] = {"seeds": len(per_seed), "episodes": int(sum(r["episodes"] for r in per_seed))}
-    for m in METRICS + tuple(k for k in NEW_ITEM_METRICS if k in per_seed[0]):
-        mean, half = mean_ci([r[m] for r in per_seed])
+    for m in METRICS + tuple(k for k in NEW_ITEM_METRICS + REPEAT_METRICS if k in per_seed[0]):
+        mean, half = mean_ci([r[m] for r in per_seed if r[m] == r[m]])  # NaN: no second slate seen
         out[m] = {"mean": mean, "ci95": half}
+    if "ctr_by_step" in per_seed[0]:
+        steps = zip(*(r["ctr_by_step"] for r in per_seed))
+        out["ctr_by_step"] = [dict(zip(("mean", "ci95"), mean_ci([v for v in col if v is not None]))) for col in steps]
     if ceiling:
         tr = out["total_reward"]
         out["share_of_ceiling"] = {"mean": tr["mean"] / ceiling, "ci95": tr["ci95"] / ceiling}
@@ -48,6 +51,26 @@ def markdown_table(results: dict[str, dict[str, Any]], world: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dynamics_table(results: dict[str, dict[str, Any]], world: str, steps: tuple[int, ...] = (1, 2, 3, 5, 10)) -> str:
+    """What the slates do to the user: repeats of the previous slate's groups and CTR along the session."""
+    first = next(iter(results.values()), {})
+    repeat_cols = [m for m in REPEAT_METRICS if m in first]
+    if "ctr_by_step" not in first:
+        return ""
+    head = "| agent | " + " | ".join(repeat_cols + [f"CTR step {t}" for t in steps]) + " |"
+    lines = [f"### dynamics, world: {world}", "", head, "|---|" + "---|" * (len(repeat_cols) + len(steps))]
+    for name, agg in results.items():
+        cells = [fmt(agg[m], 3) for m in repeat_cols]
+        curve = agg["ctr_by_step"]
+        cells += [fmt(curve[t - 1], 3) if t <= len(curve) and curve[t - 1]["mean"] == curve[t - 1]["mean"] else "-" for t in steps]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("repeat_share: share of slate items whose level-1 SID token was in the user's previous slate; "
+                 "topic_repeat_share: the same by true topic (synthetic data). A policy that ignores what its "
+                 "slates do to the user repeats itself and its CTR falls along the session.")
+    return "\n".join(lines) + "\n"
+
+
 def overview_table(aggregates: dict[str, dict[str, Any]]) -> str:
     """Total reward and depth of every agent under every judge, side by side (the headline table)."""
     worlds = list(aggregates)
@@ -73,6 +96,8 @@ def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path
     md.append(overview_table(payload["aggregate"]))
     for world, table in payload["aggregate"].items():
         md.append(markdown_table(table, world))
+    for world, table in payload["aggregate"].items():
+        md.append(dynamics_table(table, world))
     if payload.get("privileged"):
         md.append("Privileged references (peek at the judging world): " + ", ".join(payload["privileged"]) + ".")
     md.append("")
@@ -80,6 +105,17 @@ def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path
         tmp.write_text("\n".join(md))
     paths.update(plot_results(out_dir, payload))
     return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write a figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
@@ -98,12 +134,23 @@ def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
         ax.bar(names, means, yerr=errs, capsize=4, color="tab:blue")
         ax.set_ylabel("total reward (mean ± 95% CI)")
         ax.set_title(f"{payload.get('dataset', '')}: {world}")
-        fig.tight_layout()
-        path = out_dir / f"results_{world}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        paths[f"bars_{world}"] = path
+        paths[f"bars_{world}"] = _save(fig, out_dir / f"results_{world}.png")
+    for world, table in payload["aggregate"].items():
+        if not table or "ctr_by_step" not in next(iter(table.values())):
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, agg in table.items():
+            curve = [(t + 1, c["mean"], c["ci95"]) for t, c in enumerate(agg["ctr_by_step"]) if c["mean"] == c["mean"]]
+            if not curve:
+                continue
+            t, mean, half = (np.array(x, dtype=float) for x in zip(*curve))
+            ax.plot(t, mean, marker=".", label=name)
+            ax.fill_between(t, mean - half, mean + half, alpha=0.15)
+        ax.set_xlabel("step of the session")
+        ax.set_ylabel("click rate (mean ± 95% CI)")
+        ax.set_title(f"{payload.get('dataset', '')}: CTR by step, {world}")
+        ax.legend(fontsize=7)
+        paths[f"ctr_{world}"] = _save(fig, out_dir / f"ctr_by_step_{world}.png")
     curves = payload.get("curves", {})
     if curves:
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -118,10 +165,5 @@ def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
         ax.set_xlabel("environment steps")
         ax.set_ylabel("eval total reward")
         ax.legend()
-        fig.tight_layout()
-        path = out_dir / "learning_curves.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        paths["curves"] = path
+        paths["curves"] = _save(fig, out_dir / "learning_curves.png")
     return paths

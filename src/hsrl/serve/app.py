@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from hsrl.data.schema import PAD
 from hsrl.errors import InputError
-from hsrl.agents.decoding import beam_search, sample_slate
+from hsrl.agents.decoding import RecentExposure, beam_search, sample_slate
+from hsrl.agents.hsrl import ItemTable
 from hsrl.serve.export import ExportedPolicy
 from hsrl.simulator.observation import Observation
 
@@ -271,10 +272,12 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
             with torch.no_grad():
                 state = net.encoder(obs, catalogue.features)
             index = catalogue.index
+            table = ItemTable(catalogue.features, net.encoder.item_map)  # semantic heads score items by features
+            recent = RecentExposure.from_obs(obs, index, arch.slate_size) if arch.exposure else None
             if req.greedy:
-                items, scores = beam_search(net.policy, index, state, k, arch.beam)
+                items, scores = beam_search(net.policy, index, state, k, arch.beam, table, recent)
             else:
-                items, _tokens, token_logp = sample_slate(net.policy, index, state, k, generator)
+                items, _tokens, token_logp = sample_slate(net.policy, index, state, k, generator, table, recent)
                 scores = token_logp.sum(-1)
             sids = index.sid_of(items.clamp_min(0))
             slates = []

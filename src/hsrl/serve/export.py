@@ -53,6 +53,9 @@ class Architecture:
     residual: str
     vocab_sizes: tuple[int, ...]
     beam: int
+    token_heads: str = "free"  # exports written before semantic heads have free ones
+    codebook_dim: int = 0  # semantic heads: width of the codebook centroids (their values are in policy.pt)
+    exposure: bool = False  # token logits read the per-branch exposure of the user's last slates
 
 
 class PolicyNet(nn.Module):
@@ -63,7 +66,12 @@ class PolicyNet(nn.Module):
         self.encoder = StateEncoder(
             arch.feature_dim, arch.profile_dim, arch.history_length, arch.dim, arch.layers, arch.heads, dropout=0.0
         )
-        self.policy = HierarchicalPolicy(arch.dim, list(arch.vocab_sizes), arch.residual)
+        books = None
+        if arch.token_heads == "semantic":  # placeholders of the right shape; load_state_dict fills them
+            books = [torch.zeros(v, arch.codebook_dim) for v in arch.vocab_sizes[:-1]]
+        self.policy = HierarchicalPolicy(
+            arch.dim, list(arch.vocab_sizes), arch.residual, arch.token_heads, books, arch.exposure
+        )
 
 
 @dataclass
@@ -125,6 +133,9 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
         residual=str(cfg["residual"]),
         vocab_sizes=tuple(vocab),
         beam=int(cfg["beam"]),
+        token_heads=str(cfg.get("token_heads", "free")),
+        codebook_dim=int(index.codebooks[0].shape[1]),
+        exposure=bool(cfg.get("exposure", False)),
     )
     net = PolicyNet(arch)
     try:

@@ -397,16 +397,30 @@ class SemanticIDIndex:
             keys, counts = t["trie"][prefix.shape[1]]
             pos, found = self._lookup(keys, key)
             return counts[pos].long() * (ok & found)[:, None]
-        # last level: the group's items are the run of sorted SID keys in [key * D, key * D + D)
+        return (self.child_items(prefix) >= 0).long()
+
+    def child_items(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, D) item index behind each last-level token of each L-token prefix; -1 where none is active.
+
+        The items of one L-token group are the run of sorted SID keys in [key * D, key * D + D), so this
+        is one searchsorted and a gather of at most D keys per prefix. Semantic policy heads score these
+        items by their features.
+        """
+        prefix = torch.as_tensor(prefix)
+        if prefix.dim() != 2 or prefix.shape[1] != self.levels:
+            raise ValueError(f"child_items expects (B, {self.levels}) prefixes, got {tuple(prefix.shape)}")
+        t = self._tables(prefix.device)
+        key, ok = self._torch_keys(prefix, t["vocab"])
         d = self.disambiguation
         item_keys = t["item_keys"]
         start = torch.searchsorted(item_keys, key * d)
         span = (start[:, None] + torch.arange(d, device=prefix.device)).clamp_(max=item_keys.numel() - 1)
         token = item_keys[span] - key[:, None] * d
-        live = (token >= 0) & (token < d) & t["active"][t["item_ids"][span]] & ok[:, None]
-        mask = torch.zeros(prefix.shape[0], d + 1, dtype=torch.long, device=prefix.device)
-        mask.scatter_(1, torch.where(live, token, torch.full_like(token, d)), live.long())
-        return mask[:, :d]
+        item = t["item_ids"][span]
+        live = (token >= 0) & (token < d) & t["active"][item] & ok[:, None]
+        out = torch.full((prefix.shape[0], d + 1), -1, dtype=torch.long, device=prefix.device)
+        out.scatter_(1, torch.where(live, token, torch.full_like(token, d)), torch.where(live, item, -1))
+        return out[:, :d]
 
     # ------------------------------------------------------------------ catalogue changes
     def add_items(self, features: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from hsrl.data.schema import SPLITS, LogDataset
 from hsrl.simulator.observation import Observation
 from hsrl.errors import ArtifactError
 from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, ResponseModel, load_checkpoint
-from hsrl.simulator.reward import RewardFn, make_reward, reward_ceiling, temper_drop
+from hsrl.simulator.reward import RewardFn, make_reward, reward_ceiling, slot_rewards, temper_drop
 
 
 def default_device() -> torch.device:
@@ -81,6 +81,7 @@ class SlateEnv:
         self.temper0 = float(temper)
         self.reward_fn: RewardFn = make_reward(reward, click_cost, sweet_target) if isinstance(reward, str) else reward
         self.reward_name = reward if isinstance(reward, str) else getattr(reward, "__name__", "custom")
+        self._reward_args = (click_cost, sweet_target)
         dev = self.device
         self.item_features = torch.as_tensor(dataset.item_features, dtype=torch.float32, device=dev)
         users = dataset.imp_user[rows]
@@ -156,7 +157,8 @@ class SlateEnv:
         Returns ``(next_obs, reward (B,), done (B,) bool, info)``. For a row with ``done`` True the
         episode ended at this step and ``next_obs`` already holds a FRESH user's first observation (the
         finished user was replaced in place): an agent must not bootstrap across that boundary, i.e. use
-        ``(1 - done)`` in its TD target. ``info`` holds ``clicks`` and ``click_probs`` (B, K),
+        ``(1 - done)`` in its TD target. ``info`` holds ``clicks``, ``click_probs`` and ``slot_rewards`` (B, K; per-slot
+        terms that average to the reward),
         ``final_obs`` (every row's state after this step, before replacement), and ``episode_return`` /
         ``episode_depth`` (B,) of the episodes that ended (zero where not done). Observations returned
         are never modified later by the environment.
@@ -196,8 +198,13 @@ class SlateEnv:
             self._return = self._return.index_fill(0, idx, 0.0)
             self._depth = self._depth.index_fill(0, idx, 0)
         self._obs = next_obs
+        if isinstance(self.reward_name, str) and self.reward_name in ("mean_with_cost", "sweet_point"):
+            per_slot = slot_rewards(self.reward_name, clicks, *self._reward_args).to(torch.float32)
+        else:  # a custom reward: no per-slot decomposition known, every slot gets the slate reward
+            per_slot = reward.unsqueeze(1).expand_as(clicks)
         info = {
             "clicks": clicks,
+            "slot_rewards": per_slot,
             "click_probs": probs,
             "final_obs": after,
             "episode_return": ep_return,

@@ -36,6 +36,23 @@ def make_reward(name: str, click_cost: float = 0.1, target: float = 0.9) -> Rewa
     raise ValueError(f"unknown reward '{name}' (expected one of: {', '.join(REWARDS)})")
 
 
+def slot_rewards(name: str, clicks: torch.Tensor, click_cost: float = 0.1, target: float = 0.9) -> torch.Tensor:
+    """Per-slot terms (B, K) whose mean over slots is the slate reward: item-level credit (DESIGN §7).
+
+    ``mean_with_cost`` is a mean of per-item terms already. ``sweet_point`` is not: each slot gets the
+    slate reward plus its click's deviation from the slate's mean, times the local slope of the reward
+    (+ below the target, - above it), so the slots still average to the slate reward.
+    """
+    terms = clicks - click_cost * (1.0 - clicks)
+    if name == "mean_with_cost":
+        return terms
+    if name == "sweet_point":
+        mean = terms.mean(-1, keepdim=True)
+        slope = torch.where(mean < target, 1.0, -1.0)
+        return 1.0 - (mean - target).abs() + slope * (terms - mean)
+    raise ValueError(f"unknown reward '{name}' (expected one of: {', '.join(REWARDS)})")
+
+
 def temper_drop(reward: torch.Tensor | float, slate_size: int) -> torch.Tensor | float:
     """How much one step with reward ``reward`` lowers the user's temper."""
     return (1.0 - reward) * slate_size + 1.0

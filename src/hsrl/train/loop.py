@@ -133,8 +133,8 @@ class Trainer:
             while self.step < total:
                 slate, extras = self.agent.explore(self.obs)
                 next_obs, reward, done, info = self.env.step(slate)
-                if "clicks" in info:  # per-slot feedback, for agents with a supervised term (HAC)
-                    extras = {**extras, "clicks": info["clicks"]}
+                # per-slot feedback, for agents with a supervised term (HAC) or item-level credit (HSRL)
+                extras = {**extras, **{k: info[k] for k in ("clicks", "slot_rewards") if k in info}}
                 self.buffer.add(self.obs, slate, extras, reward, next_obs, done)
                 self.obs = next_obs
                 self.step += 1

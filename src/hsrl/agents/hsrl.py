@@ -6,16 +6,24 @@ Read top to bottom:
    c_{l-1} (c_0 = s) and are masked to the children of the prefix chosen so far (the SID trie), so
    every decoded SID is an active item. The next context is the residual
    c_l = LayerNorm(c_{l-1} - E_l[z_l]) (``residual: hard``) or, as the reference did, the
-   probability-weighted mean embedding is subtracted instead (``residual: soft``).
+   probability-weighted mean embedding is subtracted instead (``residual: soft``). Token heads are free
+   rows (``token_heads: free``, the reference) or functions of each token's content (``semantic``:
+   codebook centroids, and the item features at the last level). With ``exposure`` every logit also
+   reads how much of that branch the user was just shown and clicked (``RecentExposure``): without it
+   the policy could not tell a topic it just served from one it did not, and re-served its slate.
 3. A slate is K SIDs: sampled one item at a time without replacement while training (the trie's
    child counts minus the items already in the slate keep every branch alive), beam top-K when
    greedy. ``decode: score_all`` scores every catalogue item by its SID instead (the reference's
    O(N·L) path, kept for comparison).
 4. The multi-level critic V_l(c_l), l = 0..D, gives each token its own advantage
-   A_{k,l} = v_{k,l} - v_{k,l-1} (v_{k,D} := y), whose sum over levels is the slate advantage
-   y - v_0 (``credit: token``); ``credit: slate`` gives every token y - v_0 (the reference).
+   A_{k,l} = v_{k,l} - v_{k,l-1} (v_{k,D} := target). ``credit: item``: slot k's target is its own
+   reward term plus the bootstrapped future, so its tokens split that slot's advantage y_k - v_0;
+   ``credit: token``: one slate target for every slot; ``credit: slate``: every token gets y - v_0
+   (the reference).
 5. The actor loss is PPO-clipped per token (replayed transitions come from older policies), with an
-   entropy bonus; TD targets use (1 - done) and a soft-updated target network.
+   entropy bonus, the clicked-SID likelihood (``supervision``) and the exposure-aware click loss (BCE of
+   every shown slot's click on its tokens' logits); TD targets use (1 - done) and a soft-updated target
+   network.
 """
 
 from __future__ import annotations

@@ -21,7 +21,10 @@ def aggregate(per_seed: list[dict[str, Any]], ceiling: float | None = None) -> d
         out[m] = {"mean": mean, "ci95": half}
     if "ctr_by_step" in per_seed[0]:
         steps = zip(*(r["ctr_by_step"] for r in per_seed))
-        out["ctr_by_step"] = [dict(zip(("mean", "ci95"), mean_ci([v for v in col if v is not None]))) for col in steps]
+        out["ctr_by_step"] = [
+            dict(zip(("mean", "ci95"), mean_ci(seen))) | {"seeds": len(seen)}
+            for seen in ([v for v in col if v is not None] for col in steps)
+        ]
     if ceiling:
         tr = out["total_reward"]
         out["share_of_ceiling"] = {"mean": tr["mean"] / ceiling, "ci95": tr["ci95"] / ceiling}
@@ -140,13 +143,16 @@ def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for name, agg in table.items():
-            curve = [(t + 1, c["mean"], c["ci95"]) for t, c in enumerate(agg["ctr_by_step"]) if c["mean"] == c["mean"]]
+            # steps that a session of every seed reached (later steps: few survivors, intervals explode)
+            curve = [(t + 1, c["mean"], c["ci95"]) for t, c in enumerate(agg["ctr_by_step"])
+                     if c.get("seeds", agg["seeds"]) == agg["seeds"] and c["mean"] == c["mean"]]
             if not curve:
                 continue
             t, mean, half = (np.array(x, dtype=float) for x in zip(*curve))
             ax.plot(t, mean, marker=".", label=name)
-            ax.fill_between(t, mean - half, mean + half, alpha=0.15)
-        ax.set_xlabel("step of the session")
+            ax.fill_between(t, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), alpha=0.15)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("step of the session (steps reached in every seed)")
         ax.set_ylabel("click rate (mean ± 95% CI)")
         ax.set_title(f"{payload.get('dataset', '')}: CTR by step, {world}")
         ax.legend(fontsize=7)

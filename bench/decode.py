@@ -142,8 +142,11 @@ def main() -> None:
             chunk = max(1, min(users, args.score_all_cells // n))
 
             def score_all() -> torch.Tensor:
-                return torch.cat([agent._score_all(state[lo : min(lo + chunk, users)], obs.index(slice(lo, min(lo + chunk, users)))).topk(args.k, dim=1).indices
-                                  for lo in range(0, users, chunk)])
+                parts = []
+                for lo in range(0, users, chunk):
+                    rows = slice(lo, min(lo + chunk, users))
+                    parts.append(agent._score_all(state[rows], obs.index(rows)).topk(args.k, dim=1).indices)
+                return torch.cat(parts)
 
             repeats = args.score_all_repeats if n <= 10_000 else 1
             all_ms, exact = timed(score_all, repeats)

@@ -36,6 +36,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = load_run_config(args.run)
     rows: dict[str, list[dict]] = {"oracle": [], "oracle:fatigue=blind": [], "simulator's oracle": []}
+    groups = diagnostic_groups(args.run)
     for seed in range(args.seeds):
         true_env = env_for(args.run, cfg, TEST_SPLIT, 20_000 + seed, "true")
         simulator = env_for(args.run, cfg, TEST_SPLIT, 0, "simulator").response
@@ -44,7 +45,6 @@ def main() -> None:
             "oracle:fatigue=blind": build_agent("oracle:fatigue=blind", args.run, cfg, true_env, seed),
             "simulator's oracle": OracleGreedyAgent(true_env.item_features, true_env.slate_size, simulator.click_probs),
         }
-        groups = diagnostic_groups(args.run, true_env)
         for name, agent in agents.items():
             rows[name].append(summary(evaluate(agent, true_env, args.episodes, seed=20_000 + seed, groups=groups)))
     out = {}

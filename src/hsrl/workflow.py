@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -189,26 +188,20 @@ def fatigue_blind_probs(run_dir: Path, env):
     return click_probs
 
 
-def diagnostic_groups(run_dir: Path, env) -> dict[str, torch.Tensor]:
-    """Item groups for the dynamics diagnostics, over env's item indices: the level-1 token of the run's
-    Semantic IDs (``repeat_share``) and, on synthetic data, the true topic (``topic_repeat_share``)."""
+def diagnostic_groups(run_dir: Path, order: Any = None) -> dict[str, torch.Tensor]:
+    """Item groups for the dynamics diagnostics: the level-1 token of the run's Semantic IDs
+    (``repeat_share``) and, on synthetic data, the true topic (``topic_repeat_share``). Over the world's
+    item indices, or a ``CatalogueView``'s when given its ``order``. Read once per evaluation."""
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
 
     groups = {}
     if (Path(run_dir) / INDEX_PATH).is_file():
-        path = Path(run_dir) / INDEX_PATH
-        groups["repeat_share"] = torch.as_tensor(_level1_tokens(path, path.stat().st_mtime_ns))
+        groups["repeat_share"] = torch.as_tensor(load_index(run_dir).codes[:, 0])
     if (Path(run_dir) / WORLD_FILE).is_file():
         groups["topic_repeat_share"] = torch.as_tensor(SyntheticWorld.load(run_dir).item_topic)
-    if isinstance(env, CatalogueView):
-        groups = {name: g[env.order.cpu()] for name, g in groups.items()}
+    if order is not None:
+        groups = {name: g[torch.as_tensor(order)] for name, g in groups.items()}
     return groups
-
-
-@functools.lru_cache(maxsize=4)
-def _level1_tokens(path: Path, mtime_ns: int) -> "np.ndarray":
-    """Level-1 tokens of an index file, read once per version of the file (every agent x seed uses them)."""
-    return SemanticIDIndex.load(path).codes[:, 0]
 
 
 def train_agent(
@@ -281,6 +274,7 @@ def evaluate_churn(
     uses_sids = any(base_name(a) == "hsrl" for a in agents)
     new_features = index_features(ds, cfg.sid)[0][holdout.held] if uses_sids else None
     kept_index = churn_index(run_dir, cfg, holdout) if uses_sids else None
+    groups = diagnostic_groups(run_dir, holdout.order)  # view indices, before and after the reveal
     per_seed: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     aggregates: dict[str, dict[str, dict[str, Any]]] = {}
     for world in worlds:
@@ -292,7 +286,6 @@ def evaluate_churn(
                 env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, env_seed, world), holdout.order, holdout.n_kept)
                 index = copy.deepcopy(kept_index) if base_name(name) == "hsrl" else None  # add_items mutates
                 agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
-                groups = diagnostic_groups(run_dir, env)
                 rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups)) | {"seed": seed})
                 env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
                 if index is not None:
@@ -328,6 +321,7 @@ def evaluate_agents(
     per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
     aggregates: dict[str, dict[str, Any]] = {}
     ceiling = None
+    groups = diagnostic_groups(run_dir)
     for world in worlds:
         per_seed[world] = {}
         aggregates[world] = {}
@@ -337,7 +331,7 @@ def evaluate_agents(
                 env = env_for(run_dir, cfg, TEST_SPLIT, seed=20_000 + seed, world=world)
                 ceiling = env.ceiling()
                 agent = load_agent(name, run_dir, cfg, env, seed)
-                result = evaluate(agent, env, episodes, groups=diagnostic_groups(run_dir, env))
+                result = evaluate(agent, env, episodes, groups=groups)
                 rows.append(summary(result) | {"seed": seed})
             per_seed[world][name] = rows
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])

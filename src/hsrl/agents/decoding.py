@@ -41,7 +41,7 @@ class RecentExposure:
         window = min(slates * slate_size, obs.hist_items.shape[1])
         hist = obs.hist_items[:, -window:]
         real = (hist >= 0).float()
-        codes = index.sid_of(hist.clamp_min(0).cpu()).to(hist.device)
+        codes = index.sid_of(hist.clamp_min(0))
         last = (torch.arange(window, device=hist.device) >= window - slate_size).float().expand_as(real)
         clicked = (obs.hist_feedback[:, -window:] > 0.5).float()
         weights = torch.stack([last, torch.ones_like(last), last * clicked, clicked], -1) * real[..., None]
@@ -58,15 +58,19 @@ class RecentExposure:
         return out.scatter_add_(1, child, weights * under[..., None])
 
 
-def _exposure(policy: Any, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor):
-    if recent is None or not getattr(policy, "exposure", False):
+def level_exposure(
+    policy: Any, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor | None:
+    """(M, V, F) exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
+    Shared by the decoders and the learner's teacher-forced pass, so both see the same logits."""
+    if recent is None or not policy.exposure:
         return None
     return recent.features(prefix, rows, policy.vocab_sizes[level])
 
 
-def _children(policy: Any, index: Any, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
-    """Item indices behind the last level's tokens (semantic heads only; None elsewhere)."""
-    if getattr(policy, "semantic", False) and level == len(policy.vocab_sizes) - 1:
+def level_children(policy: Any, index: Any, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
+    """(M, D) item indices behind the last level's tokens (semantic heads only; None elsewhere)."""
+    if policy.semantic and level == len(policy.vocab_sizes) - 1:
         return index.child_items(prefix).to(prefix.device)
     return None
 
@@ -88,8 +92,8 @@ def beam_search(
         w = prefix.shape[1]
         flat_prefix = prefix.reshape(b * w, level)
         valid = index.child_counts(flat_prefix).to(dev) > 0
-        children = _children(policy, index, level, flat_prefix)
-        exposure = _exposure(policy, recent, level, flat_prefix, torch.arange(b, device=dev).repeat_interleave(w))
+        children = level_children(policy, index, level, flat_prefix)
+        exposure = level_exposure(policy, recent, level, flat_prefix, torch.arange(b, device=dev).repeat_interleave(w))
         logits = policy.logits(level, context.reshape(b * w, dim), valid, children, items, exposure)  # invalid: NEG
         vocab = logits.shape[-1]
         total = (score.reshape(b * w, 1) + logits.log_softmax(-1)).reshape(b, w * vocab)
@@ -125,8 +129,8 @@ def sample_slate(
             counts = index.child_counts(prefix).to(dev)
             same = (chosen[:, :, :level] == prefix.unsqueeze(1)).all(-1).long()  # (B, slots so far)
             remaining = counts.scatter_add(1, chosen[:, :, level], -same)
-            children = _children(policy, index, level, prefix)
-            exposure = _exposure(policy, recent, level, prefix, torch.arange(b, device=dev))
+            children = level_children(policy, index, level, prefix)
+            exposure = level_exposure(policy, recent, level, prefix, torch.arange(b, device=dev))
             raw = policy.raw_logits(level, context, children, items, exposure)
             trie_logits = raw.masked_fill(counts <= 0, NEG)
             u = torch.rand(raw.shape, generator=generator, device=dev).clamp_(1e-10, 1 - 1e-10)
@@ -151,11 +155,10 @@ def score_all(
     total = torch.zeros(b, n, device=state.device)
     for level in range(codes.shape[1]):
         valid = index.child_counts(codes[:, :level]).to(state.device) > 0  # (N, V)
-        children = _children(policy, index, level, codes[:, :level])
-        exposure = None
-        if recent is not None and getattr(policy, "exposure", False):  # (B, N, V, F): one user at a time
-            users = torch.arange(b, device=state.device)
-            exposure = torch.stack([_exposure(policy, recent, level, codes[:, :level], u.expand(n)) for u in users])
+        children = level_children(policy, index, level, codes[:, :level])
+        users = torch.arange(b, device=state.device).repeat_interleave(n)
+        exposure = level_exposure(policy, recent, level, codes[:, :level].repeat(b, 1), users)
+        exposure = None if exposure is None else exposure.view(b, n, *exposure.shape[1:])
         logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)
         tok = codes[:, level].expand(b, n)
         total = total + logits.log_softmax(-1).gather(2, tok[..., None]).squeeze(-1)

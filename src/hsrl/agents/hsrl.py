@@ -36,7 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsrl.agents.base import NEG, Agent, sample_without_replacement, soft_update
-from hsrl.agents.decoding import RecentExposure, beam_search, sample_slate, score_all
+from hsrl.agents.decoding import (
+    RecentExposure,
+    beam_search,
+    level_children,
+    level_exposure,
+    sample_slate,
+    score_all,
+)
 
 EXPOSURE_FEATURES = RecentExposure.FEATURES
 from hsrl.agents.encoder import StateEncoder
@@ -287,9 +294,9 @@ class HSRLAgent(Agent):
     def train_mode(self, training: bool) -> None:
         self.net.train(training)
 
-    def items(self, net: nn.Module | None = None) -> ItemTable:
-        """The catalogue for the policy's semantic last level (features through ``net``'s item map)."""
-        return ItemTable(self.item_features, (net or self.net).encoder.item_map)
+    def items(self) -> ItemTable:
+        """The catalogue for the policy's semantic last level (features through the encoder's item map)."""
+        return ItemTable(self.item_features, self.net.encoder.item_map)
 
     # ------------------------------------------------------------------ decoding
     def recent(self, obs: Observation | None) -> RecentExposure | None:
@@ -362,19 +369,17 @@ class HSRLAgent(Agent):
         policy = self.net.policy
         b, k, d = tokens.shape
         items = self.items()
-        recent = self.recent(obs) if obs is not None else None
+        recent = self.recent(obs)
         rows = torch.arange(b, device=state.device).repeat_interleave(k)
         context = state.unsqueeze(1).expand(b, k, -1)
         logps, ents, chosen, values = [], [], [], [policy.value(0, context)]
         for level in range(d):
             prefix = tokens[:, :, :level].reshape(b * k, level)
             valid = (self.index.child_counts(prefix).to(state.device) > 0).view(b, k, -1)
-            children = None
-            if policy.semantic and level == d - 1:
-                children = self.index.child_items(prefix).to(state.device).view(b, k, -1)
-            exposure = None
-            if recent is not None:
-                exposure = recent.features(prefix, rows, policy.vocab_sizes[level]).view(b, k, -1, recent.FEATURES)
+            children = level_children(policy, self.index, level, prefix)
+            children = None if children is None else children.view(b, k, -1)
+            exposure = level_exposure(policy, recent, level, prefix, rows)
+            exposure = None if exposure is None else exposure.view(b, k, *exposure.shape[1:])
             raw = policy.raw_logits(level, context, children, items, exposure)
             logits = raw.masked_fill(~valid, NEG)
             log_prob = logits.log_softmax(-1)
@@ -400,16 +405,12 @@ class HSRLAgent(Agent):
             return (v[..., -1:] - v[..., :1]).expand(-1, -1, v.shape[-1] - 1)
         return v[..., 1:] - v[..., :-1]
 
-    def next_value(self, next_obs: Observation, done: torch.Tensor) -> torch.Tensor:
-        """gamma * (1 - done) * V0_target(s'): never bootstrap across users."""
-        with torch.no_grad():
-            next_state = self.target.encoder(next_obs, self.item_features)
-            next_value = self.target.policy.value(0, next_state)
-        return self.config.gamma * (1.0 - done.float()) * next_value
-
     def td_target(self, reward: torch.Tensor, next_obs: Observation, done: torch.Tensor) -> torch.Tensor:
-        """y = r + gamma * (1 - done) * V0_target(s'): (B,) for slate rewards, (B,K) for per-slot ones."""
-        future = self.next_value(next_obs, done)
+        """y = r + gamma * (1 - done) * V0_target(s'), never bootstrapping across users: (B,) for slate
+        rewards, (B,K) for per-slot ones (every slot shares the future)."""
+        with torch.no_grad():
+            next_value = self.target.policy.value(0, self.target.encoder(next_obs, self.item_features))
+        future = self.config.gamma * (1.0 - done.float()) * next_value
         return reward + (future.unsqueeze(-1) if reward.dim() == 2 else future)
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:

@@ -19,7 +19,7 @@ from hsrl.data.schema import SPLITS, LogDataset
 from hsrl.simulator.observation import Observation
 from hsrl.errors import ArtifactError
 from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, ResponseModel, load_checkpoint
-from hsrl.simulator.reward import RewardFn, make_reward, reward_ceiling, slot_rewards, temper_drop
+from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
 
 
 def default_device() -> torch.device:
@@ -81,7 +81,7 @@ class SlateEnv:
         self.temper0 = float(temper)
         self.reward_fn: RewardFn = make_reward(reward, click_cost, sweet_target) if isinstance(reward, str) else reward
         self.reward_name = reward if isinstance(reward, str) else getattr(reward, "__name__", "custom")
-        self._reward_args = (click_cost, sweet_target)
+        self.slot_reward_fn = make_slot_reward(self.reward_name, click_cost, sweet_target)
         dev = self.device
         self.item_features = torch.as_tensor(dataset.item_features, dtype=torch.float32, device=dev)
         users = dataset.imp_user[rows]
@@ -198,8 +198,8 @@ class SlateEnv:
             self._return = self._return.index_fill(0, idx, 0.0)
             self._depth = self._depth.index_fill(0, idx, 0)
         self._obs = next_obs
-        if isinstance(self.reward_name, str) and self.reward_name in ("mean_with_cost", "sweet_point"):
-            per_slot = slot_rewards(self.reward_name, clicks, *self._reward_args).to(torch.float32)
+        if self.slot_reward_fn is not None:
+            per_slot = self.slot_reward_fn(clicks).to(torch.float32)
         else:  # a custom reward: no per-slot decomposition known, every slot gets the slate reward
             per_slot = reward.unsqueeze(1).expand_as(clicks)
         info = {

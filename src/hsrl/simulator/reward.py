@@ -14,9 +14,14 @@ import torch
 RewardFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+def item_terms(clicks: torch.Tensor, click_cost: float = 0.1) -> torch.Tensor:
+    """click_k − cost·(1 − click_k) per slot (B, K): a slot that is not clicked costs ``click_cost``."""
+    return clicks - click_cost * (1.0 - clicks)
+
+
 def mean_with_cost(clicks: torch.Tensor, click_cost: float = 0.1) -> torch.Tensor:
-    """r = mean_k(click_k − cost·(1 − click_k)): a slot that is not clicked costs ``click_cost``."""
-    return (clicks - click_cost * (1.0 - clicks)).mean(dim=-1)
+    """r = mean_k(click_k − cost·(1 − click_k))."""
+    return item_terms(clicks, click_cost).mean(dim=-1)
 
 
 def sweet_point(clicks: torch.Tensor, click_cost: float = 0.1, target: float = 0.9) -> torch.Tensor:
@@ -43,7 +48,7 @@ def slot_rewards(name: str, clicks: torch.Tensor, click_cost: float = 0.1, targe
     slate reward plus its click's deviation from the slate's mean, times the local slope of the reward
     (+ below the target, - above it), so the slots still average to the slate reward.
     """
-    terms = clicks - click_cost * (1.0 - clicks)
+    terms = item_terms(clicks, click_cost)
     if name == "mean_with_cost":
         return terms
     if name == "sweet_point":
@@ -51,6 +56,14 @@ def slot_rewards(name: str, clicks: torch.Tensor, click_cost: float = 0.1, targe
         slope = torch.where(mean < target, 1.0, -1.0)
         return 1.0 - (mean - target).abs() + slope * (terms - mean)
     raise ValueError(f"unknown reward '{name}' (expected one of: {', '.join(REWARDS)})")
+
+
+def make_slot_reward(name: str, click_cost: float = 0.1, target: float = 0.9) -> RewardFn | None:
+    """``slot_rewards`` of the named reward with its parameters bound; None for a reward not in REWARDS
+    (a custom function has no known per-slot decomposition)."""
+    if name not in REWARDS:
+        return None
+    return lambda clicks: slot_rewards(name, clicks, click_cost, target)
 
 
 def temper_drop(reward: torch.Tensor | float, slate_size: int) -> torch.Tensor | float:

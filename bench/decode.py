@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--score-all-users", type=int, default=4, help="users in that subset")
     ap.add_argument("--score-all-cells", type=int, default=250_000, help="users x items per score_all chunk")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-exposure", action="store_true", help="policy without the per-branch exposure features")
     ap.add_argument("--out", type=Path, default=RESULTS / "decode.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -128,7 +129,7 @@ def main() -> None:
     for n in args.sizes:
         features, index, index_seconds = catalogue(n, args.dim, args.levels, args.codes)
         feats = torch.from_numpy(features)
-        cfg = AgentConfig(dropout=0.0, beam=args.beam)
+        cfg = AgentConfig(dropout=0.0, beam=args.beam, exposure=not args.no_exposure)
         agent = HSRLAgent(feats, args.k, index, profile_dim=8, history_length=args.history, config=cfg, seed=0)
         agent.train_mode(False)
         obs = observations(n, args.batch, args.history, 8)

@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--score-all-subset-from", type=int, default=1_000_000, help="N from which score_all runs on a user subset")
     ap.add_argument("--score-all-users", type=int, default=4, help="users in that subset")
     ap.add_argument("--score-all-cells", type=int, default=250_000, help="users x items per score_all chunk")
+    ap.add_argument("--naive-up-to", type=int, default=10_000, help="largest N at which the naive score_all is timed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-exposure", action="store_true", help="policy without the per-branch exposure features")
     ap.add_argument("--out", type=Path, default=RESULTS / "decode.json")
@@ -151,6 +152,15 @@ def main() -> None:
 
             repeats = args.score_all_repeats if n <= 10_000 else 1
             all_ms, exact = timed(score_all, repeats)
+            naive_ms = None
+            if n <= args.naive_up_to:
+                from hsrl.agents.decoding import score_all_naive
+
+                naive_chunk = max(1, min(args.batch, args.score_all_cells // n))
+                naive = lambda: [score_all_naive(agent.net.policy, index, state[lo : lo + naive_chunk], agent.items(),
+                                                 agent.recent(obs.index(slice(lo, lo + naive_chunk))))
+                                 for lo in range(0, args.batch, naive_chunk)]
+                naive_ms = statistics.median(timed(naive, 1)[0])
         assert (beam_items >= 0).all() and all(len(set(r.tolist())) == args.k for r in beam_items)
         overlap = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / args.k for a, b in zip(beam_items, exact)]))
         measured = statistics.median(all_ms)
@@ -167,6 +177,7 @@ def main() -> None:
             "speedup_median": batch_ms / statistics.median(trie_ms),
             "speedup_measured_bound": measured / statistics.median(trie_ms),
             "beam_in_exact_topk": overlap,
+            "score_all_naive_batch_ms": naive_ms,
             "beam_breakdown_ms": breakdown,
         }
         rows.append(row)
@@ -186,6 +197,11 @@ def main() -> None:
               f" {r['act_trie_ms_median']:>7.2f} {s['median']:>15.0f} ({s['users']:>2}) {batch:>11} {r['speedup_median']:>8.0f}"
               f" {r['speedup_measured_bound']:>7.0f} {r['beam_in_exact_topk']:>10.2f} {b['child_counts'] + b['item_of']:>10.2f}"
               f" {b['network_and_topk']:>8.2f}")
+    for r in rows:
+        if r["score_all_naive_batch_ms"] is not None:
+            print(f"naive score_all (policy recomputed per item) at N={r['items']:,}: {r['score_all_naive_batch_ms']:.0f} ms"
+                  f" for the batch, x{r['score_all_naive_batch_ms'] / r['score_all_batch_ms']:.1f} the shared-prefix one"
+                  " (not in the speedup column)")
     print("* extrapolated from the measured users (score_all cost is linear in users); 'bound' = measured score_all"
           " time on its users / trie time on the whole batch")
     result = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from decode import RESULTS, catalogue  # noqa: E402  (the same cached 10^6-item 
 from hsrl.agents import HSRLAgent  # noqa: E402
 from hsrl.config import AgentConfig, load_config, save_config  # noqa: E402
 from hsrl.data.schema import LogDataset, build_histories  # noqa: E402
+from hsrl.serve.export import catalogue_dir  # noqa: E402
 from hsrl.workflow import INDEX_PATH, agent_dir  # noqa: E402
 
 PROFILE_DIM, HISTORY, SLATE = 8, 50, 9
@@ -76,6 +78,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(run: Path, *options: str) -> tuple[subprocess.Popen, str, dict]:
+    """`hsrl serve RUN` on a free loopback port; returns the process, its base URL and its /health once up."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "hsrl.cli", "serve", str(run), "--port", str(port), *options]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, timeout=60.0) as c:
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited: {server.stdout.read()}")
+            try:
+                return server, base, c.get("/health").json()
+            except httpx.TransportError:
+                if time.perf_counter() - started > 300:
+                    server.kill()
+                    raise SystemExit("server did not start within 300 s")
+                time.sleep(0.2)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -98,26 +120,12 @@ def main() -> None:
     run = RESULTS / f"serve_run_{args.items}"
     start = time.perf_counter()
     features = build_run(run, args.items, args.dim)
+    shutil.rmtree(catalogue_dir(run), ignore_errors=True)  # every bench starts from the exported catalogue
     print(f"run directory ready in {time.perf_counter() - start:.1f} s: {run}", flush=True)
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "hsrl.cli", "serve", str(run), "--port", str(port), "--threads", str(args.threads),
-           "--max-batch", str(max(64, args.users_per_request))]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
+    server, base, health = start_server(run, "--threads", str(args.threads), "--max-batch", str(max(64, args.users_per_request)))
     try:
-        with httpx.Client(base_url=base, timeout=60.0) as c:
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"server exited: {server.stdout.read()}")
-                try:
-                    health = c.get("/health").json()
-                    break
-                except httpx.TransportError:
-                    if time.perf_counter() - started > 300:
-                        raise SystemExit("server did not start within 300 s")
-                    time.sleep(0.2)
         startup_s = time.perf_counter() - started
         print(f"server up in {startup_s:.1f} s with {health['active_items']:,} items", flush=True)
         result = load_test(base, features, health, args)
@@ -130,6 +138,59 @@ def main() -> None:
     result.update(startup_s=startup_s, args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def catalogue_writer(
+    base: str, features: np.ndarray, args, stop: threading.Event, added_at: dict[str, int], deleted_at: dict[str, int],
+    update_ms: list[float], errors: list[str], tag: str = "new", seed: int = 2, gone: set[str] | None = None,
+) -> None:
+    """Every ``args.update_every`` s until ``stop``: add ``args.add`` items (perturbed copies of existing ones)
+    and delete ``args.delete`` (half of them new, half original), recording versions and latencies. ``tag``,
+    ``seed`` and ``gone`` (originals deleted earlier, updated here) let several runs share one server."""
+    n = features.shape[0]
+    gone = set() if gone is None else gone
+    wrng = np.random.default_rng(seed)
+    added: list[str] = []
+    with httpx.Client(base_url=base, timeout=60.0) as c:
+        round_ = 0
+        while not stop.wait(args.update_every):
+            src = wrng.choice(n, args.add)
+            feats = features[src] + 0.05 * wrng.standard_normal((args.add, features.shape[1]), dtype=np.float32)
+            items = [{"id": f"{tag}{round_}-{j}", "features": f.tolist()} for j, f in enumerate(feats)]
+            t = time.perf_counter()
+            r = c.post("/items", json={"items": items})
+            update_ms.append((time.perf_counter() - t) * 1e3)
+            if r.status_code != 201:
+                errors.append(f"add {r.status_code}: {r.text[:200]}")
+            else:
+                for it in r.json()["items"]:
+                    added_at[it["id"]] = r.json()["catalogue_version"]
+                    added.append(it["id"])
+            victims = [added.pop(0) for _ in range(min(args.delete // 2, len(added)))]
+            while len(victims) < args.delete:
+                cand = f"i{int(wrng.integers(n))}"
+                if cand not in gone and cand not in victims:  # deleted items stay valid in histories
+                    victims.append(cand)
+            for v in victims:
+                t = time.perf_counter()
+                d = c.delete(f"/items/{v}")
+                update_ms.append((time.perf_counter() - t) * 1e3)
+                if d.status_code != 200:
+                    errors.append(f"delete {d.status_code}: {d.text[:200]}")
+                else:
+                    deleted_at[v] = d.json()["catalogue_version"]
+                    gone.add(v)
+            round_ += 1
+
+
+def stale_items(returned: list[tuple[int, set[str]]], added_at: dict[str, int], deleted_at: dict[str, int]) -> int:
+    """Items returned at a catalogue version before they were added or at/after they were deleted."""
+    return sum(
+        1
+        for version, items in returned
+        for item in items
+        if added_at.get(item, -1) > version or deleted_at.get(item, version + 1) <= version
+    )
 
 
 def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
@@ -178,41 +239,8 @@ def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
         versions.append(payload["catalogue_version"])
         returned.append((payload["catalogue_version"], {it["item"] for u in payload["users"] for it in u["items"]}))
 
-    def writer() -> None:
-        wrng = np.random.default_rng(2)
-        added: list[str] = []
-        with httpx.Client(base_url=base, timeout=60.0) as c:
-            round_ = 0
-            while not stop.wait(args.update_every):
-                src = wrng.choice(n, args.add)
-                feats = features[src] + 0.05 * wrng.standard_normal((args.add, features.shape[1]), dtype=np.float32)
-                items = [{"id": f"new{round_}-{j}", "features": f.tolist()} for j, f in enumerate(feats)]
-                t = time.perf_counter()
-                r = c.post("/items", json={"items": items})
-                update_ms.append((time.perf_counter() - t) * 1e3)
-                if r.status_code != 201:
-                    errors.append(f"add {r.status_code}: {r.text[:200]}")
-                else:
-                    for it in r.json()["items"]:
-                        added_at[it["id"]] = r.json()["catalogue_version"]
-                        added.append(it["id"])
-                victims = [added.pop(0) for _ in range(min(args.delete // 2, len(added)))]
-                while len(victims) < args.delete:
-                    cand = f"i{int(wrng.integers(n))}"
-                    if cand not in deleted_at and cand not in victims:  # deleted items stay valid in histories
-                        victims.append(cand)
-                for v in victims:
-                    t = time.perf_counter()
-                    d = c.delete(f"/items/{v}")
-                    update_ms.append((time.perf_counter() - t) * 1e3)
-                    if d.status_code != 200:
-                        errors.append(f"delete {d.status_code}: {d.text[:200]}")
-                    else:
-                        deleted_at[v] = d.json()["catalogue_version"]
-                round_ += 1
-
     load_before = os.getloadavg()
-    w = threading.Thread(target=writer)
+    w = threading.Thread(target=catalogue_writer, args=(base, features, args, stop, added_at, deleted_at, update_ms, errors))
     t0 = time.perf_counter() + 0.2
     w.start()
     with ThreadPoolExecutor(args.concurrency) as pool:
@@ -221,12 +249,7 @@ def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
     elapsed = time.perf_counter() - t0
     stop.set()
     w.join(60)
-    stale = sum(
-        1
-        for version, items in returned
-        for item in items
-        if added_at.get(item, -1) > version or deleted_at.get(item, version + 1) <= version
-    )
+    stale = stale_items(returned, added_at, deleted_at)
     with httpx.Client(base_url=base, timeout=60.0) as c:
         final = c.get("/health").json()
     ok = len(latency_sched)

@@ -151,3 +151,54 @@ def test_soft_residual_differs_from_hard(world):
     lp_s = soft._token_pass(s_h, extras["tokens"], obs)[0]
     torch.testing.assert_close(lp_h[..., 0], lp_s[..., 0])  # level 1 sees only the state
     assert not torch.allclose(lp_h[..., 1:], lp_s[..., 1:])  # deeper levels see different contexts
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"token_heads": "semantic"},
+    {"residual": "soft", "exposure": False},
+    {"token_heads": "semantic", "exposure": False},
+])
+def test_shared_prefix_score_all_equals_the_per_item_one(world, overrides):
+    """score_all computes one distribution per distinct prefix; it must equal recomputing it per item."""
+    from hsrl.agents.decoding import score_all, score_all_naive
+
+    ds, true_world, index = world
+    agent = make_agent(ds, index, **overrides)
+    with torch.no_grad():  # make the exposure features count, so their sharing is checked too
+        for layer in getattr(agent.net.policy, "exposure_coef", []):
+            layer.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(1))
+    obs = make_env(ds, true_world).reset()  # logged histories: the exposure features are not zero
+    state = agent.net.encoder(obs, agent.item_features).detach()
+    args = (agent.net.policy, index, state, agent.items(), agent.recent(obs))
+    fast, slow = score_all(*args), score_all_naive(*args)
+    assert fast.shape == (16, ds.n_items)
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    assert fast.std() > 0.01
+
+
+def test_sparse_exposure_logits_equal_the_dense_count_formula(world):
+    """The policy applies the exposure counts without building them densely; the logits must equal
+    base + <coef(c), [counts, counts spread by centroid similarity]> computed from the dense counts."""
+    ds, true_world, index = world
+    agent = make_agent(ds, index)
+    policy = agent.net.policy
+    with torch.no_grad():
+        for layer in policy.exposure_coef:
+            layer.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(2))
+            layer.bias.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
+    obs = make_env(ds, true_world).reset()
+    recent = agent.recent(obs)
+    state = agent.net.encoder(obs, agent.item_features).detach()
+    codes = torch.as_tensor(index.codes)
+    rows = torch.arange(16).repeat_interleave(4)
+    for level in range(policy.depth):
+        prefix = codes[torch.randint(0, ds.n_items, (64,), generator=torch.Generator().manual_seed(level)), :level]
+        exposure = recent.branches(prefix, rows)
+        dense = exposure.dense(policy.vocab_sizes[level])
+        assert float(dense.sum()) > 0, "the histories should hold entries under some of these prefixes"
+        if level < policy.depth - 1:
+            dense = torch.cat([dense, torch.einsum("mvf,vw->mwf", dense, getattr(policy, f"similarity{level}"))], -1)
+        context = state[rows]
+        expected = policy.raw_logits(level, context) + (policy.exposure_coef[level](context)[:, None, :] * dense).sum(-1)
+        torch.testing.assert_close(policy.raw_logits(level, context, exposure=exposure), expected, atol=1e-4, rtol=1e-4)

@@ -6,7 +6,8 @@ and the service.
 * ``sample_slate``: k distinct SIDs sampled without replacement: a branch stays open while it holds
   active items not yet placed in the row's slate (trie child counts minus the slate so far). The
   log-probabilities returned are under the trie mask alone, the same mask the learner recomputes.
-* ``score_all``: log pi(SID_i | s) for every catalogue item, the reference's O(N · D) path.
+* ``score_all``: log pi(SID_i | s) for every catalogue item, the reference's O(N · D) path (one
+  distribution per distinct prefix; ``score_all_naive`` recomputes it per item).
 
 ``items`` (an ``ItemTable``) is needed by semantic token heads, which score the last level's tokens by
 the features of the items behind them; free heads ignore it. ``recent`` (a ``RecentExposure``) gives
@@ -47,25 +48,56 @@ class RecentExposure:
         weights = torch.stack([last, torch.ones_like(last), last * clicked, clicked], -1) * real[..., None]
         return cls(codes, weights / slate_size)
 
-    def features(self, prefix: torch.Tensor, rows: torch.Tensor, vocab: int) -> torch.Tensor:
-        """(M, vocab, F): for each prefix row (user ``rows``), the weighted count of recent entries under
-        every child of the prefix."""
+    def branches(self, prefix: torch.Tensor, rows: torch.Tensor) -> "BranchExposure":
+        """For each prefix row (user ``rows``): the child token each recent entry falls under and its
+        weights, zero for entries outside the prefix. Kept sparse (W entries, not V children): the policy
+        contracts the weights with its coefficients first and scatters W scalars per row."""
         level = prefix.shape[-1]
-        codes, weights = self.codes[rows], self.weights[rows]
+        codes, weights = self.codes[:, :, : level + 1][rows], self.weights[rows]  # only the columns needed
         under = (codes[:, :, :level] == prefix[:, None, :]).all(-1).float()  # (M, W)
-        out = torch.zeros(prefix.shape[0], vocab, self.FEATURES, device=codes.device)
-        child = codes[:, :, level, None].expand(-1, -1, self.FEATURES)
-        return out.scatter_add_(1, child, weights * under[..., None])
+        return BranchExposure(codes[:, :, level], weights * under[..., None])
+
+
+class BranchExposure:
+    """Recent entries as seen from M prefix rows: ``child`` (..., W) the child token of the prefix that each
+    entry falls under, ``weight`` (..., W, F) its feature weights (0 when it is not under the prefix)."""
+
+    def __init__(self, child: torch.Tensor, weight: torch.Tensor) -> None:
+        self.child, self.weight = child, weight
+
+    def view(self, *lead: int) -> "BranchExposure":
+        return BranchExposure(self.child.view(*lead, self.child.shape[-1]), self.weight.view(*lead, *self.weight.shape[-2:]))
+
+    def dense(self, vocab: int) -> torch.Tensor:
+        """(..., vocab, F): the weighted count of recent entries under every child (the features' meaning)."""
+        out = torch.zeros(*self.child.shape[:-1], vocab, self.weight.shape[-1], device=self.weight.device)
+        return out.scatter_add_(-2, self.child[..., None].expand_as(self.weight), self.weight)
+
+    def apply(self, coef: torch.Tensor, vocab: int, spread: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., vocab): sum_f coef_f * dense[..., v, f] for coefficients (..., F), without the dense tensor;
+        with ``spread`` (V, V) that vector times it, computed only for rows that have an entry under their
+        prefix (few of them below level 1: score_all's rows are every distinct prefix of every user)."""
+        per_entry = (self.weight * coef.unsqueeze(-2)).sum(-1)  # (..., W)
+        out = torch.zeros(*self.child.shape[:-1], vocab, device=coef.device, dtype=coef.dtype)
+        out.scatter_add_(-1, self.child, per_entry)
+        if spread is None:
+            return out
+        flat = out.view(-1, vocab)
+        live = (self.weight.reshape(flat.shape[0], -1) != 0).any(-1).nonzero().squeeze(-1)
+        spread_out = torch.zeros_like(flat)
+        if live.numel():
+            spread_out[live] = flat[live] @ spread
+        return spread_out.view_as(out)
 
 
 def level_exposure(
     policy: Any, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
 ) -> torch.Tensor | None:
-    """(M, V, F) exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
+    """Exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
     Shared by the decoders and the learner's teacher-forced pass, so both see the same logits."""
     if recent is None or not policy.exposure:
         return None
-    return recent.features(prefix, rows, policy.vocab_sizes[level])
+    return recent.branches(prefix, rows)
 
 
 def level_children(policy: Any, index: Any, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
@@ -148,7 +180,44 @@ def sample_slate(
 def score_all(
     policy: Any, index: Any, state: torch.Tensor, items: Any = None, recent: RecentExposure | None = None
 ) -> torch.Tensor:
-    """log pi(SID_i | s) for every item index (B, N), inactive items included (mask them yourself)."""
+    """log pi(SID_i | s) for every item index (B, N), inactive items included (mask them yourself).
+
+    The reference's path done as it should be: one distribution per user per *distinct* prefix and level
+    (the hard residual makes the context a function of the prefix), then each item's score gathered from
+    its tokens' log-probabilities, O(N · L) gathers. Equal to ``score_all_naive`` (tested)."""
+    codes = torch.as_tensor(index.codes, device=state.device)  # (N, D)
+    b, n = state.shape[0], codes.shape[0]
+    depth = codes.shape[1]
+    total = torch.zeros(b, n, device=state.device)
+    prefixes = codes[:1, :0]  # (P, level) distinct prefixes; one empty prefix at level 0
+    row_of = torch.zeros(n, dtype=torch.long, device=state.device)  # item -> its prefix's row
+    context = state.unsqueeze(1)  # (B, P, dim)
+    for level in range(depth):
+        p = prefixes.shape[0]
+        valid = index.child_counts(prefixes).to(state.device) > 0  # (P, V)
+        children = level_children(policy, index, level, prefixes)
+        users = torch.arange(b, device=state.device).repeat_interleave(p)
+        exposure = level_exposure(policy, recent, level, prefixes.repeat(b, 1), users)
+        exposure = None if exposure is None else exposure.view(b, p)
+        logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)  # (B, P, V)
+        log_prob = logits.log_softmax(-1)
+        total += log_prob[:, row_of, codes[:, level]]
+        if level == depth - 1:
+            break
+        deeper, deeper_row = torch.unique(codes[:, : level + 1], dim=0, return_inverse=True)
+        parent = torch.empty(deeper.shape[0], dtype=torch.long, device=state.device).scatter_(0, deeper_row, row_of)
+        tokens = deeper[:, level].expand(b, -1)
+        context = policy.next_context(level, context[:, parent], tokens, logits[:, parent], None, items)
+        prefixes, row_of = deeper, deeper_row
+    return total
+
+
+@torch.no_grad()
+def score_all_naive(
+    policy: Any, index: Any, state: torch.Tensor, items: Any = None, recent: RecentExposure | None = None
+) -> torch.Tensor:
+    """``score_all`` recomputing the policy for every item (B × N contexts per level): the check that the
+    shared-prefix version is exact, and the slow baseline bench/decode.py keeps out of its headline."""
     codes = torch.as_tensor(index.codes, device=state.device)  # (N, D)
     b, n = state.shape[0], codes.shape[0]
     context = state.unsqueeze(1).expand(b, n, -1)
@@ -158,7 +227,7 @@ def score_all(
         children = level_children(policy, index, level, codes[:, :level])
         users = torch.arange(b, device=state.device).repeat_interleave(n)
         exposure = level_exposure(policy, recent, level, codes[:, :level].repeat(b, 1), users)
-        exposure = None if exposure is None else exposure.view(b, n, *exposure.shape[1:])
+        exposure = None if exposure is None else exposure.view(b, n)
         logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)
         tok = codes[:, level].expand(b, n)
         total = total + logits.log_softmax(-1).gather(2, tok[..., None]).squeeze(-1)

@@ -29,10 +29,14 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, L, d); ``keep`` (B, L) True for real positions (padding is never attended to)."""
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``x`` (B, L, d); ``keep`` (B, L) True for real positions (padding is never attended to).
+        ``last_only``: the output of the last position only (B, 1, d): the state needs no other position
+        from the last block, so queries, projection and feed-forward run on one position instead of L."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:
+            q, x, n = q[:, :, -1:], x[:, -1:], 1
         scores = (q @ k.transpose(-1, -2)) * (d // self.heads) ** -0.5
         weights = scores.masked_fill(~keep[:, None, None, :], float("-inf")).softmax(-1)
         att = self.drop(weights) @ v
@@ -79,6 +83,6 @@ class StateEncoder(nn.Module):
         positions = torch.arange(seq.shape[1], device=seq.device)
         seq = seq + self.position_emb(positions)
         keep = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        for block in self.blocks:
-            seq = block(seq, keep)
+        for i, block in enumerate(self.blocks):
+            seq = block(seq, keep, last_only=i == len(self.blocks) - 1)
         return self.out(seq[:, -1])

@@ -1,16 +1,14 @@
 """The recommendation service: FastAPI over an exported HSRL policy and a live catalogue (DESIGN §10).
 
-Endpoints: ``POST /recommend`` (a batch of users -> K items each, one forward pass per request),
-``POST /items`` (new items get SIDs from the frozen codebooks and are live at once), ``DELETE /items/{id}``,
-``GET /items/{id}``, ``GET /health``; OpenAPI docs at ``/docs``.
+Endpoints: ``POST /recommend`` (a batch of users -> K items each), ``POST /items`` (new items get SIDs from
+the frozen codebooks and are live at once), ``DELETE /items/{id}``, ``GET /items/{id}``, ``GET /health``;
+OpenAPI docs at ``/docs``.
 
-Concurrency: catalogue changes are atomic with respect to requests through a writer-preferring
-readers-writer lock (``ReadWriteLock``). A recommendation holds the read lock from resolving its history
-ids to mapping the decoded SIDs back to ids, so it sees the whole catalogue before a change or the whole
-catalogue after it; a change holds the write lock while it touches the index, the feature table and the
-id map, after validating everything it can beforehand (so a rejected change alters nothing). A lock was
-chosen over copy-on-write because a copy of the index at 10^6 items moves ~100 MB per change, while the
-changes themselves take milliseconds.
+The route only validates and renders: decoding is ``Recommender`` (the library's one recommendation
+path), reached through a ``MicroBatcher`` that serves concurrent requests in one forward pass. Catalogue
+changes take the catalogue's write lock, are written to the durable ``ChangeLog`` (when the service has a
+state directory) before they are applied and acknowledged, and are replayed at start (``catalogue.py``).
+Writes need the admin bearer token when one is set; bodies over ``max_body_bytes`` get 413.
 
 Errors: every invalid request is a 4xx whose ``detail`` says what is wrong and where (unknown fields,
 dimensions, NaN/inf, unknown ids, batch limits, duplicates, deleting twice); never a 500.
@@ -18,67 +16,28 @@ dimensions, NaN/inf, unknown ids, batch limits, duplicates, deleting twice); nev
 
 from __future__ import annotations
 
+import gc
+import hmac
 import random
 import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any, AsyncIterator
 
 import numpy as np
-import torch
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
-from hsrl.data.schema import PAD
 from hsrl.errors import InputError
-from hsrl.agents.decoding import RecentExposure, beam_search, sample_slate
-from hsrl.agents.hsrl import ItemTable
+from hsrl.serve.catalogue import ChangeLog, LiveCatalogue
 from hsrl.serve.export import ExportedPolicy
-from hsrl.simulator.observation import Observation
+from hsrl.serve.recommender import MicroBatcher, Recommender, UnknownItem, UserQuery
 
 MAX_HISTORY_ENTRIES = 10_000
-
-
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer stops new readers from entering (no writer starvation)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            try:
-                while self._writing or self._readers:
-                    self._cond.wait()
-            finally:
-                self._writers_waiting -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
+MAX_BODY_BYTES = 16 * 2**20  # 10^4 new items of 64 features in JSON are ~7 MB
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ---------------------------------------------------------------------- request / response models
@@ -140,46 +99,43 @@ class ItemsResponse(BaseModel):
     items: list[ItemInfo]
 
 
-# ---------------------------------------------------------------------- live catalogue
-class LiveCatalogue:
-    """Index + feature table + id map, changed only under the write lock of ``lock``.
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes (declared or streamed)."""
 
-    Removed items keep their feature row and id (a user's history may still name them); re-adding a
-    removed id gives it a new internal index and SID.
-    """
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
 
-    def __init__(self, export: ExportedPolicy) -> None:
-        self.lock = ReadWriteLock()
-        self.index = export.index
-        n, f = export.features.shape
-        self._features = torch.empty(max(2 * n, 1024), f)
-        self._features[:n] = torch.from_numpy(export.features)
-        self.item_ids: list[str] = [str(i) for i in export.item_ids]
-        self.lookup: dict[str, int] = {item: i for i, item in enumerate(self.item_ids)}
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send)
+        if declared is not None:
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0  # no length given (chunked): read it here, up to the limit
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await self._reject(send)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-    @property
-    def features(self) -> torch.Tensor:
-        """The (N, F) feature table (a view; valid until the next change)."""
-        return self._features[: len(self.item_ids)]
+        async def replayed() -> dict:
+            return replay.pop() if replay else await receive()
 
-    def add(self, ids: list[str], features: np.ndarray, sid_input: np.ndarray) -> np.ndarray:
-        """Insert new items (caller holds the write lock and has checked ``ids``); returns their indices."""
-        new = self.index.add_items(sid_input)  # validates before it changes anything
-        n, m = len(self.item_ids), len(ids)
-        if n + m > self._features.shape[0]:
-            grown = torch.empty(max(2 * self._features.shape[0], n + m), self._features.shape[1])
-            grown[:n] = self._features[:n]
-            self._features = grown
-        self._features[n : n + m] = torch.from_numpy(features)
-        self.item_ids.extend(ids)
-        self.lookup.update(zip(ids, new.tolist()))
-        return new
+        return await self.app(scope, replayed, send)
 
-    def info(self, item: str) -> ItemInfo:
-        idx = self.lookup.get(item)
-        if idx is None:
-            raise HTTPException(404, f"item '{item}' is not in the catalogue")
-        return ItemInfo(id=item, sid=self.index.sid_of(np.array([idx]))[0].tolist(), active=bool(self.index.active[idx]))
+    async def _reject(self, send: Any) -> None:
+        body = f'{{"detail":"request body over {self.limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -193,17 +149,52 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
-def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int = 10_000, seed: int = 0) -> FastAPI:
-    """The FastAPI application serving ``export``; ``max_batch`` users per /recommend, ``max_new_items`` per POST /items."""
+def create_app(
+    export: ExportedPolicy,
+    max_batch: int = 256,
+    max_new_items: int = 10_000,
+    seed: int = 0,
+    state_dir: str | Path | None = None,
+    admin_token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    batch_users: int = 64,
+    batch_wait_ms: float = 1.0,
+    compact_every: int = 10_000,
+) -> FastAPI:
+    """The FastAPI application serving ``export``.
+
+    ``max_batch`` users per /recommend and ``max_new_items`` per POST /items; ``state_dir``: where catalogue
+    changes are logged and replayed (None: in memory only); ``admin_token``: bearer token for writes;
+    ``batch_users`` / ``batch_wait_ms``: the micro-batcher's limits (``batch_users=1`` serves one request
+    at a time)."""
     arch = export.arch
-    net = export.net
-    catalogue = LiveCatalogue(export)
+    log = ChangeLog(Path(state_dir), compact_every) if state_dir is not None else None
+    if log is not None:
+        catalogue = log.open(export.index, export.item_ids, export.features)
+    else:
+        catalogue = LiveCatalogue(export.index, export.item_ids, export.features)
+    # the catalogue holds millions of long-lived objects (ids, the id map); without this a full garbage
+    # collection walks them all, a pause of ~0.1 s at 10^6 items that lands in the tail latency
+    gc.collect()
+    gc.freeze()
+    recommender = Recommender.from_export(export, catalogue)
+    batcher = MicroBatcher(recommender, max_users=max(batch_users, 1), max_wait_ms=batch_wait_ms)
     seeds = random.Random(seed)
+    compacting = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
     app = FastAPI(
         title="hsrl",
         description="HSRL slate recommendation over Semantic IDs, with a live catalogue.",
         version=str(export.manifest.get("version")),
+        lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.state.recommender, app.state.batcher, app.state.log = recommender, batcher, log
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -213,6 +204,25 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
     async def invalid_input(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
+    def admin(authorization: str | None = Header(None, description="Bearer token (when the server has one)")) -> None:
+        if admin_token is None:
+            return
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, "catalogue changes need 'Authorization: Bearer <admin token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(authorization[7:].strip().encode(), admin_token.encode()):
+            raise HTTPException(403, "wrong admin token")
+
+    def maybe_compact() -> None:
+        if log is not None and log.due() and compacting.acquire(blocking=False):
+            def run() -> None:
+                try:
+                    log.compact(catalogue)
+                finally:
+                    compacting.release()
+
+            threading.Thread(target=run, name="hsrl-compact", daemon=True).start()
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         """Catalogue size, index version and what model is served."""
@@ -221,17 +231,22 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
                 "status": "ok",
                 "active_items": catalogue.index.n_active,
                 "known_items": catalogue.index.n_items,
-                "catalogue_version": catalogue.index.version,
+                "catalogue_version": catalogue.version,
+                "durable": log is not None,
+                "log_records": log.records if log is not None else 0,
                 "model": {
                     "architecture": export.manifest["architecture"],
                     "source": export.manifest.get("source"),
                     "export_version": export.manifest.get("version"),
                 },
-                "limits": {"max_batch": max_batch, "max_new_items": max_new_items, "slate_size": arch.slate_size},
+                "limits": {"max_batch": max_batch, "max_new_items": max_new_items, "slate_size": arch.slate_size,
+                           "max_body_bytes": max_body_bytes},
+                "batching": {"batch_users": batch_users, "batch_wait_ms": batch_wait_ms,
+                             "batches": batcher.batches, "users": batcher.batched_users},
             }
 
     @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(req: RecommendRequest) -> RecommendResponse:
+    async def recommend(req: RecommendRequest) -> Any:
         """K items (original ids, with scores) for each user of the batch."""
         b, h = len(req.users), arch.history_length
         if b > max_batch:
@@ -239,58 +254,27 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
         k = arch.slate_size if req.k is None else req.k
         if k > arch.slate_size:
             raise HTTPException(422, f"k: {k} is more than the slate size {arch.slate_size}")
-        profile = torch.zeros(b, arch.profile_dim)
+        queries = []
         for u, user in enumerate(req.users):
             if user.profile is not None:
                 if len(user.profile) != arch.profile_dim:
                     raise HTTPException(422, f"users.{u}.profile: {len(user.profile)} values, expected {arch.profile_dim}")
-                profile[u] = torch.tensor(user.profile)
-        if not torch.isfinite(profile).all():  # finite doubles may still overflow float32
-            raise HTTPException(422, "users: a profile value is too large for float32")
-        hist_fb = torch.zeros(b, h)
-        for u, user in enumerate(req.users):
+                if any(abs(v) > FLOAT32_MAX for v in user.profile):
+                    raise HTTPException(422, f"users.{u}.profile: a value is too large for float32")
             recent = user.history[-h:]
-            if recent:
-                hist_fb[u, h - len(recent) :] = torch.tensor([float(e.feedback) for e in recent])
-        generator = None
-        if not req.greedy:
-            generator = torch.Generator().manual_seed(req.seed if req.seed is not None else seeds.getrandbits(63))
-        with catalogue.lock.read():
-            hist_items = torch.full((b, h), PAD, dtype=torch.long)
-            for u, user in enumerate(req.users):
-                recent = user.history[-h:]
-                offset = len(user.history) - len(recent)
-                rows = []
-                for j, entry in enumerate(recent):
-                    idx = catalogue.lookup.get(entry.item)
-                    if idx is None:
-                        raise HTTPException(422, f"users.{u}.history.{offset + j}.item: unknown item id '{entry.item}'")
-                    rows.append(idx)
-                if rows:
-                    hist_items[u, h - len(rows) :] = torch.tensor(rows)
-            obs = Observation(torch.zeros(b, dtype=torch.long), profile, hist_items, hist_fb)
-            with torch.no_grad():
-                state = net.encoder(obs, catalogue.features)
-            index = catalogue.index
-            table = ItemTable(catalogue.features, net.encoder.item_map)  # semantic heads score items by features
-            recent = RecentExposure.from_obs(obs, index, arch.slate_size) if arch.exposure else None
-            if req.greedy:
-                items, scores = beam_search(net.policy, index, state, k, arch.beam, table, recent)
-            else:
-                items, _tokens, token_logp = sample_slate(net.policy, index, state, k, generator, table, recent)
-                scores = token_logp.sum(-1)
-            sids = index.sid_of(items.clamp_min(0))
-            slates = []
-            for u in range(b):
-                seen, out = set(), []
-                for idx, score, sid in zip(items[u].tolist(), scores[u].tolist(), sids[u].tolist()):
-                    if idx >= 0 and idx not in seen:  # fewer than k active items: return what exists
-                        seen.add(idx)
-                        out.append(ScoredItem(item=catalogue.item_ids[idx], score=score, sid=sid))
-                slates.append(UserSlate(items=out))
-            return RecommendResponse(catalogue_version=index.version, users=slates)
+            queries.append(UserQuery([e.item for e in recent], [float(e.feedback) for e in recent], user.profile,
+                                     offset=len(user.history) - len(recent)))
+        seed_value = None if req.greedy else (req.seed if req.seed is not None else seeds.getrandbits(63))
+        try:
+            slates = await batcher.recommend(queries, k, req.greedy, seed_value)
+        except UnknownItem as exc:
+            raise HTTPException(422, str(exc)) from None
+        return JSONResponse({
+            "catalogue_version": slates.version,
+            "users": [{"items": [{"item": i, "score": s, "sid": sid} for i, s, sid in user]} for user in slates.users],
+        })
 
-    @app.post("/items", response_model=ItemsResponse, status_code=201)
+    @app.post("/items", response_model=ItemsResponse, status_code=201, dependencies=[Depends(admin)])
     def add_items(req: AddItemsRequest) -> ItemsResponse:
         """Add items: SIDs from the frozen codebooks, recommendable from the returned catalogue version on."""
         m = len(req.items)
@@ -307,7 +291,8 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
             features = np.array([it.features for it in req.items], dtype=np.float32)
         if not np.isfinite(features).all():  # finite doubles may still overflow float32
             raise HTTPException(422, "items: a feature value is too large for float32")
-        if catalogue.index.source == "text":
+        text = catalogue.index.source == "text"
+        if text:
             missing = [j for j, it in enumerate(req.items) if it.text is None]
             if missing:
                 raise HTTPException(422, f"items.{missing[0]}.text: required, the index was built on item texts")
@@ -317,31 +302,46 @@ def create_app(export: ExportedPolicy, max_batch: int = 256, max_new_items: int 
         else:
             sid_input = features
         with catalogue.lock.write():
-            live = [i for i in ids if i in catalogue.lookup and catalogue.index.active[catalogue.lookup[i]]]
+            live = [i for i in ids if catalogue.is_active(i)]
             if live:
                 raise HTTPException(409, f"items: id '{live[0]}' is already in the catalogue (delete it first)")
-            new = catalogue.add(ids, features, sid_input)
+            record = {"version": catalogue.version + 1, "op": "add", "ids": ids, "features": features.tolist()}
+            if text:
+                record["sid_input"] = np.asarray(sid_input, dtype=np.float32).tolist()
+            with log.append(record) if log is not None else nullcontext():
+                new = catalogue.add(ids, features, sid_input)
             sids = catalogue.index.sid_of(new).tolist()
-            return ItemsResponse(
-                catalogue_version=catalogue.index.version,
+            response = ItemsResponse(
+                catalogue_version=catalogue.version,
                 items=[ItemInfo(id=i, sid=s, active=True) for i, s in zip(ids, sids)],
             )
+        maybe_compact()
+        return response
 
-    @app.delete("/items/{item_id:path}", response_model=ItemsResponse)
+    @app.delete("/items/{item_id:path}", response_model=ItemsResponse, dependencies=[Depends(admin)])
     def delete_item(item_id: str) -> ItemsResponse:
         """Remove an item: it is never recommended again (its SID stays reserved)."""
         with catalogue.lock.write():
-            info = catalogue.info(item_id)
+            info = item_info(item_id)
             if not info.active:
                 raise HTTPException(409, f"item '{item_id}' is already deleted")
-            catalogue.index.remove_items(np.array([catalogue.lookup[item_id]]))
+            with log.append({"version": catalogue.version + 1, "op": "delete", "ids": [item_id]}) if log is not None else nullcontext():
+                catalogue.remove([item_id])
             info.active = False
-            return ItemsResponse(catalogue_version=catalogue.index.version, items=[info])
+            response = ItemsResponse(catalogue_version=catalogue.version, items=[info])
+        maybe_compact()
+        return response
 
     @app.get("/items/{item_id:path}", response_model=ItemInfo)
     def get_item(item_id: str) -> ItemInfo:
         """An item's SID and whether it is active."""
         with catalogue.lock.read():
-            return catalogue.info(item_id)
+            return item_info(item_id)
+
+    def item_info(item: str) -> ItemInfo:
+        idx = catalogue.lookup.get(item)
+        if idx is None:
+            raise HTTPException(404, f"item '{item}' is not in the catalogue")
+        return ItemInfo(id=item, sid=catalogue.index.sid_of(np.array([idx]))[0].tolist(), active=bool(catalogue.index.active[idx]))
 
     return app

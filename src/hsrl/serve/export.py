@@ -33,6 +33,7 @@ from hsrl.errors import ArtifactError
 from hsrl.io import atomic_path
 from hsrl.sid.index import SemanticIDIndex
 
+CATALOGUE_DIR = "catalogue"
 EXPORT_DIR = "serve"
 EXPORT_FORMAT = "hsrl-serve"
 EXPORT_VERSION = 1
@@ -88,6 +89,11 @@ class ExportedPolicy:
 
 def export_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / EXPORT_DIR
+
+
+def catalogue_dir(run_dir: str | Path) -> Path:
+    """Where the service logs its catalogue changes and snapshots (kept across re-exports of the model)."""
+    return Path(run_dir) / CATALOGUE_DIR
 
 
 def _sha256(path: Path) -> str:

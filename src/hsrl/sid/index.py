@@ -28,6 +28,8 @@ Not thread-safe: a service must serialise ``add_items``/``remove_items`` against
 
 from __future__ import annotations
 
+import copy
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,6 +423,10 @@ class SemanticIDIndex:
         out = torch.full((prefix.shape[0], d + 1), -1, dtype=torch.long, device=prefix.device)
         out.scatter_(1, torch.where(live, token, torch.full_like(token, d)), torch.where(live, item, -1))
         return out[:, :d]
+
+    def copy(self) -> "SemanticIDIndex":
+        """An independent copy (array copies; the derived torch tables are rebuilt lazily)."""
+        return copy.deepcopy(self, {id(self._cache): {}})  # the memo maps the cache to a fresh empty one
 
     # ------------------------------------------------------------------ catalogue changes
     def add_items(self, features: np.ndarray) -> np.ndarray:

@@ -1,0 +1,204 @@
+"""The service's catalogue changes are durable (log, replay, torn records, compaction), writes are
+protected (401/403/413), micro-batched answers equal unbatched ones, and the library call equals the route."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from hsrl.errors import ArtifactError
+from hsrl.serve.app import create_app
+from hsrl.serve.catalogue import LOG, ChangeLog
+from hsrl.serve.export import catalogue_dir, export_policy, load_export
+from hsrl.serve.recommender import MicroBatcher, Recommender, UserQuery
+
+from test_serve import F, P, free_port, make_run, users
+
+
+@pytest.fixture()
+def run(tmp_path) -> Path:
+    make_run(tmp_path)
+    export_policy(tmp_path)
+    return tmp_path
+
+
+def start(run: Path, *extra: str) -> tuple[subprocess.Popen, httpx.Client]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "hsrl.cli", "serve", str(run), "--port", str(port), "--threads", "1", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+    for _ in range(300):
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.stdout.read()}")
+        try:
+            if client.get("/health").status_code == 200:
+                return proc, client
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("server did not come up within 30 s")
+
+
+def state(client: httpx.Client, ids: list[str]) -> tuple[int, dict[str, bool]]:
+    version = client.get("/health").json()["catalogue_version"]
+    return version, {i: client.get(f"/items/{i}").json()["active"] for i in ids}
+
+
+def test_acknowledged_changes_survive_sigkill_and_restart(run):
+    proc, client = start(run)
+    try:
+        rng = np.random.default_rng(0)
+        added = client.post("/items", json={"items": [{"id": f"n{j}", "features": rng.normal(size=F).tolist()} for j in range(3)]})
+        assert added.status_code == 201
+        assert client.delete("/items/5").status_code == 200
+        assert client.delete("/items/n1").status_code == 200
+        before = state(client, ["n0", "n1", "n2", "5", "6"])
+        assert before[1] == {"n0": True, "n1": False, "n2": True, "5": False, "6": True}
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # no shutdown hook runs
+        proc.wait(10)
+        client.close()
+    proc, client = start(run)
+    try:
+        assert state(client, ["n0", "n1", "n2", "5", "6"]) == before
+        # the removed original never comes back, even for a user whose history is all about it
+        body = {"users": users(4, history=(("5", 1), ("4", 1), ("6", 1)))}
+        for _ in range(3):
+            got = {it["item"] for u in client.post("/recommend", json=body).json()["users"] for it in u["items"]}
+            assert "5" not in got and "n1" not in got
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        client.close()
+
+
+def changes(client: TestClient, n: int) -> int:
+    """n acknowledged changes (alternating adds and deletes of them); returns the final version."""
+    rng = np.random.default_rng(n)
+    version = 0
+    for j in range(n):
+        if j % 2 == 0:
+            r = client.post("/items", json={"items": [{"id": f"x{j}", "features": rng.normal(size=F).tolist()}]})
+        else:
+            r = client.delete(f"/items/x{j - 1}")
+        assert r.status_code in (200, 201), r.text
+        version = r.json()["catalogue_version"]
+    return version
+
+
+def test_a_torn_last_record_is_ignored_and_a_damaged_middle_one_is_an_error(run):
+    export = load_export(run / "serve")
+    with TestClient(create_app(export, state_dir=catalogue_dir(run))) as client:
+        version = changes(client, 5)
+    log = catalogue_dir(run) / LOG
+    good = log.read_bytes()
+    log.write_bytes(good + b'0badc0de {"version": 99, "op": "ad')  # a crash in the middle of a write
+    export = load_export(run / "serve")
+    with TestClient(create_app(export, state_dir=catalogue_dir(run))) as client:
+        assert client.get("/health").json()["catalogue_version"] == version
+        assert client.get("/items/x4").json()["active"] is True and client.get("/items/x0").json()["active"] is False
+    assert log.read_bytes() == good, "the torn tail is cut off so that new records follow good ones"
+    lines = good.splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"delete"', b'"dalete"')  # checksum no longer matches
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(ArtifactError, match="line 2 is damaged"):
+        create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))
+
+
+def test_compaction_snapshots_the_catalogue_and_cuts_the_log(run):
+    export = load_export(run / "serve")
+    with TestClient(create_app(export, state_dir=catalogue_dir(run), compact_every=3)) as client:
+        version = changes(client, 7)
+        for _ in range(100):  # compaction runs in a background thread
+            if (catalogue_dir(run) / "CURRENT").exists() and client.get("/health").json()["log_records"] < 7:
+                break
+            time.sleep(0.05)
+        records = client.get("/health").json()["log_records"]
+    assert records < 7 and len((catalogue_dir(run) / LOG).read_bytes().splitlines()) == records
+    snapshot = (catalogue_dir(run) / "CURRENT").read_text().strip()
+    assert (catalogue_dir(run) / snapshot / "index.npz").is_file()
+    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+        assert client.get("/health").json()["catalogue_version"] == version
+        active = {f"x{j}": client.get(f"/items/x{j}").json()["active"] for j in range(0, 7, 2)}
+        assert active == {"x0": False, "x2": False, "x4": False, "x6": True}
+
+
+def test_writes_need_the_admin_token_and_big_bodies_get_413(run):
+    app = create_app(load_export(run / "serve"), admin_token="s3cret", max_body_bytes=4096)
+    item = {"items": [{"id": "t", "features": [0.1] * F}]}
+    with TestClient(app) as client:
+        assert client.post("/items", json=item).status_code == 401
+        assert client.delete("/items/3").status_code == 401
+        wrong = client.post("/items", json=item, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403 and "wrong admin token" in wrong.json()["detail"]
+        assert client.post("/items", json=item, headers={"Authorization": "Bearer s3cret"}).status_code == 201
+        assert client.delete("/items/3", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.post("/recommend", json={"users": users(1)}).status_code == 200  # reads stay open
+        big = {"users": users(1, history=[(str(i % 50), 1) for i in range(400)])}
+        too_big = client.post("/recommend", json=big)
+        assert too_big.status_code == 413 and "4096 bytes" in too_big.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit still holds
+            yield b'{"users": ['
+            for _ in range(200):
+                yield b'{"history": [], "profile": null},'
+            yield b'{"history": []}]}'
+
+        streamed = client.post("/recommend", content=chunks(), headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413
+
+
+def test_serving_beyond_loopback_needs_a_token(run, cli):
+    result = cli("serve", str(run), "--host", "0.0.0.0", "--port", "0")
+    assert result.code != 0 and "--admin-token" in result.out + result.err
+
+
+def queries(n: int) -> list[UserQuery]:
+    rng = np.random.default_rng(7)
+    out = []
+    for u in range(n):
+        hist = rng.choice(60, size=int(rng.integers(0, 9)), replace=False)
+        out.append(UserQuery([str(i) for i in hist], rng.integers(0, 2, size=hist.size).tolist(), rng.normal(size=P).tolist()))
+    return out
+
+
+def test_micro_batched_answers_equal_unbatched_ones(run):
+    rec = Recommender.from_export(load_export(run / "serve"))
+    qs = queries(12)
+    alone = [rec.recommend([q]).users[0] for q in qs]
+    batcher = MicroBatcher(rec, max_users=64, max_wait_ms=200.0)
+
+    async def together():
+        return await asyncio.gather(*(batcher.recommend([q], k=rec.slate_size) for q in qs))
+
+    try:
+        batched = asyncio.run(together())
+    finally:
+        batcher.close()
+    assert batcher.batches < len(qs), "the requests should have shared forward passes"
+    assert [[i for i, _s, _sid in b.users[0]] for b in batched] == [[i for i, _s, _sid in a] for a in alone]
+    for b, a in zip(batched, alone):
+        assert np.allclose([s for _i, s, _ in b.users[0]], [s for _i, s, _ in a], atol=1e-4)
+
+
+def test_the_library_call_and_the_route_give_the_same_items(run):
+    export = load_export(run / "serve")
+    rec = Recommender.from_export(export)
+    qs = queries(5)
+    body = {"users": [{"history": [{"item": i, "feedback": int(f)} for i, f in zip(q.items, q.feedback)], "profile": q.profile}
+                      for q in qs], "k": 5}
+    with TestClient(create_app(load_export(run / "serve"))) as client:
+        resp = client.post("/recommend", json=body)
+    assert resp.status_code == 200, resp.text
+    route = [[it["item"] for it in u["items"]] for u in resp.json()["users"]]
+    assert route == [[i for i, _s, _sid in u] for u in rec.recommend(qs, k=5).users]

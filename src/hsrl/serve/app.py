@@ -2,7 +2,8 @@
 
 Endpoints: ``POST /recommend`` (a batch of users -> K items each), ``POST /items`` (new items get SIDs from
 the frozen codebooks and are live at once), ``DELETE /items/{id}``, ``GET /items/{id}``, ``GET /health``;
-OpenAPI docs at ``/docs``.
+OpenAPI docs at ``/docs``. Catalogue changes run on the batcher's worker between two batches (bounded write
+latency under any read load); the catalogue's lock still guards them against the other readers.
 
 The route only validates and renders: decoding is ``Recommender`` (the library's one recommendation
 path), reached through a ``MicroBatcher`` that serves concurrent requests in one forward pass. Catalogue
@@ -27,6 +28,7 @@ from typing import Any, AsyncIterator
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
@@ -234,6 +236,7 @@ def create_app(
                 "catalogue_version": catalogue.version,
                 "durable": log is not None,
                 "log_records": log.records if log is not None else 0,
+                "compacting": compacting.locked(),
                 "model": {
                     "architecture": export.manifest["architecture"],
                     "source": export.manifest.get("source"),
@@ -275,7 +278,7 @@ def create_app(
         })
 
     @app.post("/items", response_model=ItemsResponse, status_code=201, dependencies=[Depends(admin)])
-    def add_items(req: AddItemsRequest) -> ItemsResponse:
+    async def add_items(req: AddItemsRequest) -> ItemsResponse:
         """Add items: SIDs from the frozen codebooks, recommendable from the returned catalogue version on."""
         m = len(req.items)
         if m > max_new_items:
@@ -298,37 +301,45 @@ def create_app(
                 raise HTTPException(422, f"items.{missing[0]}.text: required, the index was built on item texts")
             from hsrl.sid.embeddings import text_embeddings
 
-            sid_input = text_embeddings([it.text for it in req.items])
+            sid_input = await run_in_threadpool(text_embeddings, [it.text for it in req.items])
         else:
             sid_input = features
-        with catalogue.lock.write():
-            live = [i for i in ids if catalogue.is_active(i)]
-            if live:
-                raise HTTPException(409, f"items: id '{live[0]}' is already in the catalogue (delete it first)")
-            record = {"version": catalogue.version + 1, "op": "add", "ids": ids, "features": features.tolist()}
-            if text:
-                record["sid_input"] = np.asarray(sid_input, dtype=np.float32).tolist()
-            with log.append(record) if log is not None else nullcontext():
-                new = catalogue.add(ids, features, sid_input)
-            sids = catalogue.index.sid_of(new).tolist()
-            response = ItemsResponse(
-                catalogue_version=catalogue.version,
-                items=[ItemInfo(id=i, sid=s, active=True) for i, s in zip(ids, sids)],
-            )
+
+        def change() -> ItemsResponse:  # on the batcher's worker, between two batches
+            with catalogue.lock.write():
+                live = [i for i in ids if catalogue.is_active(i)]
+                if live:
+                    raise HTTPException(409, f"items: id '{live[0]}' is already in the catalogue (delete it first)")
+                record = {"version": catalogue.version + 1, "op": "add", "ids": ids, "features": features.tolist()}
+                if text:
+                    record["sid_input"] = np.asarray(sid_input, dtype=np.float32).tolist()
+                with log.append(record) if log is not None else nullcontext():
+                    new = catalogue.add(ids, features, sid_input)
+                sids = catalogue.index.sid_of(new).tolist()
+                return ItemsResponse(
+                    catalogue_version=catalogue.version,
+                    items=[ItemInfo(id=i, sid=s, active=True) for i, s in zip(ids, sids)],
+                )
+
+        response = await batcher.write(change)
         maybe_compact()
         return response
 
     @app.delete("/items/{item_id:path}", response_model=ItemsResponse, dependencies=[Depends(admin)])
-    def delete_item(item_id: str) -> ItemsResponse:
+    async def delete_item(item_id: str) -> ItemsResponse:
         """Remove an item: it is never recommended again (its SID stays reserved)."""
-        with catalogue.lock.write():
-            info = item_info(item_id)
-            if not info.active:
-                raise HTTPException(409, f"item '{item_id}' is already deleted")
-            with log.append({"version": catalogue.version + 1, "op": "delete", "ids": [item_id]}) if log is not None else nullcontext():
-                catalogue.remove([item_id])
-            info.active = False
-            response = ItemsResponse(catalogue_version=catalogue.version, items=[info])
+
+        def change() -> ItemsResponse:  # on the batcher's worker, between two batches
+            with catalogue.lock.write():
+                info = item_info(item_id)
+                if not info.active:
+                    raise HTTPException(409, f"item '{item_id}' is already deleted")
+                with log.append({"version": catalogue.version + 1, "op": "delete", "ids": [item_id]}) if log is not None else nullcontext():
+                    catalogue.remove([item_id])
+                info.active = False
+                return ItemsResponse(catalogue_version=catalogue.version, items=[info])
+
+        response = await batcher.write(change)
         maybe_compact()
         return response
 

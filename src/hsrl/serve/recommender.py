@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -163,6 +163,7 @@ class _Job:
 
 
 OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
+_WAKE = object()
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
@@ -180,14 +181,19 @@ class MicroBatcher:
     A batch starts with the oldest waiting request and takes more while they fit ``max_users`` and
     arrive within ``max_wait_ms`` of it; greedy requests with the same k share one forward pass under one
     read lock (so every answer of the batch names the same catalogue version); sampled ones, which carry
-    their own seed, run one by one. A request whose history names an unknown id fails alone.
+    their own seed, run one by one. A request whose history names an unknown id fails alone. Catalogue
+    changes (``write``) run on the same worker between batches, so a write waits for at most the batch in
+    progress, however long the queue of reads.
     """
 
     def __init__(self, recommender: Recommender, max_users: int = 64, max_wait_ms: float = 1.0) -> None:
         self.recommender = recommender
         self.max_users = max_users
         self.max_wait = max_wait_ms / 1000.0
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()  # jobs, _WAKE (a write is waiting) or None (stop)
+        self._writes: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future]] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._run, name="hsrl-batcher", daemon=True)
         self.batches = 0
         self.batched_users = 0
@@ -201,16 +207,41 @@ class MicroBatcher:
         self._queue.put(job)
         return await job.future
 
+    async def write(self, change: Callable[[], Any]) -> Any:
+        """Run a catalogue change on the worker, between two batches, and return its result (or raise its
+        error). Writes then never wait behind a queue of reads, only behind the batch in progress."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._writes.put((change, loop, future))
+        self._queue.put(_WAKE)
+        return await future
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=5)
 
+    def _apply_writes(self) -> None:
+        while True:
+            try:
+                change, loop, future = self._writes.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result, error = change(), None
+            except BaseException as exc:  # handed to the request; the worker keeps serving
+                result, error = None, exc
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
     def _run(self) -> None:
         pending: list[_Job] = []
         while True:
+            self._apply_writes()
             job = pending.pop(0) if pending else self._queue.get()
             if job is None:
+                self._apply_writes()
                 return
+            if job is _WAKE:
+                continue
             batch, users = [job], len(job.queries)
             deadline = job.queued + self.max_wait
             while users < self.max_users:
@@ -220,6 +251,8 @@ class MicroBatcher:
                     break
                 if nxt is None:
                     self._queue.put(None)
+                    break
+                if nxt is _WAKE:  # a write is waiting: serve what is gathered, then apply it
                     break
                 if users + len(nxt.queries) > self.max_users:
                     pending.append(nxt)

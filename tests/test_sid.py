@@ -305,3 +305,28 @@ def test_text_embeddings_with_extra():
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_adds_past_the_spare_capacity_keep_every_row_and_round_trip(tmp_path):
+    """Per-item arrays grow by doubling: many adds (crossing several growths) must leave exactly the rows
+    a rebuild from the same codes has, survive save/load, and copies must not share them."""
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(300, 8)).astype(np.float32)
+    index = SemanticIDIndex.build(feats, levels=3, codes=8, seed=0, disambiguation=64)
+    added = []
+    for _ in range(40):  # 40 x 50 items: from 300 rows past 1024 and 2048
+        added.append(index.add_items(rng.normal(size=(50, 8)).astype(np.float32)))
+    index.remove_items(np.array([3, 700, 2200]))
+    assert index.n_items == 2300 and index.codes.shape == (2300, index.depth)
+    np.testing.assert_array_equal(np.concatenate(added), np.arange(300, 2300))
+    assert not index.active[[3, 700, 2200]].any() and index.n_active == 2297
+    for i in (0, 701, 2299):  # every stored SID decodes back to its item while active
+        assert int(index.item_of(index.sid_of(np.array([i])))[0]) == i
+    twin = index.copy()
+    twin.remove_items(np.array([5]))
+    assert index.active[5] and not twin.active[5]
+    index.save(tmp_path / "index.npz")
+    loaded = SemanticIDIndex.load(tmp_path / "index.npz")
+    np.testing.assert_array_equal(loaded.codes, index.codes)
+    np.testing.assert_array_equal(loaded.active, index.active)
+    np.testing.assert_array_equal(loaded.residual_sq, index.residual_sq)

@@ -203,3 +203,16 @@ def test_the_library_call_and_the_route_give_the_same_items(run):
     assert resp.status_code == 200, resp.text
     route = [[it["item"] for it in u["items"]] for u in resp.json()["users"]]
     assert route == [[i for i, _s, _sid in u] for u in rec.recommend(qs, k=5).users]
+
+
+def test_the_readme_service_snippet_runs(run):
+    """The README's library example of the service, run as written (only the run directory differs)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("- **One recommendation path.**"):]
+    snippet = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    snippet = "\n".join(line[2:] if line.startswith("  ") else line for line in snippet.splitlines())
+    scope: dict = {}
+    exec(snippet.replace('"runs/synthetic/serve"', repr(str(run / "serve"))), scope)
+    slates = scope["slates"]
+    assert slates.version == 0 and 1 <= len(slates.users[0]) <= 5
+    assert all(isinstance(i, str) and isinstance(s, float) for i, s, _sid in slates.users[0])

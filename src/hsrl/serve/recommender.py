@@ -139,7 +139,8 @@ class Recommender:
     def recommend(
         self, queries: Sequence[UserQuery], k: int | None = None, greedy: bool = True, seed: int | None = None
     ) -> Slates:
-        """K items for each user, all decoded against one catalogue version."""
+        """K items for each user, all decoded against one catalogue version (beam search when ``greedy``,
+        else sampled with ``seed``, 0 when omitted)."""
         k = self.slate_size if k is None else k
         if not 1 <= k <= self.slate_size:
             raise ValueError(f"k: {k} is outside 1..{self.slate_size} (the slate size)")

@@ -92,7 +92,7 @@ class BranchExposure:
 
 def level_exposure(
     policy: Any, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
-) -> torch.Tensor | None:
+) -> BranchExposure | None:
     """Exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
     Shared by the decoders and the learner's teacher-forced pass, so both see the same logits."""
     if recent is None or not policy.exposure:

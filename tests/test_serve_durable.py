@@ -216,3 +216,52 @@ def test_the_readme_service_snippet_runs(run):
     slates = scope["slates"]
     assert slates.version == 0 and 1 <= len(slates.users[0]) <= 5
     assert all(isinstance(i, str) and isinstance(s, float) for i, s, _sid in slates.users[0])
+
+
+def test_a_failed_log_write_leaves_no_fragment_and_the_next_change_is_kept(run, monkeypatch):
+    """A write that fails half-way (disk full) must be cut off, or the next acknowledged record would be
+    glued to the fragment and dropped as a torn line at restart."""
+    import hsrl.serve.catalogue as catalogue_module
+
+    export = load_export(run / "serve")
+    with TestClient(create_app(export, state_dir=catalogue_dir(run))) as client:
+        assert client.delete("/items/1").status_code == 200
+        real_fsync = catalogue_module.os.fsync
+        calls = {"n": 0}
+
+        def failing_fsync(fd):  # the append's fsync fails once (disk full); the clean-up's works
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise OSError(28, "No space left on device")
+            return real_fsync(fd)
+
+        monkeypatch.setattr(catalogue_module.os, "fsync", failing_fsync)
+        failed = client.delete("/items/2")
+        monkeypatch.setattr(catalogue_module.os, "fsync", real_fsync)
+        assert failed.status_code == 503 and "not made" in failed.json()["detail"]
+        assert client.get("/items/2").json()["active"] is True, "a change whose record failed is not applied"
+        assert client.delete("/items/3").status_code == 200
+    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+        assert [client.get(f"/items/{i}").json()["active"] for i in ("1", "2", "3")] == [False, True, False]
+
+
+def test_values_that_cannot_be_embedded_or_scored_are_4xx_not_500(run):
+    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+        huge = client.post("/items", json={"items": [{"id": "h", "features": [3e38] * F}]})
+        assert huge.status_code == 422 and "features" in huge.json()["detail"]
+        assert client.get("/items/h").status_code == 404
+        body = {"users": [{"history": [], "profile": [3e38] * P}]}
+        profile = client.post("/recommend", json=body)
+        assert profile.status_code == 422 and "profile" in profile.json()["detail"]
+        seed = client.post("/recommend", json={"users": users(1), "greedy": False, "seed": 2**64})
+        assert seed.status_code == 422
+    # nothing was logged, so the service starts again
+    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+        assert client.get("/health").json()["catalogue_version"] == 0
+
+
+def test_an_app_served_twice_still_answers(run):
+    app = create_app(load_export(run / "serve"))
+    for _ in range(2):
+        with TestClient(app) as client:
+            assert client.post("/recommend", json={"users": users(1)}, timeout=10).status_code == 200

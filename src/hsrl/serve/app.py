@@ -32,14 +32,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
-from hsrl.errors import InputError
+from hsrl.errors import ArtifactError, InputError
 from hsrl.serve.catalogue import ChangeLog, LiveCatalogue
 from hsrl.serve.export import ExportedPolicy
 from hsrl.serve.recommender import MicroBatcher, Recommender, UnknownItem, UserQuery
 
 MAX_HISTORY_ENTRIES = 10_000
 MAX_BODY_BYTES = 16 * 2**20  # 10^4 new items of 64 features in JSON are ~7 MB
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_PROFILE_VALUE = 1e6  # profiles are standardised features; far larger values only make the scores inf/NaN
 
 
 # ---------------------------------------------------------------------- request / response models
@@ -62,7 +62,7 @@ class RecommendRequest(Strict):
     users: list[UserRequest] = Field(min_length=1, description="a batch of users (one forward pass)")
     k: int | None = Field(None, ge=1, description="items per user (default and maximum: the slate size)")
     greedy: bool = Field(True, description="beam decoding (true) or sampling from the policy (false)")
-    seed: int | None = Field(None, ge=0, description="sampling seed (greedy=false); random when omitted")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="sampling seed (greedy=false); random when omitted")
 
 
 class ScoredItem(BaseModel):
@@ -186,6 +186,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()  # again after an earlier shutdown of the same app
         yield
         batcher.close()
 
@@ -214,6 +215,13 @@ def create_app(
                                 headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(authorization[7:].strip().encode(), admin_token.encode()):
             raise HTTPException(403, "wrong admin token")
+
+    async def durable(change: Any) -> Any:
+        """Run a catalogue change on the batcher; a log that cannot be written is a 503, never a 500."""
+        try:
+            return await batcher.write(change)
+        except (OSError, ArtifactError) as exc:
+            raise HTTPException(503, f"the catalogue change was not made (its log record could not be written: {exc})") from None
 
     def maybe_compact() -> None:
         if log is not None and log.due() and compacting.acquire(blocking=False):
@@ -262,8 +270,8 @@ def create_app(
             if user.profile is not None:
                 if len(user.profile) != arch.profile_dim:
                     raise HTTPException(422, f"users.{u}.profile: {len(user.profile)} values, expected {arch.profile_dim}")
-                if any(abs(v) > FLOAT32_MAX for v in user.profile):
-                    raise HTTPException(422, f"users.{u}.profile: a value is too large for float32")
+                if any(abs(v) > MAX_PROFILE_VALUE for v in user.profile):
+                    raise HTTPException(422, f"users.{u}.profile: values must be within ±{MAX_PROFILE_VALUE:g}")
             recent = user.history[-h:]
             queries.append(UserQuery([e.item for e in recent], [float(e.feedback) for e in recent], user.profile,
                                      offset=len(user.history) - len(recent)))
@@ -321,7 +329,7 @@ def create_app(
                     items=[ItemInfo(id=i, sid=s, active=True) for i, s in zip(ids, sids)],
                 )
 
-        response = await batcher.write(change)
+        response = await durable(change)
         maybe_compact()
         return response
 
@@ -339,7 +347,7 @@ def create_app(
                 info.active = False
                 return ItemsResponse(catalogue_version=catalogue.version, items=[info])
 
-        response = await batcher.write(change)
+        response = await durable(change)
         maybe_compact()
         return response
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from hsrl.errors import ArtifactError
+from hsrl.errors import ArtifactError, InputError
 from hsrl.io import atomic_path
 from hsrl.sid.index import SemanticIDIndex
 
@@ -129,6 +129,15 @@ class LiveCatalogue:
 
 
 # ---------------------------------------------------------------------- durable change log
+def _fsync(path: Path) -> None:
+    """Force a file's or a directory's (its entries': renames) contents to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _encode(record: dict[str, Any]) -> bytes:
     body = json.dumps(record, separators=(",", ":"))
     return f"{zlib.crc32(body.encode()):08x} {body}\n".encode()
@@ -155,6 +164,7 @@ class ChangeLog:
     records: int = 0  # records in the log now
     _mutex: threading.Lock = field(default_factory=threading.Lock)
     _compacting: bool = False
+    _broken: bool = False
 
     @property
     def path(self) -> Path:
@@ -205,7 +215,7 @@ class ChangeLog:
                 catalogue.remove(list(record["ids"]))
             else:
                 raise KeyError(f"op {record['op']!r}")
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, InputError) as exc:
             raise ArtifactError(f"{self.path}: line {number} cannot be applied ({type(exc).__name__}: {exc})") from None
 
     # -------------------------------------------------------------- changes (caller holds the write lock)
@@ -215,17 +225,23 @@ class ChangeLog:
         cut off again, so the log never holds a change that was not applied."""
         data = _encode(record)
         with self._mutex:
-            with open(self.path, "ab") as fh:
-                start = fh.tell()
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            if self._broken:
+                raise ArtifactError(f"{self.path}: an earlier failed write could not be undone; restart the service")
+            start = self.path.stat().st_size if self.path.exists() else 0
             try:
+                with open(self.path, "ab") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
                 yield
             except BaseException:
-                with open(self.path, "r+b") as fh:
-                    fh.truncate(start)
-                    os.fsync(fh.fileno())
+                # a partial or unapplied record must not stay: the next one would be glued to it
+                try:
+                    with open(self.path, "r+b") as fh:
+                        fh.truncate(start)
+                        os.fsync(fh.fileno())
+                except OSError:
+                    self._broken = True
                 raise
             self.records += 1
 
@@ -249,8 +265,14 @@ class ChangeLog:
                 index.save(tmp / SNAPSHOT_INDEX)
                 with open(tmp / SNAPSHOT_ITEMS, "wb") as fh:
                     np.savez(fh, item_ids=item_ids.astype(str), features=features)
+                for name in (SNAPSHOT_INDEX, SNAPSHOT_ITEMS):
+                    _fsync(tmp / name)
+                _fsync(tmp)
+            _fsync(self.directory)  # the snapshot is on disk before CURRENT names it (power loss too)
             with atomic_path(self.directory / CURRENT) as tmp:
                 tmp.write_text(target.name + "\n")
+                _fsync(tmp)
+            _fsync(self.directory)
             with self._mutex:
                 keep = []
                 if self.path.exists():
@@ -263,6 +285,7 @@ class ChangeLog:
                         fh.writelines(keep)
                         fh.flush()
                         os.fsync(fh.fileno())
+                _fsync(self.directory)
                 self.records = len(keep)
             for old in self.directory.glob("snapshot-*"):
                 if old.name != target.name and old.is_dir():

@@ -167,6 +167,14 @@ OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
 _WAKE = object()
 
 
+def _notify(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    """Settle ``future`` on its loop from the worker; a loop that has closed (client gone) is ignored."""
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:
+        pass
+
+
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
     if future.done():  # cancelled by a client that went away, or already failed
         return
@@ -195,14 +203,21 @@ class MicroBatcher:
         self._writes: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future]] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._run, name="hsrl-batcher", daemon=True)
         self.batches = 0
         self.batched_users = 0
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the worker (a no-op while it runs)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="hsrl-batcher", daemon=True)
+            self._thread.start()
 
     async def recommend(
         self, queries: Sequence[UserQuery], k: int, greedy: bool = True, seed: int | None = None
     ) -> Slates:
+        self._check_running()
         loop = asyncio.get_running_loop()
         job = _Job(queries, k, loop, loop.create_future(), greedy, seed)
         self._queue.put(job)
@@ -211,15 +226,21 @@ class MicroBatcher:
     async def write(self, change: Callable[[], Any]) -> Any:
         """Run a catalogue change on the worker, between two batches, and return its result (or raise its
         error). Writes then never wait behind a queue of reads, only behind the batch in progress."""
+        self._check_running()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._writes.put((change, loop, future))
         self._queue.put(_WAKE)
         return await future
 
+    def _check_running(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("the micro-batcher is not running (the service is shutting down)")
+
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=5)
 
     def _apply_writes(self) -> None:
         while True:
@@ -231,7 +252,7 @@ class MicroBatcher:
                 result, error = change(), None
             except BaseException as exc:  # handed to the request; the worker keeps serving
                 result, error = None, exc
-            loop.call_soon_threadsafe(_settle, future, result, error)
+            _notify(loop, future, result, error)
 
     def _run(self) -> None:
         pending: list[_Job] = []
@@ -260,7 +281,11 @@ class MicroBatcher:
                     break
                 batch.append(nxt)
                 users += len(nxt.queries)
-            self._serve(batch)
+            try:
+                self._serve(batch)
+            except Exception as exc:  # never let the worker die: fail this batch, keep serving
+                for job in batch:
+                    _notify(job.loop, job.future, None, exc)
 
     def _serve(self, batch: list[_Job]) -> None:
         groups: dict[int, list[_Job]] = {}
@@ -277,7 +302,7 @@ class MicroBatcher:
             result, error = self.recommender.recommend(job.queries, job.k, job.greedy, job.seed), None
         except BaseException as exc:  # handed to the request; the worker keeps serving
             result, error = None, exc
-        job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+        _notify(job.loop, job.future, result, error)
 
     def _serve_greedy(self, k: int, jobs: list[_Job]) -> None:
         rec = self.recommender
@@ -288,8 +313,8 @@ class MicroBatcher:
                     try:
                         observations.append(rec.observation(job.queries))
                         good.append(job)
-                    except UnknownItem as exc:
-                        job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+                    except Exception as exc:  # an unknown id or a malformed query fails its own job only
+                        _notify(job.loop, job.future, None, exc)
                 if not good:
                     return
                 obs = Observation(*(torch.cat([getattr(o, f) for o in observations]) for f in OBS_FIELDS))
@@ -297,12 +322,12 @@ class MicroBatcher:
                 slates, version = rec.render(items, scores), rec.catalogue.version
         except BaseException as exc:
             for job in jobs:
-                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+                _notify(job.loop, job.future, None, exc)
             return
         self.batches += 1
         self.batched_users += len(slates)
         start = 0
         for job in good:
             n = len(job.queries)
-            job.loop.call_soon_threadsafe(_settle, job.future, Slates(slates[start : start + n], version), None)
+            _notify(job.loop, job.future, Slates(slates[start : start + n], version), None)
             start += n

@@ -210,6 +210,9 @@ class SemanticIDIndex:
         self.codebooks = [np.ascontiguousarray(c, dtype=np.float32) for c in codebooks]
         self.disambiguation = int(disambiguation)
         self._rows = int(np.asarray(codes).shape[0])
+        for name, arr in (("active", active), ("residual_sq", residual_sq), ("spilled", spilled)):
+            if np.asarray(arr).shape[:1] != (self._rows,):
+                raise ValueError(f"{name} has {np.asarray(arr).shape[:1]} rows, codes {self._rows}")
         self.codes = np.asarray(codes, dtype=np.int64)
         self.active = np.asarray(active, dtype=bool)
         self.residual_sq = np.asarray(residual_sq, dtype=np.float32)
@@ -453,7 +456,12 @@ class SemanticIDIndex:
     # ------------------------------------------------------------------ catalogue changes
     def add_items(self, features: np.ndarray) -> np.ndarray:
         """Quantise new items with the frozen codebooks and transform, insert them; returns their indices."""
-        x = self.transform(features)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked right below
+            x = self.transform(features)
+        if not np.isfinite(x).all():  # finite but huge values overflow the z-score / normalisation
+            row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise InputError(None, "a value too large to embed", row=row, field="features",
+                             expected="finite values well inside float32 range")
         sem, residual = quantize(x, self.codebooks)
         last = self.codebooks[-1]
         before_last = residual + last[sem[:, -1]]

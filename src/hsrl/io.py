@@ -12,11 +12,13 @@ from typing import Any, Iterator
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
 
     Works for files and directories alike: write whatever you like at the yielded path. On an
-    exception the temporary path is removed and ``target`` is left as it was.
+    exception the temporary path is removed and ``target`` is left as it was. ``durable``: the new
+    contents and the rename are forced to disk (fsync) before returning, so they survive a power loss,
+    not only a crash of the process.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -24,11 +26,26 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_target = tmp / target.name
     try:
         yield tmp_target
+        if durable:
+            for path in sorted(tmp_target.rglob("*")) if tmp_target.is_dir() else []:
+                fsync_path(path)
+            fsync_path(tmp_target)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(tmp_target, target)
+        if durable:
+            fsync_path(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Force a file's contents, or a directory's entries (its renames), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -45,12 +45,11 @@ from hsrl.agents.decoding import (
     sample_slate,
     score_all,
 )
-
-EXPOSURE_FEATURES = RecentExposure.FEATURES
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
 
+EXPOSURE_FEATURES = RecentExposure.FEATURES
 
 
 def mlp(dim: int, out: int, inp: int | None = None) -> nn.Sequential:

@@ -129,15 +129,6 @@ class LiveCatalogue:
 
 
 # ---------------------------------------------------------------------- durable change log
-def _fsync(path: Path) -> None:
-    """Force a file's or a directory's (its entries': renames) contents to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _encode(record: dict[str, Any]) -> bytes:
     body = json.dumps(record, separators=(",", ":"))
     return f"{zlib.crc32(body.encode()):08x} {body}\n".encode()
@@ -260,19 +251,13 @@ class ChangeLog:
                 index, item_ids, features = catalogue.snapshot()
             version = index.version
             target = self.directory / f"snapshot-{version}"
-            with atomic_path(target) as tmp:
+            with atomic_path(target, durable=True) as tmp:  # on disk before CURRENT names it
                 tmp.mkdir()
                 index.save(tmp / SNAPSHOT_INDEX)
                 with open(tmp / SNAPSHOT_ITEMS, "wb") as fh:
                     np.savez(fh, item_ids=item_ids.astype(str), features=features)
-                for name in (SNAPSHOT_INDEX, SNAPSHOT_ITEMS):
-                    _fsync(tmp / name)
-                _fsync(tmp)
-            _fsync(self.directory)  # the snapshot is on disk before CURRENT names it (power loss too)
-            with atomic_path(self.directory / CURRENT) as tmp:
+            with atomic_path(self.directory / CURRENT, durable=True) as tmp:
                 tmp.write_text(target.name + "\n")
-                _fsync(tmp)
-            _fsync(self.directory)
             with self._mutex:
                 keep = []
                 if self.path.exists():
@@ -280,12 +265,9 @@ class ChangeLog:
                         record = _decode(line)
                         if record is not None and int(record["version"]) > version:
                             keep.append(line)
-                with atomic_path(self.path) as tmp:
+                with atomic_path(self.path, durable=True) as tmp:
                     with open(tmp, "wb") as fh:
                         fh.writelines(keep)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                _fsync(self.directory)
                 self.records = len(keep)
             for old in self.directory.glob("snapshot-*"):
                 if old.name != target.name and old.is_dir():

@@ -27,6 +27,9 @@ from hsrl.serve.catalogue import LiveCatalogue
 from hsrl.simulator.observation import Observation
 
 
+OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
+
+
 class UnknownItem(LookupError):
     """A history names an id the catalogue has never had: (user, entry position in the request, id)."""
 
@@ -144,11 +147,37 @@ class Recommender:
         k = self.slate_size if k is None else k
         if not 1 <= k <= self.slate_size:
             raise ValueError(f"k: {k} is outside 1..{self.slate_size} (the slate size)")
-        generator = None if greedy else torch.Generator().manual_seed(0 if seed is None else seed)
+        if greedy:
+            result = self.recommend_groups([queries], k)[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
+        generator = torch.Generator().manual_seed(0 if seed is None else seed)
         with self.catalogue.lock.read():
-            obs = self.observation(queries)
-            items, scores = self.decode(obs, k, greedy, generator)
+            items, scores = self.decode(self.observation(queries), k, greedy=False, generator=generator)
             return Slates(self.render(items, scores), self.catalogue.version)
+
+    def recommend_groups(self, groups: Sequence[Sequence[UserQuery]], k: int) -> list[Slates | Exception]:
+        """Greedy slates for several requests in one forward pass under one read lock (one catalogue
+        version); a request whose queries cannot be resolved gets its exception in its place."""
+        out: list[Slates | Exception | None] = [None] * len(groups)
+        with self.catalogue.lock.read():
+            good, observations = [], []
+            for i, queries in enumerate(groups):
+                try:
+                    observations.append(self.observation(queries))
+                    good.append(i)
+                except Exception as exc:  # an unknown id or a malformed query fails its own request only
+                    out[i] = exc
+            if good:
+                obs = Observation(*(torch.cat([getattr(o, f) for o in observations]) for f in OBS_FIELDS))
+                items, scores = self.decode(obs, k)
+                slates, version = self.render(items, scores), self.catalogue.version
+                start = 0
+                for i in good:
+                    out[i] = Slates(slates[start : start + len(groups[i])], version)
+                    start += len(groups[i])
+        return out  # type: ignore[return-value]  (every entry is set above)
 
 
 # ---------------------------------------------------------------------- micro-batching
@@ -163,7 +192,6 @@ class _Job:
     queued: float = field(default_factory=time.perf_counter)
 
 
-OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
 _WAKE = object()
 
 
@@ -305,29 +333,13 @@ class MicroBatcher:
         _notify(job.loop, job.future, result, error)
 
     def _serve_greedy(self, k: int, jobs: list[_Job]) -> None:
-        rec = self.recommender
         try:
-            with rec.catalogue.lock.read():
-                good, observations = [], []
-                for job in jobs:
-                    try:
-                        observations.append(rec.observation(job.queries))
-                        good.append(job)
-                    except Exception as exc:  # an unknown id or a malformed query fails its own job only
-                        _notify(job.loop, job.future, None, exc)
-                if not good:
-                    return
-                obs = Observation(*(torch.cat([getattr(o, f) for o in observations]) for f in OBS_FIELDS))
-                items, scores = rec.decode(obs, k)
-                slates, version = rec.render(items, scores), rec.catalogue.version
-        except BaseException as exc:
-            for job in jobs:
-                _notify(job.loop, job.future, None, exc)
-            return
-        self.batches += 1
-        self.batched_users += len(slates)
-        start = 0
-        for job in good:
-            n = len(job.queries)
-            _notify(job.loop, job.future, Slates(slates[start : start + n], version), None)
-            start += n
+            results: list[Any] = self.recommender.recommend_groups([job.queries for job in jobs], k)
+        except Exception as exc:
+            results = [exc] * len(jobs)
+        served = [r for r in results if not isinstance(r, Exception)]
+        self.batches += bool(served)
+        self.batched_users += sum(len(r.users) for r in served)
+        for job, result in zip(jobs, results):
+            failed = isinstance(result, Exception)
+            _notify(job.loop, job.future, None if failed else result, result if failed else None)

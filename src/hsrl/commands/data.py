@@ -9,8 +9,49 @@ import typer
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, print_mapping, run_config
 from hsrl.config import save_config
+from hsrl.errors import ArtifactError
 
 app = new_group("Prepare and describe logged data (synthetic, MovieLens, RL4RS, your own CSV/Parquet).")
+
+# the data options of `hsrl data prepare` and `hsrl run` (one definition, one meaning)
+DatasetOpt = Annotated[
+    Optional[str],
+    typer.Option("--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv (default: the run's, else synthetic)."),
+]
+SourceOpt = Annotated[
+    Optional[str],
+    typer.Option("--source", help="Raw data: a file or folder (MovieLens files, RL4RS session CSV, csv/parquet logs)."),
+]
+ItemsOpt = Annotated[
+    Optional[str], typer.Option("--items", help="Item feature file (RL4RS item_info.csv; csv/parquet item features).")
+]
+
+
+def data_overrides(
+    dataset: str | None, source: str | None, items: str | None, sets: list[str] | None = None
+) -> list[str]:
+    """``--set`` overrides, then ``--dataset/--source/--items`` as ``data.*`` overrides (the flags win)."""
+    overrides = list(sets or [])
+    for key, value in (("dataset", dataset), ("source", source), ("item_source", items)):
+        if value is not None:
+            overrides.append(f"data.{key}={value}")
+    return overrides
+
+
+def has_dataset(run_dir: Path) -> bool:
+    from hsrl.data.schema import DATA_DIR
+
+    return (Path(run_dir) / DATA_DIR / "dataset.npz").is_file()
+
+
+def require_dataset(run_dir: Path) -> None:
+    """Later stages are built on demand, the data never is (where the logs are cannot be guessed)."""
+    if not has_dataset(run_dir):
+        raise ArtifactError(
+            f"{run_dir}: no prepared dataset here; prepare it first with `hsrl data prepare --out {run_dir}"
+            " --dataset D [--source PATH --items PATH]`, or run everything with"
+            f" `hsrl run --out {run_dir} --dataset D [--source PATH --items PATH]`"
+        )
 
 
 def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False):
@@ -19,7 +60,7 @@ def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Pat
     from hsrl.data.schema import DATA_DIR, LogDataset
 
     cfg = run_config(out, config, overrides)
-    if (out / DATA_DIR / "dataset.npz").is_file() and not force:
+    if has_dataset(out) and not force:
         console.print(f"[yellow]{out / DATA_DIR} exists; skipping (use --force to redo).[/]")
         return LogDataset.load(out)
     with console.status(f"reading {cfg.data.dataset} ..."):
@@ -42,29 +83,19 @@ def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Pat
 @app.command("prepare")
 def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write data/ into.")] = Path("runs/synthetic"),
-    dataset: Annotated[
-        Optional[str], typer.Option("--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv")
-    ] = None,
-    source: Annotated[
-        Optional[str],
-        typer.Option("--source", help="Raw data: a file or folder (MovieLens files, RL4RS session CSV, csv/parquet logs)."),
-    ] = None,
-    items: Annotated[
-        Optional[str], typer.Option("--items", help="Item feature file (RL4RS item_info.csv; csv/parquet item features).")
-    ] = None,
+    dataset: DatasetOpt = None,
+    source: SourceOpt = None,
+    items: ItemsOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Read, validate and save a dataset into RUN_DIR/data (atomically: nothing half-written on error)."""
-    overrides = list(set_ or [])
-    if dataset is not None:
-        overrides.append(f"data.dataset={dataset}")
-    if source is not None:
-        overrides.append(f"data.source={source}")
-    if items is not None:
-        overrides.append(f"data.item_source={items}")
-    prepare_data(out, overrides, config, force)
+    """Read, validate and save a dataset into RUN_DIR/data (atomically: nothing half-written on error).
+
+    Your own logs: --dataset csv --source interactions.csv --items items.csv; `hsrl run` takes the same
+    options and goes on through every stage.
+    """
+    prepare_data(out, data_overrides(dataset, source, items, set_), config, force)
 
 
 @app.command("describe")

@@ -1,8 +1,13 @@
-"""`hsrl train`, `hsrl evaluate` and `hsrl run`: agents on top of the prepared stages."""
+"""`hsrl train`, `hsrl evaluate`, `hsrl compare`, `hsrl run`, ...: agents on top of the prepared stages.
+
+Only the data has to be prepared by hand (`hsrl data prepare`, or `hsrl run --dataset`): the commands
+that train or score agents build a missing simulator or Semantic ID index themselves (`ensure_stages`).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -10,6 +15,7 @@ import typer
 from rich.table import Table
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, run_config
+from hsrl.commands.data import DatasetOpt, ItemsOpt, SourceOpt
 from hsrl.config import RunConfig, save_config
 
 if TYPE_CHECKING:
@@ -50,7 +56,8 @@ WORLDS = ("simulator", "judge", "true")
 
 def _worlds(run_dir: Path, world: str | None) -> list[str]:
     """simulator | judge | true, a comma list of them, both (simulator + true world where there is one;
-    the default) or all (both + the judge simulator). A missing judge is trained on demand."""
+    the default) or all (both + the judge simulator). Missing simulators are built by ``ensure_stages``."""
+    from hsrl.commands.data import require_dataset
     from hsrl.data.synthetic import WORLD_FILE
     from hsrl.errors import ConfigError
 
@@ -63,14 +70,61 @@ def _worlds(run_dir: Path, world: str | None) -> list[str]:
     if unknown or not names:
         raise ConfigError(f"unknown world '{world}' (expected {', '.join(WORLDS)}, a comma list of them, both or all)")
     if "true" in names and not has_world:
+        require_dataset(run_dir)  # no data at all is the message to give, not "not synthetic"
         raise ConfigError(f"{run_dir}: the true world exists only for synthetic data")
-    if "judge" in names:
-        from hsrl.commands.simulator import train_simulator
-        from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE
-
-        if not (run_dir / JUDGE_DIR / MODEL_FILE).is_file():
-            train_simulator(run_dir, judge=True)
     return names
+
+
+def ensure_stages(
+    run_dir: Path,
+    worlds: Iterable[str],
+    config: list[Path] | None = None,
+    overrides: list[str] | None = None,
+    force: bool = False,
+) -> None:
+    """Build what agents need on top of the data, where missing (everything with ``force``): the simulator
+    (and the judge) for the ``worlds`` used, and the Semantic ID index. One place, so every command that
+    trains or scores agents works on a run that has only its data; the data itself is never guessed."""
+    from hsrl.commands.data import require_dataset
+    from hsrl.commands.sid import build_index, index_path
+    from hsrl.commands.simulator import train_simulator
+    from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, SIM_DIR
+
+    run_dir = Path(run_dir)
+    require_dataset(run_dir)
+    worlds = set(worlds)
+    simulators = (("simulator", SIM_DIR, False, "simulator"), ("judge", JUDGE_DIR, True, "judge simulator"))
+    for world, folder, judge, what in simulators:
+        if world in worlds and (force or not (run_dir / folder / MODEL_FILE).is_file()):
+            if not force:
+                console.print(f"[cyan]{run_dir / folder}: no {what} yet; training it now[/]")
+            train_simulator(run_dir, overrides, config, force=force, judge=judge)
+    if force or not index_path(run_dir).is_file():
+        if not force:
+            console.print(f"[cyan]{index_path(run_dir).parent}: no Semantic ID index yet; building it now[/]")
+        build_index(run_dir, overrides, config, force=force)
+
+
+def _require_trained(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int) -> None:
+    """Scoring never trains agents: name every missing checkpoint up front, before any stage is built."""
+    from hsrl.agents import LEARNED
+    from hsrl.errors import ArtifactError
+    from hsrl.workflow import agent_dir, base_name
+
+    missing = [
+        (name, seed)
+        for name in agents
+        if base_name(name) in LEARNED
+        for seed in range(seeds)
+        if not (agent_dir(run_dir, name, seed, cfg) / "agent.pt").is_file()
+    ]
+    if missing:
+        listed = ", ".join(f"{name} seed {seed}" for name, seed in missing)
+        todo = ",".join(dict.fromkeys(name for name, _ in missing))
+        raise ArtifactError(
+            f"{run_dir}: no trained agent for {listed}; `hsrl compare {run_dir} --agents {todo} --seeds {seeds}`"
+            " trains what is missing and evaluates (or `hsrl train` one agent)"
+        )
 
 
 def print_results(payload: dict) -> None:
@@ -184,9 +238,20 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
     ) -> None:
-        """Score trained agents and references on held-out test users; writes RUN_DIR/results/."""
+        """Score trained agents and references on held-out test users; writes RUN_DIR/results/.
+
+        Agents are not trained here (`hsrl compare` does that); a missing simulator or Semantic ID index is
+        built first.
+        """
+        from hsrl.commands.data import require_dataset
+
         cfg = run_config(run_dir, config, set_)
-        evaluate_stage(run_dir, cfg, _agents(cfg, agents), seeds or cfg.eval.seeds, _worlds(run_dir, world))
+        names, n_seeds = _agents(cfg, agents), seeds or cfg.eval.seeds
+        require_dataset(run_dir)
+        _require_trained(run_dir, cfg, names, n_seeds)
+        worlds = _worlds(run_dir, world)
+        ensure_stages(run_dir, worlds, config, set_)
+        evaluate_stage(run_dir, cfg, names, n_seeds, worlds)
 
     @app.command("abtest")
     def abtest(
@@ -199,16 +264,24 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
     ) -> None:
-        """Simulated A/B test on disjoint halves of the test users: CVR and cost lifts with bootstrap CIs."""
+        """Simulated A/B test on disjoint halves of the test users: CVR and cost lifts with bootstrap CIs.
+
+        Uses the seed-0 checkpoints of trained agents; a missing simulator or Semantic ID index is built first.
+        """
+        from hsrl.commands.data import require_dataset
         from hsrl.io import write_json
         from hsrl.workflow import ab_test_agents
 
         cfg = run_config(run_dir, config, set_)
-        _agents(cfg, f"{control},{treatment}")
-        if len(_worlds(run_dir, world)) != 1:
+        arms = _agents(cfg, f"{control},{treatment}")
+        require_dataset(run_dir)
+        worlds = _worlds(run_dir, world)
+        if len(worlds) != 1:
             from hsrl.errors import ConfigError
 
             raise ConfigError(f"--world {world}: an A/B test runs in one world (simulator, judge or true)")
+        _require_trained(run_dir, cfg, arms, 1)
+        ensure_stages(run_dir, worlds, config, set_)
         with console.status("running both arms ..."):
             report = ab_test_agents(run_dir, cfg, control, treatment, world, episodes, seed)
         t = Table(title=f"A/B test ({world}): {control} (control) vs {treatment} (treatment)")
@@ -243,17 +316,23 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
         force: ForceOpt = False,
     ) -> None:
-        """Agents x seeds side by side in one run: train what is missing, then evaluate all on test users.
+        """Agents x seeds side by side in one run: build what is missing (simulator, Semantic IDs, agents),
+        then evaluate all on test users. Needs only prepared data (`hsrl data prepare`).
 
         Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate.
         """
+        from hsrl.commands.data import require_dataset
+
         cfg = run_config(run_dir, config, set_)
         names = _agents(cfg, agents, ablation)  # validated before anything is written
+        require_dataset(run_dir)
+        worlds = _worlds(run_dir, world)
         save_config(cfg, run_dir)
         n_seeds = seeds or cfg.eval.seeds
         start = time.perf_counter()
+        ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)
         train_stage(run_dir, cfg, names, n_seeds, force)
-        evaluate_stage(run_dir, cfg, names, n_seeds, _worlds(run_dir, world))
+        evaluate_stage(run_dir, cfg, names, n_seeds, worlds)
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
 
     @app.command("churn")
@@ -271,8 +350,10 @@ def register(app: typer.Typer) -> None:
         """Catalogue churn: items held out of the SID codebooks and of training, added at evaluation time.
 
         Every agent is scored on test users before and after the new items join its catalogue (no
-        retraining); writes RUN_DIR/churn/holdoutS-seedN/results/{results.json,churn.md}.
+        retraining); writes RUN_DIR/churn/holdoutS-seedN/results/{results.json,churn.md}. A missing
+        simulator or Semantic ID index is built first.
         """
+        from hsrl.commands.data import require_dataset
         from hsrl.data.schema import LogDataset
         from hsrl.errors import ConfigError
         from hsrl.eval.churn import HeldOut, write_churn
@@ -283,10 +364,12 @@ def register(app: typer.Typer) -> None:
         names = _agents(cfg, agents)
         n_seeds = seeds or cfg.eval.seeds
         worlds = _worlds(run_dir, world)
+        require_dataset(run_dir)
         try:
             held = HeldOut.draw(LogDataset.load(run_dir).n_items, holdout, holdout_seed)
         except ValueError as exc:
             raise ConfigError(f"--holdout {holdout}: {exc}") from None
+        ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)
         start = time.perf_counter()
         with console.status(f"Semantic IDs of the {held.n_kept} kept items ..."):
             churn_index(run_dir, cfg, held)  # once, before the worker processes need it
@@ -310,31 +393,34 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/synthetic"),
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv")] = "synthetic",
+        dataset: DatasetOpt = None,
+        source: SourceOpt = None,
+        items: ItemsOpt = None,
         agents: AgentsOpt = None,
         seeds: SeedsOpt = None,
         config: ConfigOpt = None,
         set_: SetOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
     ) -> None:
-        """The whole pipeline: data -> simulator -> SIDs -> agents -> evaluation report (synthetic default)."""
-        from hsrl.commands.data import prepare_data
-        from hsrl.commands.sid import build_index
-        from hsrl.commands.simulator import train_simulator
+        """The whole pipeline: data -> simulator -> SIDs -> agents -> evaluation report (synthetic default).
 
-        start = time.perf_counter()
-        overrides = [f"data.dataset={dataset}", *(set_ or [])]
-        prepare_data(out, overrides, config, force)
-        cfg = run_config(out, None, set_)
-        save_config(cfg, out)
-        train_simulator(out, force=force)
-        build_index(out, force=force)
+        Your own logs, in one command: `hsrl run --dataset csv --source logs.csv --items items.csv --out
+        runs/mine` (the data options of `hsrl data prepare`). Stages already in --out are reused.
+        """
+        from hsrl.commands.data import data_overrides, prepare_data
         from hsrl.data.synthetic import WORLD_FILE
 
-        names = _agents(cfg, agents)
+        start = time.perf_counter()
+        overrides = data_overrides(dataset, source, items, set_)
+        names = _agents(run_config(out, config, overrides), agents)  # validated before anything is written
+        prepare_data(out, overrides, config, force)
+        cfg = run_config(out, config, overrides)
+        save_config(cfg, out)
+        worlds = _worlds(out, None)
+        ensure_stages(out, [*worlds, cfg.env.world], config, overrides, force)
         if agents is None and (out / WORLD_FILE).is_file() and "oracle:fatigue=blind" not in names:
             names.append("oracle:fatigue=blind")  # synthetic data: the fatigue-blind level in the table
         n_seeds = seeds or cfg.eval.seeds
         train_stage(out, cfg, names, n_seeds, force)
-        evaluate_stage(out, cfg, names, n_seeds, _worlds(out, None))
+        evaluate_stage(out, cfg, names, n_seeds, worlds)
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s: {out}")

@@ -3,6 +3,7 @@ no traceback, and RUN_DIR/data is never written."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -99,13 +100,15 @@ def test_non_numeric_feature(cli, rl4rs):
 def test_unknown_item_id(cli, csvlogs):
     inter, _, out = csvlogs
     edit_line(inter, 4, lambda s: set_field(s, ",", 1, "zzz"))
-    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 4", "field 'item'", "unknown item id 'zzz'")
+    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 4", "field 'item'", "unknown item id 'zzz'",
+                    "(expected an id listed in the item file; set data.unknown_items=drop to drop such rows)")
 
 
 def test_unknown_item_id_in_rl4rs_slate(cli, rl4rs):
     sessions, _, out = rl4rs
     edit_line(sessions, 2, lambda s: set_field(s, "@", 3, "999," + ",".join(s.split("@")[3].split(",")[1:])))
-    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "sessions.csv", "row 2", "field 'exposed_items'", "999")
+    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "sessions.csv", "row 2", "field 'exposed_items'",
+                    "unknown item id 999 (entry 1)", "data.unknown_items=drop")
 
 
 def test_empty_file(cli, rl4rs):
@@ -224,3 +227,82 @@ def test_line_numbers_count_blank_lines(cli, csvlogs):
     lines[5] = "u1,i1,5,x"  # file line 6 ...
     inter.write_text("\n".join([*lines[:2], "", *lines[2:]]))  # ... becomes line 7 after a blank line 3
     assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 7", "field 'feedback'", "'x'")
+
+
+# ---------------------------------------------------------------- quoted CSV: records that span lines
+def write_csv(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+
+def noted_interactions(inter: Path) -> list[list[str]]:
+    """The fixture's interactions with a quoted 'note' column; data row 2 spans file lines 3-5, so data
+    row j >= 3 starts on file line j + 3."""
+    rows = [line.split(",") + ["ok"] for line in inter.read_text().strip().split("\n")]
+    rows[0][-1] = "note"
+    rows[2][-1] = 'three\nlines, "quoted"\nhere'
+    return rows
+
+
+def test_line_numbers_after_a_multiline_quoted_record(cli, csvlogs):
+    inter, items, out = csvlogs
+    rows = noted_interactions(inter)
+    rows[4][1] = "zzz"  # data row 4 -> file line 7
+    write_csv(inter, rows)
+    assert inter.read_text().count("\n") == len(rows) + 2
+    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 7", "field 'item'", "unknown item id 'zzz'")
+    item_rows = [["item", "f1", "f2", "text"], ["i0", "0", "0", "a,\nb"], ["i1", "1", "1", 'say ""hi""'],
+                 ["i2", "2", "NaN", "c"], ["i3", "3", "3", "d"]]  # fmt: skip
+    write_csv(items, item_rows)
+    assert_rejected(prepare_csv(cli, csvlogs), out, "items.csv", "row 5", "field 'f2'", "NaN")
+
+
+def test_too_many_fields_after_a_multiline_quoted_record(cli, csvlogs):
+    inter, _, out = csvlogs
+    rows = noted_interactions(inter)
+    rows[6].append("extra")  # data row 6 -> file line 9
+    write_csv(inter, rows)
+    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 9", "6 fields",
+                    "expected 5 fields separated by ','", "double quotes")  # fmt: skip
+
+
+def test_unterminated_quote(cli, csvlogs):
+    _, items, out = csvlogs
+    edit_line(items, 3, lambda s: set_field(s, ",", 3, '"item 1'))  # the quote runs to the end of the file
+    assert_rejected(prepare_csv(cli, csvlogs), out, "items.csv", "row 3", "unterminated quoted field", "closing '\"'")
+
+
+# ---------------------------------------------------------------- data.unknown_items=drop
+def test_drop_policy_reports_what_it_dropped(cli, csvlogs):
+    inter, items, out = csvlogs
+    edit_line(inter, 4, lambda s: set_field(s, ",", 1, "zzz"))
+    edit_line(inter, 9, lambda s: set_field(s, ",", 1, "yyy"))
+    r = cli("data", "prepare", "--dataset", "csv", "--source", inter, "--items", items, "--out", out,
+            "--set", "data.slate_size=3", "--set", "data.unknown_items=drop")  # fmt: skip
+    assert r.code == 0, r.err
+    for text in (r.out, cli("data", "describe", out).out):
+        assert "unknown_item_rows_dropped" in text and "zzz, yyy" in text
+    from hsrl.data.schema import LogDataset
+
+    ds = LogDataset.load(out)
+    assert ds.meta["unknown_items"]["rows_dropped"] == 2
+    assert ds.n_impressions == 4  # u0 and u1 keep 5 rows (one slate of 3 each), u2 all 6 (two)
+
+
+def test_drop_policy_that_drops_everything_is_an_error(cli, csvlogs):
+    inter, items, out = csvlogs
+    items.write_text(items.read_text().replace("\ni", "\nx"))  # the catalogue's ids are x0..x3 now
+    r = cli("data", "prepare", "--dataset", "csv", "--source", inter, "--items", items, "--out", out,
+            "--set", "data.slate_size=3", "--set", "data.unknown_items=drop")  # fmt: skip
+    assert_rejected(r, out, "interactions.csv", "field 'item'", "every row names an item missing from the item file",
+                    "'i0', 'i1', 'i2', 'i3'")  # fmt: skip
+
+
+def test_rl4rs_drop_policy_that_drops_every_step_is_an_error(cli, rl4rs):
+    sessions, items, out = rl4rs
+    lines = sessions.read_text().strip().split("\n")
+    for line in range(2, len(lines) + 1):
+        edit_line(sessions, line, lambda s: set_field(s, "@", 3, "999999," + ",".join(s.split("@")[3].split(",")[1:])))
+    r = cli("data", "prepare", "--dataset", "rl4rs", "--source", sessions, "--items", items, "--out", out,
+            "--set", "data.unknown_items=drop")  # fmt: skip
+    assert_rejected(r, out, "sessions.csv", "field 'exposed_items'", "every step names an item missing", "'999999'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 from pathlib import Path
 
@@ -248,6 +249,156 @@ def test_generic_csv_and_parquet_agree(tmp_path, with_slate):
             slate_time = int(a.imp_time[row])
             assert (user, shown[0], slate_time) in logged
             assert a.imp_feedback[row, 0] == logged[(user, shown[0], slate_time)]
+
+
+# ---------------------------------------------------------------- standard CSV: quoting, BOM
+QUOTED_TEXTS = [
+    "American President, The (1995)",  # the separator
+    'Dr. Strangelove or: How I Learned to Stop Worrying and "Love" the Bomb',  # doubled quotes
+    "first line\nsecond line, with a comma\nthird",  # newlines
+    "plain",
+]
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_quoted_item_table_keeps_its_text(tmp_path, suffix, sep):
+    """An item file written by Python's csv module (RFC 4180) is read field by field, text verbatim."""
+    inter, items = _generic_frames(with_slate=False)
+    items = items.iloc[: len(QUOTED_TEXTS) * 3].copy()
+    items["text"] = [QUOTED_TEXTS[i % len(QUOTED_TEXTS)] + f" #{i}" for i in range(len(items))]
+    items["text"] = items["text"].str.replace("\n", "\t\n" if sep == "\t" else "\n")  # a tab inside too
+    inter = inter[inter["item"].isin(items["item"])]
+    item_file = tmp_path / f"items{suffix}"
+    with open(item_file, "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter=sep)
+        writer.writerow(items.columns)
+        writer.writerows(items.itertuples(index=False))
+    raw = item_file.read_text()
+    assert '""Love""' in raw and raw.count("\n") > len(items) + 1  # really quoted, really multi-line
+    inter.to_csv(tmp_path / "inter.csv", index=False)
+    ds = load(DataConfig(dataset="csv", slate_size=2, source=str(tmp_path / "inter.csv"), item_source=str(item_file)))
+    assert ds.item_ids.tolist() == items["item"].tolist()
+    assert ds.item_text == items["text"].tolist()
+    assert ds.meta["feature_names"] == ["f1", "f2"]
+    np.testing.assert_allclose(ds.item_features, items[["f1", "f2"]].to_numpy(), rtol=1e-6)
+
+
+def test_byte_order_mark_is_skipped(tmp_path):
+    """Excel's 'CSV UTF-8' starts with a BOM; the first column is still 'user' / 'item'."""
+    inter, items = _generic_frames(with_slate=False)
+    for name, frame in (("inter", inter), ("items", items)):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        frame.to_csv(tmp_path / f"{name}_bom.csv", index=False, encoding="utf-8-sig")
+    assert (tmp_path / "items_bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    cfg = DataConfig(dataset="csv", slate_size=3)
+    a = load(cfg.model_copy(update={"source": str(tmp_path / "inter.csv"), "item_source": str(tmp_path / "items.csv")}))
+    b = load(cfg.model_copy(update={"source": str(tmp_path / "inter_bom.csv"),
+                                    "item_source": str(tmp_path / "items_bom.csv")}))  # fmt: skip
+    assert b.item_ids.tolist() == a.item_ids.tolist() and b.item_ids[0] == "sku0"
+    for name in ("user_ids", "item_features", "imp_items", "imp_feedback", "hist_items"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_byte_order_mark_in_latin1_movielens_files(tmp_path):
+    """A BOM is skipped whatever the file's encoding ('::' files are read as latin-1)."""
+    plain, marked = write_ml1m(tmp_path / "plain"), write_ml1m(tmp_path / "bom")
+    for name in ("movies.dat", "ratings.dat", "users.dat"):
+        (marked / name).write_bytes(b"\xef\xbb\xbf" + (marked / name).read_bytes())
+    cfg = DataConfig(dataset="ml-1m", slate_size=3, history_length=5)
+    a, b = load(cfg.model_copy(update={"source": str(plain)})), load(cfg.model_copy(update={"source": str(marked)}))
+    assert b.item_ids.tolist() == a.item_ids.tolist() == [str(i) for i in range(1, 8)]
+    assert b.meta["ratings"] == 15
+    for name in ("user_ids", "item_features", "imp_items", "imp_feedback", "user_profiles"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_quote_is_data_in_unquoted_formats(tmp_path):
+    """'::' files are never quoted: a quote there is part of the title, not the start of a field."""
+    folder = write_ml1m(tmp_path / "ml-1m")
+    movies = folder / "movies.dat"
+    movies.write_bytes(movies.read_bytes().replace(b"2::Jumanji (1995)", b'2::"Jumanji" (1995'))
+    ds = load(DataConfig(dataset="ml-1m", slate_size=3, source=str(folder)))
+    assert ds.item_text[1] == '"Jumanji" (1995 Adventure|Children\'s|Fantasy'
+    assert ds.item_text[2].startswith("Cité des enfants perdus")
+
+
+# ---------------------------------------------------------------- data.unknown_items=drop
+def _with_unknown_items(inter: pd.DataFrame, rows: list[int], ids: list[str]) -> pd.DataFrame:
+    bad = inter.copy()
+    bad.iloc[rows, bad.columns.get_loc("item")] = ids
+    return bad
+
+
+def _load_csv(tmp_path: Path, inter: pd.DataFrame, items: pd.DataFrame, name: str, **update) -> LogDataset:
+    inter.to_csv(tmp_path / f"{name}.csv", index=False)
+    items.to_csv(tmp_path / "items.csv", index=False)
+    cfg = DataConfig(dataset="csv", slate_size=3, history_length=6, source=str(tmp_path / f"{name}.csv"),
+                     item_source=str(tmp_path / "items.csv"), **update)  # fmt: skip
+    return load(cfg)
+
+
+IMPRESSION_ARRAYS = ("user_ids", "user_split", "imp_user", "imp_time", "imp_items", "imp_feedback", "hist_items",
+                     "hist_feedback")  # fmt: skip
+
+
+def test_unknown_items_drop_keeps_every_other_row(tmp_path):
+    inter, items = _generic_frames(with_slate=False)
+    rows, ids = [2, 9, 20], ["ghost", "sku99", "ghost"]
+    bad = _with_unknown_items(inter, rows, ids)
+    ds = _load_csv(tmp_path, bad, items, "bad", unknown_items="drop")
+    clean = _load_csv(tmp_path, inter.drop(index=inter.index[rows]), items, "clean")
+    for name in IMPRESSION_ARRAYS:
+        np.testing.assert_array_equal(getattr(ds, name), getattr(clean, name), err_msg=name)
+    assert ds.meta["unknown_items"] == {"policy": "drop", "rows_dropped": 3, "examples": ["ghost", "sku99"]}
+    assert ds.meta["interactions"] == len(inter)
+    summary = ds.describe()
+    assert summary["unknown_item_rows_dropped"] == 3 and summary["unknown_item_examples"] == "ghost, sku99"
+    assert "unknown_items" not in clean.meta and "unknown_item_rows_dropped" not in clean.describe()
+
+
+def test_unknown_items_drop_with_slate_ids_drops_the_whole_slate(tmp_path):
+    inter, items = _generic_frames(with_slate=True)
+    inter = inter.reset_index(drop=True)
+    user, slate = inter.loc[4, "user"], inter.loc[4, "slate"]
+    in_slate = (inter["user"] == user) & (inter["slate"] == slate)
+    assert in_slate.sum() == 3
+    ds = _load_csv(tmp_path, _with_unknown_items(inter, [4], ["ghost"]), items, "bad", unknown_items="drop")
+    clean = _load_csv(tmp_path, inter[~in_slate], items, "clean")
+    for name in IMPRESSION_ARRAYS:
+        np.testing.assert_array_equal(getattr(ds, name), getattr(clean, name), err_msg=name)
+    assert ds.n_impressions == len(inter) // 3 - 1
+    assert ds.meta["unknown_items"] == {"policy": "drop", "rows_dropped": 1, "examples": ["ghost"],
+                                        "slates_dropped": 1, "slate_rows_dropped": 2}  # fmt: skip
+
+
+def test_rl4rs_unknown_items_drop(cli, tmp_path, rl4rs_items):
+    sessions = tmp_path / "sessions.csv"
+    rows = write_sessions(rl4rs_items, sessions, n_sessions=12, seed=4)
+    header = sessions.read_text().split("\n")[0]
+    bad_row = 3  # file line 5: a step showing an unknown item; its session keeps its other steps
+    other = next(r[1] for r in rows if r[1] != rows[bad_row][1])  # a session whose seqfeature names one
+    bad = [list(r) for r in rows]
+    bad[bad_row][3] = ",".join(["999999", *rows[bad_row][3].split(",")[1:]])
+    for r in bad:
+        if r[1] == other:
+            r[5] = "888888," + r[5]
+    sessions.write_text("\n".join([header, *("@".join(r) for r in bad)]) + "\n")
+    clean = tmp_path / "clean.csv"
+    clean.write_text("\n".join([header, *("@".join(r) for i, r in enumerate(rows) if i != bad_row)]) + "\n")
+    cfg = DataConfig(dataset="rl4rs", item_source=str(rl4rs_items))
+    a = load(cfg.model_copy(update={"source": str(sessions), "unknown_items": "drop"}))
+    b = load(cfg.model_copy(update={"source": str(clean)}))
+    for name in (*IMPRESSION_ARRAYS, "user_profiles"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.n_impressions == len(rows) - 1 and a.n_users == 12
+    assert a.meta["unknown_items"] == {"policy": "drop", "rows_dropped": 1, "examples": ["999999", "888888"],
+                                       "history_ids_skipped": 1}  # fmt: skip
+    out = tmp_path / "run"
+    r = cli("data", "prepare", "--dataset", "rl4rs", "--source", sessions, "--items", rl4rs_items, "--out", out,
+            "--set", "data.unknown_items=drop")  # fmt: skip
+    assert r.code == 0, r.err
+    for text in (r.out, cli("data", "describe", out).out):
+        assert "unknown_item_rows_dropped" in text and "999999, 888888" in text
 
 
 # ---------------------------------------------------------------- ML-100K fetch

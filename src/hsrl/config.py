@@ -44,6 +44,11 @@ class DataConfig(Section):
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     click_threshold: float = Field(4.0, description="MovieLens: rating >= threshold counts as a click")
     text_features: bool = False
+    unknown_items: Literal["error", "drop"] = Field(
+        "error",
+        description="logged rows naming an item missing from the item file (csv, rl4rs): error = stop at the first;"
+        " drop = drop those rows (a whole slate with slate ids) and report how many in the dataset summary",
+    )
     seed: int = 0
     synthetic: SyntheticConfig = SyntheticConfig()
 

@@ -4,12 +4,20 @@ Interactions: columns ``user, item, time, feedback`` and optionally ``slate`` (a
 slate ids each user's time-sorted interactions are cut into consecutive slates of K (as for
 MovieLens; an incomplete tail is dropped); with them every (user, slate) group must have exactly K
 rows. Items: an ``item`` column, numeric feature columns, optionally ``text``. ``feedback`` is a
-click-like value in [0, 1].
+click-like value in [0, 1]. CSV files are RFC 4180 (quoted fields may hold commas, newlines and
+doubled quotes; a UTF-8 BOM is skipped), ``.tsv``/``.tab`` the same with tabs.
+
+An interaction naming an item missing from the item file stops the read (``data.unknown_items=error``),
+or with ``data.unknown_items=drop`` its row is dropped and every other row kept. With slate ids the
+rest of such a slate is dropped too (a slate that lost a row is not a logged slate of K any more).
+Every other check still applies to every row; what was dropped is in ``meta["unknown_items"]``.
 
 The slate builders here are shared with the MovieLens reader, whose logs are plain rating sequences.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +28,8 @@ from hsrl.data.tables import Table, read_any
 from hsrl.errors import ConfigError, InputError
 
 INTERACTION_COLUMNS = ("user", "item", "time", "feedback")
+DROP_HINT = "set data.unknown_items=drop to drop such rows"
+UNKNOWN_EXAMPLES = 5  # unknown ids kept in the report
 
 
 def natural_order(ids: np.ndarray) -> np.ndarray:
@@ -60,6 +70,11 @@ def consecutive_slates(
     return user[rows][::k].copy(), time[rows][::k].astype(np.int64), imp_items, imp_fb
 
 
+def slate_keys(user: np.ndarray, slate: np.ndarray) -> np.ndarray:
+    """A dense code per (user, slate id) pair (a slate id is only unique within its user)."""
+    return pd.factorize(pd.Series(user.astype(str), dtype=object) + "\x1f" + pd.Series(slate, dtype=object))[0]
+
+
 def keyed_slates(
     user: np.ndarray,
     slate: np.ndarray,
@@ -71,7 +86,7 @@ def keyed_slates(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Group rows by (user, slate id); each group must hold exactly K rows (else an InputError at its
     first row). Within a slate rows keep (time, row) order; the slate's time is its earliest."""
-    key = pd.factorize(pd.Series(user.astype(str), dtype=object) + "\x1f" + pd.Series(slate, dtype=object))[0]
+    key = slate_keys(user, slate)
     sizes = np.bincount(key)
     bad = np.flatnonzero(sizes != k)
     if bad.size:
@@ -130,14 +145,56 @@ def assemble(
     )
 
 
-def item_lookup(item_ids: np.ndarray, table: Table, column: str, values: np.ndarray) -> np.ndarray:
-    """Internal indices of ``values`` (ids as strings); an id missing from the catalogue is an error."""
+def item_lookup(
+    item_ids: np.ndarray,
+    table: Table,
+    column: str,
+    values: np.ndarray,
+    policy: Literal["error", "drop"] | None = None,
+) -> np.ndarray:
+    """Internal indices of ``values`` (ids as strings). An id missing from the catalogue is an error
+    (naming data.unknown_items when the reader has that ``policy``), or -1 with ``policy='drop'`` (the
+    caller drops its row)."""
     index = pd.Index(np.asarray(item_ids, dtype=str))
     found = index.get_indexer(np.asarray(values, dtype=str))
     missing = np.flatnonzero(found < 0)
-    if missing.size:
-        table.fail(missing[0], column, f"unknown item id '{values[missing[0]]}'", "an id listed in the item file")
+    if missing.size and policy != "drop":
+        hint = "" if policy is None else f"; {DROP_HINT}"
+        i = missing[0]
+        table.fail(i, column, f"unknown item id '{values[i]}'", f"an id listed in the item file{hint}")
     return found.astype(np.int64)
+
+
+def unknown_report(unknown_ids: np.ndarray, rows_dropped: int, **counts: int) -> dict:
+    """``meta["unknown_items"]`` of the drop policy: rows dropped, the first few unknown ids (file order)."""
+    examples = pd.unique(pd.Series(np.asarray(unknown_ids, dtype=str), dtype=object))[:UNKNOWN_EXAMPLES]
+    return {"policy": "drop", "rows_dropped": int(rows_dropped), "examples": [str(x) for x in examples], **counts}
+
+
+def all_dropped(table: Table, column: str, report: dict, what: str = "row") -> None:
+    """The drop policy left no row: say so, with the ids, instead of failing later on an empty log."""
+    ids = ", ".join(f"'{x}'" for x in report["examples"])
+    table.fail(None, column, f"every {what} names an item missing from the item file (e.g. {ids}); "
+               "data.unknown_items=drop left nothing", f"{what}s whose items are in the item file")  # fmt: skip
+
+
+def _drop_unknown(
+    table: Table, found: np.ndarray, raw_items: np.ndarray, keys: np.ndarray | None
+) -> tuple[np.ndarray, dict]:
+    """Rows to keep under the drop policy and its report. With slate ``keys`` a slate that loses a row
+    is dropped whole (counted as ``slates_dropped``, its other rows as ``slate_rows_dropped``)."""
+    unknown = found < 0
+    keep = ~unknown
+    counts = {}
+    if keys is not None:
+        hit = np.zeros(int(keys.max(initial=-1)) + 1, dtype=bool)
+        hit[keys[unknown]] = True
+        counts = {"slates_dropped": int(hit.sum()), "slate_rows_dropped": int((hit[keys] & keep).sum())}
+        keep &= ~hit[keys]
+    report = unknown_report(raw_items[unknown], int(unknown.sum()), **counts)
+    if not keep.any():
+        all_dropped(table, "item", report, "slate" if keys is not None else "row")
+    return keep, report
 
 
 def unique_ids(table: Table, column: str) -> np.ndarray:
@@ -184,17 +241,28 @@ def read(config: DataConfig) -> LogDataset:
         raise ConfigError("dataset 'csv' needs --items (an item file: 'item' column + numeric feature columns)")
     item_ids, features, text, feature_names = read_items(config.item_source)
     table = read_any(config.source, required=list(INTERACTION_COLUMNS))
+    n_rows = len(table)
     users = table.text("user")
-    items = item_lookup(item_ids, table, "item", table.text("item"))
+    raw_items = table.text("item")
+    items = item_lookup(item_ids, table, "item", raw_items, config.unknown_items)
     time = _times(table)
     feedback = table.numbers("feedback")
     out_of_range = np.flatnonzero((feedback < 0) | (feedback > 1))
     if out_of_range.size:
         table.fail(out_of_range[0], "feedback", f"value {feedback[out_of_range[0]]:g}", "a number in [0, 1] (1 = click)")
+    has_slates = "slate" in table.frame.columns
+    slates = table.text("slate") if has_slates else None
+    report = None
+    if config.unknown_items == "drop":
+        keep, report = _drop_unknown(table, items, raw_items, slate_keys(users, slates) if has_slates else None)
+        if not keep.all():
+            table, users, items = table.subset(keep), users[keep], items[keep]
+            time, feedback = time[keep], feedback[keep]
+            slates = None if slates is None else slates[keep]
     user_ids, user = index_users(users)
     k = config.slate_size
-    if "slate" in table.frame.columns:
-        imp = keyed_slates(user, table.text("slate"), time, items, feedback, k, table)
+    if slates is not None:
+        imp = keyed_slates(user, slates, time, items, feedback, k, table)
     else:
         imp = consecutive_slates(user, time, items, feedback, k)
     if len(imp[0]) == 0:
@@ -203,9 +271,10 @@ def read(config: DataConfig) -> LogDataset:
         "name": "csv",
         "source": str(config.source),
         "item_source": str(config.item_source),
-        "interactions": len(table),
-        "slate_ids": "slate" in table.frame.columns,
+        "interactions": n_rows,  # rows read, before any dropped by data.unknown_items
+        "slate_ids": has_slates,
         "feature_names": feature_names,
+        **({"unknown_items": report} if report is not None else {}),
     }
     return assemble(
         config, item_ids=item_ids, item_features=features, item_text=text, user_ids=user_ids,

@@ -18,16 +18,20 @@ Choices:
   column (the raw values span several orders of magnitude).
 - ``item_feature`` (the exposed items' vectors again, most of the file's bytes) must be in the header but is
   not loaded: item vectors come from the item file. ``behavior_policy_id`` is kept in the metadata only.
+- An item id missing from the item file is an error (``data.unknown_items=error``); with
+  ``data.unknown_items=drop`` a step whose ``exposed_items`` holds one is dropped (the session keeps its
+  other steps) and such ids in ``user_seqfeature`` are skipped; the counts are in ``meta["unknown_items"]``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from hsrl.config import DataConfig
-from hsrl.data.csvlogs import assemble, index_users, unique_ids
+from hsrl.data.csvlogs import DROP_HINT, all_dropped, assemble, index_users, unique_ids, unknown_report
 from hsrl.data.schema import LogDataset
 from hsrl.data.tables import Table, read_delimited
 from hsrl.errors import ConfigError
@@ -75,19 +79,26 @@ def _id_index(int_ids: np.ndarray) -> np.ndarray:
     return lookup
 
 
-def _map_items(lookup: np.ndarray, ids: np.ndarray, table: Table, column: str) -> np.ndarray:
-    """(rows, K) integer ids -> internal indices; an unknown id is reported at its row."""
+def _map_items(
+    lookup: np.ndarray, ids: np.ndarray, table: Table, column: str, policy: Literal["error", "drop"] = "error"
+) -> np.ndarray:
+    """(rows, K) integer ids -> internal indices; an unknown id is reported at its row, or is -1 with
+    ``policy='drop'``."""
     inside = (ids >= 0) & (ids < len(lookup))
     found = np.where(inside, lookup[np.clip(ids, 0, len(lookup) - 1)], -1)
     bad = np.argwhere(found < 0)
-    if len(bad):
+    if len(bad) and policy != "drop":
         r, c = bad[0]
-        table.fail(int(r), column, f"unknown item id {ids[r, c]} (entry {c + 1})", "an item_id of the item file")
+        message = f"unknown item id {ids[r, c]} (entry {c + 1})"
+        table.fail(int(r), column, message, f"an item_id of the item file; {DROP_HINT}")
     return found
 
 
-def _prior_histories(table: Table, first_rows: np.ndarray, lookup: np.ndarray) -> dict[int, np.ndarray]:
-    """Internal item indices of ``user_seqfeature`` on each session's first row, keyed by that row."""
+def _prior_histories(
+    table: Table, first_rows: np.ndarray, lookup: np.ndarray, policy: Literal["error", "drop"], skipped: list[int]
+) -> dict[int, np.ndarray]:
+    """Internal item indices of ``user_seqfeature`` on each session's first row, keyed by that row.
+    With ``policy='drop'`` unknown ids are left out and appended to ``skipped``."""
     cells = table.text("user_seqfeature", allow_empty=True)
     skip_zero = lookup[0] < 0
     out: dict[int, np.ndarray] = {}
@@ -101,7 +112,11 @@ def _prior_histories(table: Table, first_rows: np.ndarray, lookup: np.ndarray) -
             table.fail(int(r), "user_seqfeature", f"non-integer item id '{bad.strip()}'", "comma-separated item ids")
         if skip_zero:
             ids = ids[ids != 0]
-        out[int(r)] = _map_items(lookup, ids[None, :], table, "user_seqfeature")[0] if ids.size else ids
+        found = _map_items(lookup, ids[None, :], table, "user_seqfeature", policy)[0] if ids.size else ids
+        if policy == "drop" and (found < 0).any():
+            skipped.extend(ids[found < 0].tolist())
+            found = found[found >= 0]
+        out[int(r)] = found
     return out
 
 
@@ -121,17 +136,27 @@ def read(config: DataConfig) -> LogDataset:
     lookup = _id_index(int_ids)
 
     t = read_delimited(source, "@", required=SESSION_COLUMNS, skip=("item_feature",))
+    n_rows, policy = len(t), config.unknown_items
     k = config.slate_size
     timestamp = t.numbers("timestamp", integer=True)
     sessions = t.text("session_id")
     step = t.numbers("sequence_id", integer=True)
-    exposed = _map_items(lookup, t.lists("exposed_items", width=k, integer=True), t, "exposed_items")
+    exposed_ids = t.lists("exposed_items", width=k, integer=True)
+    exposed = _map_items(lookup, exposed_ids, t, "exposed_items", policy)
     feedback = t.lists("user_feedback", width=k, integer=True)
     bad = np.argwhere((feedback != 0) & (feedback != 1))
     if len(bad):
         r, c = bad[0]
         t.fail(int(r), "user_feedback", f"value {feedback[r, c]} (entry {c + 1})", "0 or 1 for each exposed item")
     portrait = t.lists("user_protrait")
+    unknown = exposed < 0  # only with the drop policy
+    dropped = unknown.any(axis=1)
+    if dropped.all():
+        all_dropped(t, "exposed_items", unknown_report(exposed_ids[unknown], int(dropped.sum())), "step")
+    if dropped.any():
+        keep = ~dropped
+        t, timestamp, sessions, step = t.subset(keep), timestamp[keep], sessions[keep], step[keep]
+        exposed, feedback, portrait = exposed[keep], feedback[keep], portrait[keep]
 
     user_ids, user = index_users(sessions)
     order = np.lexsort((np.arange(len(user)), step, user))
@@ -140,18 +165,22 @@ def read(config: DataConfig) -> LogDataset:
         r = int(order[dup[0] + 1])
         t.fail(r, "sequence_id", f"session '{sessions[r]}' has step {step[r]} twice", "one row per session step")
     first_rows = order[np.r_[True, user[order][1:] != user[order][:-1]]]  # each session's first step, by user
-    prior_by_row = _prior_histories(t, first_rows, lookup)
+    skipped: list[int] = []
+    prior_by_row = _prior_histories(t, first_rows, lookup, policy, skipped)
     prior = {int(user[r]): items for r, items in prior_by_row.items() if len(items)}
     meta = {
         "name": "rl4rs",
         "source": str(source),
         "item_source": str(item_path),
         "sessions": int(len(user_ids)),
-        "steps": int(len(t)),
+        "steps": n_rows,  # rows read, before any dropped by data.unknown_items
         "behavior_policies": sorted(set(t.text("behavior_policy_id").tolist())),
         "feature_names": feature_names,
         "profile_names": [f"user_protrait_{j}" for j in range(portrait.shape[1])],
     }
+    if policy == "drop":
+        unknown_ids = np.concatenate([exposed_ids[unknown], np.asarray(skipped, dtype=np.int64)])
+        meta["unknown_items"] = unknown_report(unknown_ids, int(dropped.sum()), history_ids_skipped=len(skipped))
     return assemble(
         config, item_ids=item_ids, item_features=features, item_text=None, user_ids=user_ids,
         imp_user=user, imp_time=timestamp, imp_items=exposed, imp_feedback=feedback.astype(np.float32),

@@ -211,6 +211,7 @@ class LogDataset:
             "impressions": self.n_impressions,
             "interactions": int(self.n_impressions * self.slate_size),
             **({"ratings": int(self.meta["ratings"])} if "ratings" in self.meta else {}),
+            **self._unknown_items(),
             "slate_size": self.slate_size,
             "item_feature_dim": self.feature_dim,
             "profile_dim": self.profile_dim,
@@ -221,6 +222,22 @@ class LogDataset:
         }
         for i, s in enumerate(SPLITS):
             out[f"{s}_users"] = int((self.user_split == i).sum())
+        return out
+
+    def _unknown_items(self) -> dict[str, Any]:
+        """What ``data.unknown_items=drop`` dropped (nothing to show under the error policy)."""
+        report = self.meta.get("unknown_items")
+        if not report:
+            return {}
+        out: dict[str, Any] = {
+            "unknown_items": report.get("policy", "?"),
+            "unknown_item_rows_dropped": int(report.get("rows_dropped", 0)),
+        }
+        for key in ("slates_dropped", "slate_rows_dropped", "history_ids_skipped"):
+            if key in report:
+                out[f"unknown_item_{key}"] = int(report[key])
+        if report.get("examples"):
+            out["unknown_item_examples"] = ", ".join(str(x) for x in report["examples"])
         return out
 
 

@@ -4,13 +4,20 @@ the file, the line, the field and what was expected (DESIGN §4 "Bad input").
 Every reader goes through here so that bad input is caught the same way everywhere, before anything
 is written. Cells are kept as strings until a column is converted, so a bad value is reported at its
 own line instead of surfacing as a pandas exception.
+
+Comma- and tab-separated files are read as RFC 4180 CSV (what Python's csv module, pandas and
+spreadsheets write): a field in double quotes may hold separators, newlines and doubled quotes ``""``.
+Other separators ('@', ' ', '|', '::') are never quoted in their formats, so a quote there is data.
+A UTF-8 byte order mark at the start of a file is skipped whatever the encoding.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +27,40 @@ from hsrl.errors import InputError
 
 _SEPARATORS = {"@": "'@'", "\t": "a tab", ",": "','", " ": "a space", "|": "'|'", ";": "';'", "::": "'::'"}
 _NOT_FINITE = {"nan", "inf", "infinity", "na", "null", "none"}
+_QUOTED = (",", "\t")  # separators read as RFC 4180 CSV (quoted fields)
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
 class Table:
-    """A raw file's cells as strings. Positional row i is file line ``frame.index[i] + first_line``
-    (the index keeps file positions, so dropped blank lines do not shift line numbers)."""
+    """A raw file's cells as strings. Positional row i is data record ``frame.index[i]``, on file line
+    ``frame.index[i] + first_line`` (the index keeps file positions, so dropped blank lines and dropped
+    rows do not shift line numbers). In a quoted file a record may span lines; its first line is then
+    found by re-reading the file, only when a location is asked for (an error), so reading pays nothing."""
 
     path: Path
     frame: pd.DataFrame
     first_line: int  # 2 for a file with a header line, 1 without one (and for Parquet records)
+    quoted: tuple[str, str] | None = None  # (separator, encoding) of an RFC 4180 file, else None
+    _starts: dict = field(default_factory=dict, repr=False, compare=False)  # record_lines() once, shared by subsets
 
     def __len__(self) -> int:
         return len(self.frame)
 
     def line(self, position: int) -> int:
-        """File line (or record) number of positional row ``position``."""
-        return int(self.frame.index[position]) + self.first_line
+        """File line (or record) number of positional row ``position``: a record's first line."""
+        record = int(self.frame.index[position]) + self.first_line - 1  # counting the header record
+        if self.quoted is not None:
+            if "lines" not in self._starts:
+                self._starts["lines"] = record_lines(self.path, *self.quoted)
+            starts = self._starts["lines"]
+            if starts is not None and record < len(starts):
+                return int(starts[record])
+        return record + 1
+
+    def subset(self, keep: np.ndarray) -> "Table":
+        """The rows where boolean ``keep`` is true, with their line numbers (e.g. rows dropped by policy)."""
+        return Table(self.path, self.frame.loc[self.frame.index[keep]], self.first_line, self.quoted, self._starts)
 
     def fail(self, position: int | None, field: str | None, message: str, expected: str | None = None) -> None:
         row = None if position is None else self.line(position)
@@ -152,20 +176,24 @@ def read_delimited(
     """Read a text table as strings. With ``names`` the file has no header (line 1 is data); without,
     line 1 is the header and ``required`` columns must be in it. Columns in ``skip`` are checked in the
     header but not loaded (RL4RS ``item_feature`` is most of a multi-GB file). Blank lines are dropped
-    after reading (their line numbers stay accounted for)."""
+    after reading (their line numbers stay accounted for). ',' and a tab are read as RFC 4180 CSV
+    (quoted fields); rows are then records, located at their first line."""
     p = check_file(path)
     usecols = None
+    quoted = (sep, encoding) if sep in _QUOTED else None
     if names is None:
         head = _parse(p, sep, encoding, header=0, nrows=0)
         head.columns = [str(c).strip() for c in head.columns]
         Table(p, head, first_line=2).require(list(required), sep=sep)
-        if skip:
+        if skip and quoted is None:  # (a quoted file is read whole: its separators cannot be counted raw)
             usecols = [c for c in head.columns if c not in skip]
             _check_separator_counts(p, sep, len(head.columns))  # pandas ignores extra fields with usecols
     frame = _parse(p, sep, encoding, header=None if names is not None else 0, names=names, usecols=usecols)
     frame.columns = [str(c).strip() for c in frame.columns]
+    if skip and quoted is not None:
+        frame = frame.drop(columns=[c for c in skip if c in frame.columns])
     keep = ~_blank_rows(frame)
-    table = Table(p, frame.loc[keep], first_line=1 if names is not None else 2)
+    table = Table(p, frame.loc[keep], first_line=1 if names is not None else 2, quoted=quoted)
     if len(table.frame) == 0:
         what = "only a header line" if names is None else "no data lines"
         raise InputError(str(p), f"{what}, no data rows", expected="at least one data row")
@@ -177,36 +205,91 @@ def read_delimited(
 
 def _parse(path: Path, sep: str, encoding: str, **kwargs) -> pd.DataFrame:
     """pandas' C parser on all-string cells, its errors turned into InputErrors with the line."""
-    engine_sep, source = sep, path
+    quoted = sep in _QUOTED
+    engine_sep, bom = sep, _has_bom(path)
     try:
-        if len(sep) > 1:  # '::' (MovieLens-1M): map to one character so the fast C parser can be used
-            source, engine_sep = io.StringIO(path.read_text(encoding=encoding).replace(sep, "\x1f")), "\x1f"
-        return pd.read_csv(
-            source,
-            sep=engine_sep,
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,
-            quoting=3,  # QUOTE_NONE: logs are not quoted; a stray quote is data
-            encoding=encoding,
-            engine="c",
-            **kwargs,
-        )
+        with open(path, "rb") as fh:
+            fh.seek(len(_BOM) if bom else 0)  # pandas skips a BOM only in UTF-8 files
+            source: io.BufferedReader | io.StringIO = fh
+            if len(sep) > 1:  # '::' (MovieLens-1M): map to one character so the fast C parser can be used
+                source, engine_sep = io.StringIO(fh.read().decode(encoding).replace(sep, "\x1f")), "\x1f"
+            return pd.read_csv(
+                source,
+                sep=engine_sep,
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=False,
+                quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE,  # unquoted formats: a quote is data
+                quotechar='"',
+                doublequote=True,
+                encoding=encoding,
+                engine="c",
+                **kwargs,
+            )
     except UnicodeDecodeError:
         raise InputError(str(path), f"not valid {encoding} text", row=_bad_text_line(path, encoding),
                          expected=f"{encoding}-encoded text") from None  # fmt: skip
     except pd.errors.ParserError as exc:
+        # pandas counts records (1-based here, 0-based in the EOF message), header included
         match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if match:
+            record = int(match.group(2)) - 1
             raise InputError(
                 str(path),
                 f"{match.group(3)} fields",
-                row=int(match.group(2)),
-                expected=f"{match.group(1)} fields separated by {_SEPARATORS.get(sep, repr(sep))}",
+                row=_record_line(path, sep, encoding, record) if quoted else record + 1,
+                expected=f"{match.group(1)} fields separated by {_SEPARATORS.get(sep, repr(sep))}"
+                + ("; a field that holds one is written in double quotes" if quoted else ""),
+            ) from None
+        match = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        if match:
+            raise InputError(
+                str(path),
+                "unterminated quoted field: the '\"' that opens it is never closed",
+                row=_record_line(path, sep, encoding, int(match.group(1))),
+                expected="a closing '\"'; a quote inside a quoted field is doubled: \"\"",
             ) from None
         raise InputError(str(path), f"cannot be parsed ({exc})") from None
     except pd.errors.EmptyDataError:
         raise InputError(str(path), "the file is empty", expected="a header line and data rows") from None
+
+
+def _has_bom(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(_BOM)) == _BOM
+
+
+def record_lines(path: Path, sep: str, encoding: str, chunk: int = 1 << 24) -> np.ndarray | None:
+    """The first line (1-based) of every record of an RFC 4180 file, the header included; None when the
+    file holds no quote (then record i is line i + 1). Python's csv module splits records as pandas'
+    C parser does (a quote opens a field only at its start; a lone quote after one closes is data)."""
+    with open(path, "rb") as fh:
+        if not any(b'"' in block for block in iter(lambda: fh.read(chunk), b"")):
+            return None
+    limit = csv.field_size_limit()
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a multi-line text field may be long
+    starts: list[int] = []
+    try:
+        with open(path, encoding=encoding, errors="replace", newline="") as fh:
+            reader = csv.reader(fh, delimiter=sep, quotechar='"', doublequote=True, strict=False)
+            while True:
+                start = reader.line_num + 1
+                try:
+                    next(reader)
+                except StopIteration:
+                    break
+                starts.append(start)
+    except csv.Error:
+        return None  # cannot be re-read: locations fall back to record numbers
+    finally:
+        csv.field_size_limit(limit)
+    return np.asarray(starts, dtype=np.int64)
+
+
+def _record_line(path: Path, sep: str, encoding: str, record: int) -> int:
+    """First line of 0-based ``record`` (header included) of a quoted file."""
+    starts = record_lines(path, sep, encoding)
+    return int(starts[record]) if starts is not None and record < len(starts) else record + 1
 
 
 def _check_separator_counts(path: Path, sep: str, n_fields: int, chunk: int = 1 << 26) -> None:

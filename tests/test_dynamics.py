@@ -203,7 +203,7 @@ def test_fatigue_blind_oracle_repeats_more_than_the_oracle(world):
     topics = torch.as_tensor(true_world.item_topic)
     blind_world = dataclasses.replace(true_world, boredom_per_repeat=0.0)
     blind = OracleGreedyAgent(env.item_features, ds.slate_size,
-                              lambda o, s: blind_world.click_probs(o.user, o.hist_items, s))
+                              lambda o, s, slots: blind_world.click_probs(o.user, o.hist_items, s, slots))
     aware = OracleGreedyAgent(env.item_features, ds.slate_size, env.response.click_probs)
     r_blind = evaluate(blind, env, 40, seed=5, groups={"topic_repeat_share": topics})
     r_aware = evaluate(aware, env, 40, seed=5, groups={"topic_repeat_share": topics})

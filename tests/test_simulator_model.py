@@ -80,7 +80,7 @@ def test_corrupt_and_mismatched_checkpoints_are_artifact_errors(trained, tmp_pat
     with pytest.raises(ArtifactError, match="corrupt"):
         load_checkpoint(bad)
     path = save_checkpoint(model, tmp_path / "model.pt")
-    other = DatasetShape(ds.n_items + 5, ds.feature_dim, ds.profile_dim, ds.history_length)
+    other = DatasetShape(ds.n_items + 5, ds.feature_dim, ds.profile_dim, ds.history_length, ds.slate_size)
     with pytest.raises(ArtifactError, match=f"n_items {ds.n_items} \\(dataset: {ds.n_items + 5}\\)"):
         load_checkpoint(path, expect=other)
     payload = torch.load(path, weights_only=True)
@@ -121,3 +121,112 @@ def test_cli_corrupt_or_mismatched_checkpoint_exits_2(cli, tmp_path):
     (run / "simulator" / "model.pt").write_bytes(b"\x00garbage")
     r = cli("simulator", "report", run)
     assert r.code == 2 and "corrupt simulator checkpoint" in r.err and "Traceback" not in r.err + r.out
+
+
+# ---------------------------------------------------------------------------------------------- slots, floors, DDP
+
+POSITION_WORLD = ["data.synthetic.n_users=400", "data.synthetic.n_items=60", "data.history_length=10",
+                  "data.synthetic.position_bias=1.0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def position_world():
+    return generate(load_config(overrides=POSITION_WORLD).data)
+
+
+def test_world_position_bias_lowers_later_slots_and_round_trips(position_world, tmp_path):
+    from hsrl.data.synthetic import SyntheticWorld
+
+    ds, world = position_world
+    users, hist = torch.zeros(1, dtype=torch.long), torch.full((1, ds.history_length), -1)
+    item = torch.zeros(1, ds.slate_size, dtype=torch.long)  # the same item in every slot
+    logits = world.click_logits(users, hist, item)[0]
+    expected = -1.0 * torch.log2(1 + torch.arange(ds.slate_size, dtype=torch.float32))
+    torch.testing.assert_close(logits - logits[0], expected)
+    # scored at slot 0 (the oracle's way), every column gets the first slot's logit
+    at_first = world.click_logits(users, hist, item, torch.zeros(ds.slate_size, dtype=torch.long))[0]
+    torch.testing.assert_close(at_first, logits[0].expand_as(at_first))
+    world.save(tmp_path / "world.npz")
+    assert SyntheticWorld.load(tmp_path / "world.npz").position_bias == 1.0
+    # the logged clicks carry the effect: first slots clicked clearly more than last ones
+    rates = ds.imp_feedback.mean(0)
+    assert rates[:3].mean() > 2 * rates[-3:].mean()
+
+
+def test_slot_aware_model_gains_auc_where_order_matters(position_world):
+    ds, world = position_world
+    cfg = SimulatorConfig(dim=16, heads=2, epochs=8)
+    aucs = {}
+    for slots in ("off", "context"):
+        model, _ = train_response_model(ds, cfg.model_copy(update={"slots": slots}))
+        aucs[slots] = fidelity_report(model, ds, world)["val"]["simulator"]["auc"]
+        if slots == "context":  # the learned slot logits fall with position, as the world's do
+            bias = model.slot_bias.detach()
+            assert bias[0] > bias[4] > bias[8]
+    assert aucs["context"] > aucs["off"] + 0.03, aucs
+
+
+def test_fidelity_check_flags_a_simulator_below_a_floor():
+    from hsrl.simulator.response import fidelity_check
+
+    report = {s: {"simulator": {"auc": 0.60}, "popularity": {"auc": 0.55}, "item_ctr": {"auc": 0.595},
+                  "slot_ctr": {"auc": 0.50}} for s in ("val", "test")}  # fmt: skip
+    check = fidelity_check(report, margin=0.01)
+    assert not check["ok"] and {(f["split"], f["floor"]) for f in check["failing"]} == {("val", "item_ctr"), ("test", "item_ctr")}
+    report["val"]["simulator"]["auc"] = report["test"]["simulator"]["auc"] = 0.61
+    assert fidelity_check(report, margin=0.01)["ok"]
+    report["test"]["simulator"]["auc"] = float("nan")  # an undefined AUC never passes
+    assert not fidelity_check(report, margin=0.01)["ok"]
+
+
+def test_cli_warns_loudly_when_the_simulator_fails_a_floor(cli, tmp_path):
+    from hsrl.io import read_json
+
+    run = tmp_path / "run"
+    sets = [x for s in CLI_SETS for x in ("--set", s)]
+    assert cli("data", "prepare", "--out", run, *sets[: 2 * len(TINY)]).code == 0
+    r = cli("simulator", "train", run, *sets, "--set", "simulator.fidelity_margin=0.5")  # no model beats floors by 0.5
+    assert r.code == 0, r.err
+    assert "WARNING: the simulator does not beat every floor" in r.out and "slot_ctr" in r.out
+    report = read_json(run / "simulator" / "report.json")
+    assert report["fidelity"]["ok"] is False and len(report["fidelity"]["failing"]) == 6  # 3 floors x 2 splits
+    r = cli("simulator", "report", run)  # the stored report says so again
+    assert "WARNING" in r.out
+
+
+def test_selection_keeps_the_best_validation_setting_and_reads_no_test_rows(position_world, monkeypatch):
+    from hsrl.simulator import response
+
+    ds, _ = position_world
+    seen_splits = []
+    rows_in = type(ds).rows_in
+    monkeypatch.setattr(type(ds), "rows_in", lambda self, split: seen_splits.append(split) or rows_in(self, split))
+    model, summary = response.select_response_model(ds, SimulatorConfig(dim=8, heads=2, epochs=2))
+    trials = summary["selection"]["trials"]
+    assert len(trials) == len(response.SELECTION) >= 5
+    best = max(trials, key=lambda t: t["best_val_auc"])
+    assert summary["selection"]["chosen"] == best["setting"] and summary["best_val_auc"] == best["best_val_auc"]
+    assert model.config.model_dump(exclude={"select"}) == SimulatorConfig(dim=8, heads=2, epochs=2).model_copy(
+        update=best["changes"]).model_dump(exclude={"select"})  # fmt: skip
+    assert "test" not in seen_splits and "val" in seen_splits
+
+
+def test_two_process_ddp_matches_one_process(cli, tmp_path):
+    """DDP on 2 CPU processes (gloo): same artefacts, val AUC within 0.01 of one process."""
+    from hsrl.io import read_json
+
+    run = tmp_path / "run"
+    sets = [x for s in ["data.synthetic.n_users=300", "data.synthetic.n_items=40", "data.history_length=10",
+                        "simulator.dim=16", "simulator.heads=2", "simulator.epochs=4"] for x in ("--set", s)]  # fmt: skip
+    assert cli("data", "prepare", "--out", run, *sets[:6]).code == 0
+    assert cli("simulator", "train", run, *sets).code == 0
+    one = read_json(run / "simulator" / "report.json")
+    r = cli("simulator", "train", run, "--force", "--nproc", "2")
+    assert r.code == 0, r.err
+    two = read_json(run / "simulator" / "report.json")
+    assert two["training"]["processes"] == 2 and one["training"]["processes"] == 1
+    assert two["training"]["train_rows"] <= one["training"]["train_rows"] <= two["training"]["train_rows"] + 1
+    assert abs(two["val"]["simulator"]["auc"] - one["val"]["simulator"]["auc"]) < 0.01
+    load_checkpoint(run / "simulator" / "model.pt", expect=DatasetShape(**torch.load(
+        run / "simulator" / "model.pt", weights_only=True)["shape"]))  # fmt: skip
+    assert not list(run.glob(".ddp-*"))  # the exchange folder is gone

@@ -33,6 +33,9 @@ class SyntheticConfig(Section):
     profile_noise: float = Field(0.1, ge=0.0)
     sessions_per_user: int = Field(3, ge=1)
     behaviour_noise: float = Field(1.0, ge=0.0, description="temperature of the popularity+noise logger")
+    position_bias: float = Field(
+        0.0, ge=0.0, description="click logit falls by position_bias * log2(1 + slot) (slot 0 first); 0 = order does not matter"
+    )
 
 
 class DataConfig(Section):
@@ -66,6 +69,13 @@ class SimulatorConfig(Section):
     weight_decay: float = Field(1e-5, ge=0)
     lr_decay: float = Field(0.3, gt=0, le=1, description="learning rate factor after an epoch without a better val AUC")
     patience: int = Field(4, ge=1, description="epochs without a better validation AUC before stopping")
+    slots: Literal["off", "bias", "context"] = Field(
+        "context",
+        description="slot terms: off = slate order ignored; bias = a learned logit per slot; context = bias plus a"
+        " per-slot scale of the content score and a per-slot read-out of the user vector (examination varies by user)",
+    )
+    select: bool = Field(False, description="train a handful of settings (lr, weight decay, dropout, width) and keep the best val AUC")
+    fidelity_margin: float = Field(0.01, ge=0.0, description="val/test AUC the simulator must beat every floor by, else it is flagged")
     seed: int = 0
 
 

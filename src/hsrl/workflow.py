@@ -182,8 +182,8 @@ def fatigue_blind_probs(run_dir: Path, env):
     blind = dataclasses.replace(SyntheticWorld.load(run_dir), boredom_per_repeat=0.0)
     order = env.order if isinstance(env, CatalogueView) else None
 
-    def click_probs(obs, slate: torch.Tensor) -> torch.Tensor:
-        return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate)
+    def click_probs(obs, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate, slots)
 
     return click_probs
 

@@ -48,7 +48,9 @@ class PopularAgent(Agent):
 class OracleGreedyAgent(Agent):
     """PRIVILEGED reference: top-K by the judging world's own click probabilities (myopic).
 
-    ``click_probs(obs, slate)`` is the environment's response function; every active item is scored.
+    ``click_probs(obs, slate, slots)`` is the environment's response function; every active item is scored
+    as if shown in the first slot, and the top K fill the slate best first (where a world has position
+    effects, the most attractive item then gets the most looked-at slot).
     """
 
     name = "oracle"
@@ -58,7 +60,7 @@ class OracleGreedyAgent(Agent):
         self,
         item_features: torch.Tensor,
         slate_size: int,
-        click_probs: Callable[[Observation, torch.Tensor], torch.Tensor],
+        click_probs: Callable[[Observation, torch.Tensor, torch.Tensor], torch.Tensor],
         chunk: int = 4096,
     ) -> None:
         super().__init__(item_features, slate_size)
@@ -71,7 +73,8 @@ class OracleGreedyAgent(Agent):
         parts = []
         for start in range(0, self.n_items, self.chunk):
             chunk = items[start : start + self.chunk].expand(obs.batch_size, -1)
-            parts.append(self.click_probs(obs, chunk))
+            first_slot = torch.zeros(chunk.shape[1], dtype=torch.long, device=obs.device)
+            parts.append(self.click_probs(obs, chunk, first_slot))
         scores = torch.cat(parts, dim=1)
         scores = torch.where(self.active, scores, NEG)
         return scores.topk(self.slate_size, dim=1).indices

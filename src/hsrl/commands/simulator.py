@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, run_config
 from hsrl.config import save_config
-from hsrl.errors import ArtifactError
+from hsrl.errors import ArtifactError, ConfigError
 
 app = new_group("Train the user response model and report its fidelity.")
 
@@ -19,13 +19,32 @@ SCORERS = (
     ("simulator", "simulator"),
     ("popularity", "popularity"),
     ("item_ctr", "item CTR"),
+    ("slot_ctr", "slot CTR"),
     ("true_world", "true world"),
 )
 
 
+def print_fidelity(report: dict[str, Any]) -> None:
+    """A loud warning when the simulator does not beat every floor by the margin (report["fidelity"])."""
+    check = report.get("fidelity")
+    if not check:
+        return
+    if check["ok"]:
+        console.print(f"[green]fidelity check passed[/]: the simulator beats every floor by >= {check['margin']:.2f} AUC")
+        return
+    lines = [f"  {f['split']}: simulator AUC {f['simulator_auc']:.4f} vs {f['floor']} {f['floor_auc']:.4f}"
+             for f in check["failing"]]  # fmt: skip
+    console.print(
+        "[bold red]WARNING: the simulator does not beat every floor by "
+        f"{check['margin']:.2f} AUC[/] — agents trained or judged in it would meet a world no better than a "
+        "per-item or per-slot click rate:\n" + "\n".join(lines) + "\n  try `--select` (a small search on "
+        "validation AUC), more data, or other simulator settings (--set simulator.KEY=VALUE)."
+    )
+
+
 def print_report(report: dict[str, Any]) -> None:
-    """The fidelity table: one row per split and scorer."""
-    caption = "floors: popularity (train click count), item CTR (smoothed train click rate)"
+    """The fidelity table: one row per split and scorer, then the training summary and the floor check."""
+    caption = "floors: popularity (train click count), item CTR (smoothed train click rate), slot CTR (per position)"
     if any("true_world" in (report.get(s) or {}) for s in ("val", "test")):
         caption += "; true world: the achievable ceiling"
     table = Table(title=f"simulator fidelity ({report.get('dataset', '?')})", caption=caption)
@@ -47,7 +66,13 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(
             f"trained {train['epochs_run']} epochs in {train['seconds']:.1f}s;"
             f" best epoch {train['best_epoch']} (val AUC {train['best_val_auc']:.4f})"
+            + (f" on {train['processes']} processes" if train.get("processes", 1) > 1 else "")
         )
+        selection = train.get("selection")
+        if selection:
+            trials = ", ".join(f"{t['setting']} {t['best_val_auc']:.4f}" for t in selection["trials"])
+            console.print(f"selection on val AUC: {trials}; kept: {selection['chosen']}")
+    print_fidelity(report)
 
 
 def train_simulator(
@@ -56,36 +81,69 @@ def train_simulator(
     config: list[Path] | None = None,
     force: bool = False,
     judge: bool = False,
+    select: bool | None = None,
+    nproc: int = 1,
 ) -> dict[str, Any]:
     """Train (unless a checkpoint exists and not ``force``), save model.pt and report.json; return the report.
 
     ``judge``: the second simulator, same data and settings but another seed (RUN_DIR/simulator_judge),
-    so agents can be judged by a model they were not trained against."""
+    so agents can be judged by a model they were not trained against; it reuses the settings the
+    main simulator's selection kept. ``select`` (default ``simulator.select``): the small built-in
+    selection on validation AUC. ``nproc`` > 1: DDP on that many local processes; under torchrun the
+    launcher's group is joined instead and only rank 0 writes."""
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
-    from hsrl.io import write_json
+    from hsrl.io import read_json, write_json
+    from hsrl.simulator import distributed
     from hsrl.simulator.response import (
-        JUDGE_DIR, JUDGE_SEED_OFFSET, MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, save_checkpoint,
-        train_response_model,
-    )
+        JUDGE_DIR, JUDGE_SEED_OFFSET, MODEL_FILE, REPORT_FILE, SIM_DIR, DatasetShape, fidelity_report,
+        save_checkpoint, select_response_model, train_response_model,
+    )  # fmt: skip
 
     cfg = run_config(run_dir, config, overrides)
     folder = Path(run_dir) / (JUDGE_DIR if judge else SIM_DIR)
     if (folder / MODEL_FILE).is_file() and (folder / REPORT_FILE).is_file() and not force:
         console.print(f"[yellow]{folder / MODEL_FILE} exists; skipping (use --force to retrain).[/]")
         return show_report(run_dir, judge=judge)
+    launched = distributed.launched_world_size()
+    if launched > 1 and nproc > 1:
+        raise ConfigError(f"--nproc {nproc} inside a launcher's group of {launched}: use one or the other")
+    if (launched > 1 or nproc > 1) and (select if select is not None else cfg.simulator.select):
+        raise ConfigError("--select runs in one process; train the chosen setting with --nproc afterwards")
     dataset = LogDataset.load(run_dir)
     world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
-    sim = cfg.simulator.model_copy(update={"seed": cfg.simulator.seed + JUDGE_SEED_OFFSET}) if judge else cfg.simulator
-    columns = (TextColumn("training simulator"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("train", total=sim.epochs, status="")
+    sim = cfg.simulator
+    if judge:
+        main_report = Path(run_dir) / SIM_DIR / REPORT_FILE
+        chosen = ((read_json(main_report).get("training") or {}).get("selection") or {}) if main_report.is_file() else {}
+        sim = sim.model_copy(update={**chosen.get("changes", {}), "seed": sim.seed + JUDGE_SEED_OFFSET, "select": False})
+    do_select = (select if select is not None else sim.select) and not judge
+    rank = 0
+    columns = (TextColumn("training simulator{task.fields[trial]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True, disable=launched > 1) as progress:
+        task = progress.add_task("train", total=sim.epochs, status="", trial="")
 
         def on_epoch(stats: Any) -> None:
             progress.update(task, advance=1, status=f"loss {stats.train_loss:.4f}  val AUC {stats.val_auc:.4f}")
 
-        model, training = train_response_model(dataset, sim, on_epoch=on_epoch)
-    report = fidelity_report(model, dataset, world)
+        def on_trial(label: str, trial: dict[str, Any]) -> None:
+            progress.console.print(f"  {label}: val AUC {trial['best_val_auc']:.4f} ({trial['epochs_run']} epochs)")
+            progress.reset(task, total=sim.epochs, status="", trial="")
+
+        if do_select:
+            model, training = select_response_model(dataset, sim, on_trial=on_trial, on_epoch=on_epoch)
+        elif nproc > 1:
+            model, training = distributed.train_distributed(run_dir, DatasetShape.of(dataset), sim, nproc, on_epoch)
+        elif launched > 1:
+            rank, device = distributed.join_launched_group()
+            model, training = train_response_model(dataset, sim, on_epoch if rank == 0 else None, device)
+            distributed.leave_group()
+        else:
+            model, training = train_response_model(dataset, sim, on_epoch=on_epoch)
+    if rank != 0:
+        return {}
+    report = fidelity_report(model, dataset, world, margin=sim.fidelity_margin)
     report["training"] = training
     save_checkpoint(model, folder / MODEL_FILE, training)
     write_json(folder / REPORT_FILE, report)
@@ -101,12 +159,34 @@ JudgeOpt = Annotated[
 ]
 
 
+SelectOpt = Annotated[
+    Optional[bool],
+    typer.Option("--select/--no-select", help="Try a handful of settings (lr, weight decay, dropout, width, patience) "
+                 "and keep the best validation AUC (default: simulator.select)."),
+]  # fmt: skip
+NprocOpt = Annotated[
+    int,
+    typer.Option("--nproc", min=1, help="Train with DDP on N local processes, each on its shard of the impressions "
+                 "(gloo on CPU, NCCL on GPU). Under torchrun leave it at 1: the launcher's group is joined."),
+]  # fmt: skip
+
+
 @app.command("train")
 def train(
-    run_dir: RunDirArg, config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, judge: JudgeOpt = False
+    run_dir: RunDirArg,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    judge: JudgeOpt = False,
+    select: SelectOpt = None,
+    nproc: NprocOpt = 1,
 ) -> None:
-    """Train the user response model on train users, select on val AUC, report on val and test users."""
-    train_simulator(run_dir, list(set_ or []), config, force, judge)
+    """Train the user response model on train users, select on val AUC, report on val and test users.
+
+    The report compares it with three floors (popularity, item CTR, slot CTR) and warns when it does not
+    beat each by simulator.fidelity_margin AUC. Equivalent multi-process form:
+    `torchrun --nproc-per-node 2 -m hsrl simulator train RUN_DIR`."""
+    train_simulator(run_dir, list(set_ or []), config, force, judge, select, nproc)
 
 
 def show_report(run_dir: Path, recompute: bool = False, judge: bool = False) -> dict[str, Any]:
@@ -123,7 +203,7 @@ def show_report(run_dir: Path, recompute: bool = False, judge: bool = False) -> 
     if recompute or not path.is_file():
         world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
         with console.status("computing the fidelity report ..."):
-            report = fidelity_report(model, dataset, world)
+            report = fidelity_report(model, dataset, world, margin=run_config(run_dir).simulator.fidelity_margin)
         report["training"] = read_json(path).get("training") if path.is_file() else None
         write_json(path, report)
     else:

@@ -35,6 +35,7 @@ class SyntheticWorld:
     base_logit: float = -1.5
     boredom_per_repeat: float = 0.6
     boredom_window: int = 10
+    position_bias: float = 0.0  # logit drop of slot k (0 first): position_bias * log2(1 + k)
 
     @property
     def n_users(self) -> int:
@@ -49,8 +50,11 @@ class SyntheticWorld:
         users: torch.Tensor,
         hist_items: torch.Tensor,
         slate: torch.Tensor,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """True click logits (B, K) of ``slate`` (B, K) for ``users`` (B,) with histories (B, H)."""
+        """True click logits (B, W) of ``slate`` (B, W) for ``users`` (B,) with histories (B, H).
+
+        ``slots`` (W,): the position each column is shown at (default: column j at slot j)."""
         device = slate.device
         u = torch.as_tensor(self.user_latent, dtype=torch.float32, device=device)[users]
         v = torch.as_tensor(self.item_latent, dtype=torch.float32, device=device)[slate]
@@ -61,10 +65,16 @@ class SyntheticWorld:
         valid = recent != PAD
         recent_topic = torch.where(valid, topic[recent.clamp_min(0)], torch.full_like(recent, -1))
         repeats = (recent_topic.unsqueeze(1) == topic[slate].unsqueeze(2)).sum(-1).float()
-        return self.base_logit + self.affinity_scale * affinity + quality - self.boredom_per_repeat * repeats
+        logits = self.base_logit + self.affinity_scale * affinity + quality - self.boredom_per_repeat * repeats
+        if self.position_bias:
+            slot = torch.arange(slate.shape[1], device=device) if slots is None else slots.to(device)
+            logits = logits - self.position_bias * torch.log2(1.0 + slot.float())
+        return logits
 
-    def click_probs(self, users: torch.Tensor, hist_items: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.click_logits(users, hist_items, slate))
+    def click_probs(
+        self, users: torch.Tensor, hist_items: torch.Tensor, slate: torch.Tensor, slots: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.sigmoid(self.click_logits(users, hist_items, slate, slots))
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
@@ -76,7 +86,8 @@ class SyntheticWorld:
                     item_topic=self.item_topic,
                     item_quality=self.item_quality,
                     scalars=np.array(
-                        [self.affinity_scale, self.base_logit, self.boredom_per_repeat, self.boredom_window],
+                        [self.affinity_scale, self.base_logit, self.boredom_per_repeat, self.boredom_window,
+                         self.position_bias],
                         dtype=np.float64,
                     ),
                 )
@@ -100,6 +111,7 @@ class SyntheticWorld:
                     base_logit=float(s[1]),
                     boredom_per_repeat=float(s[2]),
                     boredom_window=int(s[3]),
+                    position_bias=float(s[4]) if len(s) > 4 else 0.0,  # files written before the option
                 )
         except (KeyError, ValueError, OSError) as exc:
             raise ArtifactError(f"{path}: corrupt synthetic world file ({exc})") from None
@@ -136,6 +148,7 @@ def make_world(cfg: SyntheticConfig, seed: int) -> tuple[SyntheticWorld, np.ndar
         item_latent=item_latent.astype(np.float32),
         item_topic=item_topic.astype(np.int64),
         item_quality=item_quality.astype(np.float32),
+        position_bias=cfg.position_bias,
     )
     return world, features.astype(np.float32), profiles.astype(np.float32)
 

@@ -107,12 +107,12 @@ class CatalogueView:
         return self
 
     @torch.no_grad()
-    def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
+    def click_probs(self, obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
         """The world's click probabilities of a view-indexed slate for the CURRENT users of the view."""
         world_obs = self.env.observation
         if self._local(world_obs) is not obs:
             raise ValueError("click_probs answers for the view's current observation only")
-        return self.env.response.click_probs(world_obs, self.order[slate])
+        return self.env.response.click_probs(world_obs, self.order[slate], slots)
 
     def __getattr__(self, name: str) -> Any:
         # slate_size, profile_dim, history_length, batch_users, device, state_dict, pop_episodes, ceiling, ...

@@ -34,8 +34,8 @@ class TrueWorldResponse:
         self.world = world
 
     @torch.no_grad()
-    def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
-        return self.world.click_probs(obs.user, obs.hist_items, slate)
+    def click_probs(self, obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        return self.world.click_probs(obs.user, obs.hist_items, slate, slots)
 
 
 class SlateEnv:

@@ -9,7 +9,10 @@ propensity to click); it cross-attends over the history to give the interest vec
 exposed item k = ⟨item_k, interest⟩ + item bias + user bias, plus two direct terms that the attention
 path learns poorly: a bilinear profile × item-feature affinity, and satiation, a recency-weighted
 count of history items in the same soft cluster as item k (clusters start at a k-means of the item
-features). Trained by binary cross-entropy on the logits (one sigmoid, not two); the learning rate
+features). Slot terms (``simulator.slots``) make the order of a slate matter: a learned logit per slot
+and, with ``context``, a per-slot scale of the content score and a per-slot read-out of the interest
+vector, so how far down a user looks can depend on the user (logged slates are paged: RL4RS shows 3
+pages of 3). Trained by binary cross-entropy on the logits (one sigmoid, not two); the learning rate
 drops when validation AUC stalls, the epoch with the best validation AUC is kept, and training stops
 early when it stops improving.
 """
@@ -41,14 +44,16 @@ JUDGE_SEED_OFFSET = 1
 MODEL_FILE = "model.pt"
 REPORT_FILE = "report.json"
 CHECKPOINT_FORMAT = "hsrl-user-response-model"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: slot terms, slate size in the shape
 
 
 class ResponseModel(Protocol):
     """Anything the environment can ask for click probabilities (learned model, true world, fakes)."""
 
-    def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
-        """Click probability (B, K) of each item of ``slate`` (B, K) for the users in ``obs``."""
+    def click_probs(self, obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Click probability (B, W) of each item of ``slate`` (B, W) for the users in ``obs``; ``slots`` (W,)
+        is the position each column is shown at (default: column j in slot j; the oracle scores candidates
+        at slot 0)."""
         ...
 
 
@@ -60,10 +65,11 @@ class DatasetShape:
     feature_dim: int
     profile_dim: int
     history_length: int
+    slate_size: int
 
     @classmethod
     def of(cls, ds: LogDataset) -> "DatasetShape":
-        return cls(ds.n_items, ds.feature_dim, ds.profile_dim, ds.history_length)
+        return cls(ds.n_items, ds.feature_dim, ds.profile_dim, ds.history_length, ds.slate_size)
 
 
 class Attention(nn.Module):
@@ -119,16 +125,25 @@ class UserResponseModel(nn.Module):
         self.cross = Attention(d, config.heads, config.dropout)
         self.norm = nn.LayerNorm(d)
         self.user_bias = nn.Linear(d, 1)
-        # direct profile x item-feature affinity (a bilinear form), so the score need not route it through attention
-        self.affinity_user = nn.Linear(p, d, bias=False)
-        self.affinity_item = nn.Linear(f, d, bias=False)
-        nn.init.zeros_(self.affinity_item.weight)
+        # direct profile x item-feature affinity (a bilinear form), so the score need not route it through
+        # attention; none without profiles (logs without user features)
+        self.affinity_user = nn.Linear(p, d, bias=False) if p else None
+        self.affinity_item = nn.Linear(f, d, bias=False) if p else None
+        if self.affinity_item is not None:
+            nn.init.zeros_(self.affinity_item.weight)
         # satiation: soft item clusters, and a learned weight per recency slot of a same-cluster history item
         self.cluster = nn.Linear(f, config.clusters)
         self.cluster_id = nn.Embedding(n, config.clusters)
         nn.init.zeros_(self.cluster_id.weight)
         self.recency = nn.Parameter(torch.zeros(h))
         self.cluster_link = nn.Parameter(torch.eye(config.clusters))  # how much cluster a bores cluster b
+        # slot terms, all zero at the start (a slot-blind model); registered for every setting so that the
+        # checkpoint layout does not depend on it, used as simulator.slots says
+        k = shape.slate_size
+        self.slot_bias = nn.Parameter(torch.zeros(k))
+        self.slot_scale = nn.Parameter(torch.zeros(k))  # content score x (1 + scale[slot])
+        self.slot_user = nn.Linear(d, k, bias=False)
+        nn.init.zeros_(self.slot_user.weight)
 
     @classmethod
     def from_dataset(cls, ds: LogDataset, config: SimulatorConfig) -> "UserResponseModel":
@@ -163,9 +178,14 @@ class UserResponseModel(nn.Module):
         return self.item_map(self.item_feat[items]) + self.item_id(items)
 
     def forward(
-        self, profile: torch.Tensor, hist_items: torch.Tensor, hist_feedback: torch.Tensor, slate: torch.Tensor
+        self,
+        profile: torch.Tensor,
+        hist_items: torch.Tensor,
+        hist_feedback: torch.Tensor,
+        slate: torch.Tensor,
+        slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Click logits (B, K); histories are left padded with PAD (-1)."""
+        """Click logits (B, W); histories are left padded with PAD (-1); ``slots`` (W,) as in ``click_probs``."""
         b = hist_items.shape[0]
         mask = hist_items != PAD
         clicked = (hist_feedback.clamp(0, 1) * mask).unsqueeze(-1)  # (B, H, 1), 0 where padded
@@ -187,9 +207,27 @@ class UserResponseModel(nn.Module):
         user = self.user_mlp(torch.cat([prof, click_rate, n_real / mask.shape[1], mean_clicked, mean_shown], dim=1))
         interest = self.norm(user + self.cross(user.unsqueeze(1), tokens, ignore).squeeze(1))
         items = self.item_vectors(slate)
-        score = (items * interest.unsqueeze(1)).sum(-1) + self.item_bias(slate).squeeze(-1) + self.user_bias(interest)
-        affinity = (self.affinity_item(self.item_feat[slate]) * self.affinity_user(prof).unsqueeze(1)).sum(-1)
-        return score + affinity + self.satiation(hist_items, mask, slate)
+        content = (items * interest.unsqueeze(1)).sum(-1)
+        affinity = torch.zeros_like(content)
+        if self.affinity_user is not None and self.affinity_item is not None:
+            affinity = (self.affinity_item(self.item_feat[slate]) * self.affinity_user(prof).unsqueeze(1)).sum(-1)
+        logits = content + affinity + self.item_bias(slate).squeeze(-1) + self.user_bias(interest)
+        return logits + self.satiation(hist_items, mask, slate) + self.slot_terms(content + affinity, interest, slots)
+
+    def slot_terms(self, content: torch.Tensor, interest: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+        """Logit shift (B, W) of the position each item is shown at (0 when ``simulator.slots`` is off)."""
+        mode = self.config.slots
+        if mode == "off":
+            return torch.zeros_like(content)
+        width, k = content.shape[1], self.shape.slate_size
+        if slots is None:
+            if width > k:
+                raise ValueError(f"a slate of {width} items, the simulator knows {k} slots; pass the slots to score at")
+            slots = torch.arange(width, device=content.device)
+        shift = self.slot_bias[slots].expand_as(content)
+        if mode == "context":
+            shift = shift + content * self.slot_scale[slots] + self.slot_user(interest)[:, slots]
+        return shift
 
     def clusters(self, items: torch.Tensor) -> torch.Tensor:
         """Soft cluster membership (…, C) of items, from their features and their own id."""
@@ -205,9 +243,9 @@ class UserResponseModel(nn.Module):
         return (self.clusters(slate) @ self.cluster_link * weighted.sum(1, keepdim=True)).sum(-1)
 
     @torch.no_grad()
-    def click_probs(self, obs: Observation, slate: torch.Tensor) -> torch.Tensor:
-        """Click probabilities (B, K); call ``.eval()`` first (``load_checkpoint`` returns it in eval mode)."""
-        return torch.sigmoid(self(obs.profile, obs.hist_items, obs.hist_feedback, slate))
+    def click_probs(self, obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """Click probabilities (B, W); call ``.eval()`` first (``load_checkpoint`` returns it in eval mode)."""
+        return torch.sigmoid(self(obs.profile, obs.hist_items, obs.hist_feedback, slate, slots))
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -240,8 +278,9 @@ class Rows:
     def __len__(self) -> int:
         return int(self.slate.shape[0])
 
-    def batch(self, idx: torch.Tensor | slice) -> "Rows":
-        return Rows(*(t[idx] for t in (self.user, self.profile, self.hist_items, self.hist_feedback, self.slate, self.clicks)))
+    def batch(self, idx: torch.Tensor | slice, device: torch.device | None = None) -> "Rows":
+        fields = (self.user, self.profile, self.hist_items, self.hist_feedback, self.slate, self.clicks)
+        return Rows(*(t[idx] if device is None else t[idx].to(device, non_blocking=True) for t in fields))
 
 
 @torch.no_grad()
@@ -250,9 +289,10 @@ def predict_probs(model: UserResponseModel, rows: Rows, batch_size: int = 2048) 
     was_training = model.training
     model.eval()
     out = []
+    device = model.item_feat.device
     for s in range(0, len(rows), batch_size):
-        r = rows.batch(slice(s, s + batch_size))
-        out.append(torch.sigmoid(model(r.profile, r.hist_items, r.hist_feedback, r.slate)))
+        r = rows.batch(slice(s, s + batch_size), device)
+        out.append(torch.sigmoid(model(r.profile, r.hist_items, r.hist_feedback, r.slate)).cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
 
@@ -267,21 +307,61 @@ class EpochStats:
     val_auc: float
 
 
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of the torch.distributed group this process trains in; (0, 1) alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(array: np.ndarray, world: int) -> np.ndarray:
+    """Rows of every rank's ``array``, concatenated in rank order (the array itself alone)."""
+    if world == 1:
+        return array
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, array)
+    return np.concatenate(parts)
+
+
 def train_response_model(
     ds: LogDataset,
     config: SimulatorConfig,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[UserResponseModel, dict[str, Any]]:
     """Fit on train users' impressions, keep the epoch with the best validation AUC, stop early.
 
-    Returns the best model (eval mode) and a training summary (epochs run, best epoch, AUC curve, time).
+    Inside a torch.distributed group (``hsrl simulator train --nproc N`` or torchrun) every rank reads
+    its own shard of the train and validation rows, trains a DistributedDataParallel copy on batches of
+    ``batch_size / N`` (the same global batch as one process), and the validation predictions of all
+    ranks are gathered, so every rank takes the same early-stopping decisions.
+
+    Rows stay in host memory; batches move to ``device``. Returns the best model (eval mode, on the CPU)
+    and a training summary (epochs run, best epoch, AUC curve, time, impressions per second).
     """
+    rank, world = _process_group()
+    device = torch.device(device)
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    train, val = Rows.of(ds, ds.rows_in("train")), Rows.of(ds, ds.rows_in("val"))
-    if len(train) == 0 or len(val) == 0:
+    gen = torch.Generator().manual_seed(config.seed + 7919 * rank)
+    train_rows, val_rows = ds.rows_in("train"), ds.rows_in("val")
+    if len(train_rows) < world or len(val_rows) == 0:
         raise ArtifactError("the dataset has no train or no validation impressions: cannot train the simulator")
-    model = UserResponseModel.from_dataset(ds, config)
+    # equal shards, so every rank runs the same number of steps (DDP synchronises each one)
+    train_rows = train_rows[: len(train_rows) // world * world]
+    train, val = Rows.of(ds, train_rows[rank::world]), Rows.of(ds, val_rows[rank::world])
+    val_labels = _gather(val.clicks.numpy(), world)
+    model = UserResponseModel.from_dataset(ds, config).to(device)
+    step_model: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        step_model = DistributedDataParallel(model, device_ids=ids)  # starts from rank 0's weights; averages gradients
+    batch_size = max(1, math.ceil(config.batch_size / world))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # lower the rate when validation AUC stalls: the fine structure (satiation, affinity) is learned late
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=config.lr_decay, patience=0)
@@ -293,17 +373,18 @@ def train_response_model(
         model.train()
         order = torch.randperm(len(train), generator=gen)
         total, seen = 0.0, 0
-        for s in range(0, len(train), config.batch_size):
-            r = train.batch(order[s : s + config.batch_size])
-            loss = loss_fn(model(r.profile, r.hist_items, r.hist_feedback, r.slate), r.clicks)
+        for s in range(0, len(train), batch_size):
+            r = train.batch(order[s : s + batch_size], device)
+            loss = loss_fn(step_model(r.profile, r.hist_items, r.hist_feedback, r.slate), r.clicks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             total += float(loss.detach()) * len(r)
             seen += len(r)
-        val_auc = _auc(val.clicks.numpy(), predict_probs(model, val))
-        stats = EpochStats(epoch, total / seen, val_auc)
+        val_auc = _auc(val_labels, _gather(predict_probs(model, val), world))
+        train_loss = float(_gather(np.array([total / seen]), world).mean())
+        stats = EpochStats(epoch, train_loss, val_auc)
         curve.append(asdict(stats))
         if on_epoch is not None:
             on_epoch(stats)
@@ -315,16 +396,61 @@ def train_response_model(
             if waited >= config.patience:
                 break
     model.load_state_dict(best_state)
-    model.eval()
+    model = model.cpu().eval()
+    seconds = time.perf_counter() - start
     summary = {
         "epochs_run": len(curve),
         "best_epoch": best_epoch,
         "best_val_auc": best_auc,
-        "seconds": time.perf_counter() - start,
-        "train_rows": len(train),
-        "val_rows": len(val),
+        "seconds": seconds,
+        "processes": world,
+        "train_rows": len(train) * world,
+        "val_rows": len(val_labels),
+        "impressions_per_second": len(train) * world * len(curve) / max(seconds, 1e-9),
         "curve": curve,
     }
+    return model, summary
+
+
+# a handful of settings around the configured one (``simulator.select``): a small, fixed search that
+# catches a simulator trained too hard or too softly for the data at hand, not a long hyper-parameter hunt
+SELECTION: tuple[tuple[str, Callable[[SimulatorConfig], dict[str, Any]]], ...] = (
+    ("configured", lambda c: {}),
+    ("lr / 3", lambda c: {"lr": c.lr / 3}),
+    ("weight decay x100", lambda c: {"weight_decay": max(c.weight_decay * 100, 1e-4)}),
+    ("dropout 0.1", lambda c: {"dropout": 0.1}),
+    ("width x2", lambda c: {"dim": 2 * c.dim}),
+    ("patience x2, gentler decay", lambda c: {"patience": 2 * c.patience, "lr_decay": max(c.lr_decay, 0.5)}),
+)
+
+
+def select_response_model(
+    ds: LogDataset,
+    config: SimulatorConfig,
+    on_trial: Callable[[str, dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[UserResponseModel, dict[str, Any]]:
+    """Train each setting of ``SELECTION`` (same seed, same data) and keep the best validation AUC.
+
+    Selection reads validation users only; test users stay for the report. The summary of the kept
+    model gains ``selection``: every trial's setting, best val AUC, epochs and seconds."""
+    best: tuple[float, UserResponseModel, dict[str, Any]] | None = None
+    trials = []
+    for label, change in SELECTION:
+        update = change(config)
+        trial_config = config.model_copy(update={**update, "select": False})
+        model, summary = train_response_model(ds, trial_config, on_epoch=on_epoch)
+        trial = {"setting": label, "changes": update, "best_val_auc": summary["best_val_auc"],
+                 "epochs_run": summary["epochs_run"], "seconds": summary["seconds"]}  # fmt: skip
+        trials.append(trial)
+        if on_trial is not None:
+            on_trial(label, trial)
+        if best is None or summary["best_val_auc"] > best[0]:
+            best = (summary["best_val_auc"], model, summary)
+    assert best is not None
+    _, model, summary = best
+    chosen = max(trials, key=lambda t: t["best_val_auc"])
+    summary = {**summary, "selection": {"trials": trials, "chosen": chosen["setting"], "changes": chosen["changes"]}}
     return model, summary
 
 
@@ -432,14 +558,44 @@ def popularity_scorer(ds: LogDataset, prior_weight: float = 10.0) -> tuple[np.nd
     return clicks, (clicks + prior_weight * base) / (shown + prior_weight)
 
 
-def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None) -> dict[str, Any]:
-    """Metrics on val and test users for the simulator, the popularity floor and (synthetic) the true world."""
+def slot_click_rates(ds: LogDataset) -> np.ndarray:
+    """The slot-only floor: train click rate of each slate position (K,)."""
+    rows = ds.rows_in("train")
+    return ds.imp_feedback[rows].astype(np.float64).mean(axis=0)
+
+
+FLOORS = ("popularity", "item_ctr", "slot_ctr")
+
+
+def fidelity_check(report: dict[str, Any], margin: float) -> dict[str, Any]:
+    """Does the simulator beat every floor by ``margin`` AUC on val and test users? A world worse than
+    a per-item (or per-slot) click rate would judge agents by noise; the failures are listed."""
+    failing = []
+    for split in ("val", "test"):
+        entry = report.get(split)
+        if not entry:
+            continue
+        auc = entry["simulator"]["auc"]
+        for floor in FLOORS:
+            floor_auc = (entry.get(floor) or {}).get("auc")
+            if floor_auc is None or not np.isfinite(floor_auc):
+                continue
+            if not auc >= floor_auc + margin:  # NaN simulator AUC fails too
+                failing.append({"split": split, "floor": floor, "simulator_auc": auc, "floor_auc": floor_auc})
+    return {"ok": not failing, "margin": margin, "failing": failing}
+
+
+def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None, margin: float = 0.01) -> dict[str, Any]:
+    """Metrics on val and test users for the simulator, the floors and (synthetic) the true world, and the
+    fidelity check against the floors (``report["fidelity"]``)."""
     counts, pop_rate = popularity_scorer(ds)
+    slot_rate = slot_click_rates(ds)
     report: dict[str, Any] = {
         "dataset": ds.meta.get("name", "?"),
         "notes": {
             "popularity": "the floor: items ranked by their train click count (AUC only)",
             "item_ctr": "a stronger item-only floor: the item's train click rate, smoothed toward the mean",
+            "slot_ctr": "the slot-only floor: the train click rate of the slate position",
             "true_world": "the generating model on the same rows: the achievable ceiling (synthetic only)",
         },
     }
@@ -454,10 +610,12 @@ def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None)
             "simulator": click_metrics(labels, predict_probs(model, rows)),
             "popularity": {"auc": _auc(labels, counts[slate])},
             "item_ctr": click_metrics(labels, pop_rate[slate]),
+            "slot_ctr": click_metrics(labels, np.broadcast_to(slot_rate, slate.shape)),
         }
         if world is not None:
             with torch.no_grad():
                 true = world.click_probs(rows.user, rows.hist_items, rows.slate).numpy()
             entry["true_world"] = click_metrics(labels, true)
         report[split] = entry
+    report["fidelity"] = fidelity_check(report, margin)
     return report

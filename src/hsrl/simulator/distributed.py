@@ -1,0 +1,138 @@
+"""Train the response model on several processes with torch.distributed (DDP) — for logs too large
+for one process's time.
+
+Two ways in, one training function (``train_response_model``, which shards rows by rank):
+- ``hsrl simulator train RUN --nproc N`` spawns N local worker processes (``train_distributed``);
+- ``torchrun --nproc-per-node N -m hsrl simulator train RUN`` (or any launcher that sets RANK,
+  WORLD_SIZE, MASTER_ADDR, MASTER_PORT) makes every process join the group (``join_launched_group``);
+  rank 0 writes the artefacts.
+Backend: gloo on CPU, NCCL when every rank has a CUDA device of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import queue as queue_lib
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from hsrl.config import SimulatorConfig
+from hsrl.errors import ArtifactError, ConfigError
+from hsrl.simulator.response import DatasetShape, EpochStats, UserResponseModel
+
+RESULT_FILE = "rank0.pt"
+
+
+def backend_and_device(rank: int) -> tuple[str, torch.device]:
+    """NCCL and this rank's GPU when there is one per local rank, else gloo on the CPU."""
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if torch.cuda.is_available() and local < torch.cuda.device_count():
+        return "nccl", torch.device("cuda", local)
+    return "gloo", torch.device("cpu")
+
+
+def launched_world_size() -> int:
+    """The WORLD_SIZE a launcher such as torchrun set for this process (1 when none did)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
+
+
+def join_launched_group() -> tuple[int, torch.device]:
+    """Join the process group a launcher described in the environment; returns (rank, device)."""
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    backend, device = backend_and_device(rank)
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend, init_method="env://")
+    return rank, device
+
+
+def leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: str, events: Any) -> None:
+    """One rank: join the group, train on its shard, rank 0 saves the best weights for the parent."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    try:
+        from hsrl.data.schema import LogDataset
+        from hsrl.simulator.response import train_response_model
+
+        _, device = join_launched_group()
+        ds = LogDataset.load(run_dir)
+        on_epoch = (lambda stats: events.put(("epoch", stats))) if rank == 0 else None
+        model, summary = train_response_model(ds, SimulatorConfig.model_validate(config), on_epoch, device)
+        if rank == 0:
+            torch.save({"state_dict": model.state_dict(), "summary": summary}, Path(out) / RESULT_FILE)
+        leave_group()
+    except BaseException as exc:  # reported by the parent with the rank; no traceback for the user
+        events.put(("error", f"rank {rank}: {type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+
+
+def train_distributed(
+    run_dir: str | Path,
+    shape: DatasetShape,
+    config: SimulatorConfig,
+    nproc: int,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> tuple[UserResponseModel, dict[str, Any]]:
+    """Train on ``nproc`` local processes (DDP, one shard of the rows each); returns rank 0's model
+    and summary, exactly what ``train_response_model`` returns in one process."""
+    import torch.multiprocessing as mp
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc}: expected at least 1 process")
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix=".ddp-", dir=run_dir) as out:
+        procs = [
+            ctx.Process(target=_worker, args=(r, nproc, port, str(run_dir), config.model_dump(mode="json"), out, events))
+            for r in range(nproc)
+        ]
+        for p in procs:
+            p.start()
+        errors: list[str] = []
+        while any(p.is_alive() for p in procs) or not events.empty():
+            try:
+                kind, value = events.get(timeout=0.2)
+            except queue_lib.Empty:
+                if errors or any(p.exitcode not in (None, 0) for p in procs):
+                    break  # a rank died: the others would wait for it forever
+                continue
+            if kind == "epoch" and on_epoch is not None:
+                on_epoch(value)
+            elif kind == "error":
+                errors.append(value)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+        if errors or any(p.exitcode != 0 for p in procs):
+            detail = "; ".join(errors) or ", ".join(f"rank {r} exited with {p.exitcode}" for r, p in enumerate(procs))
+            raise ArtifactError(f"distributed simulator training failed: {detail}")
+        payload = torch.load(Path(out) / RESULT_FILE, map_location="cpu", weights_only=True)
+    model = UserResponseModel(shape, config)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload["summary"]

@@ -185,11 +185,14 @@ def test_cli_warns_loudly_when_the_simulator_fails_a_floor(cli, tmp_path):
     run = tmp_path / "run"
     sets = [x for s in CLI_SETS for x in ("--set", s)]
     assert cli("data", "prepare", "--out", run, *sets[: 2 * len(TINY)]).code == 0
-    r = cli("simulator", "train", run, *sets, "--set", "simulator.fidelity_margin=0.5")  # no model beats floors by 0.5
+    # a simulator that has not learnt anything (a vanishing learning rate): below the item-only floors
+    r = cli("simulator", "train", run, *sets, "--set", "simulator.lr=1e-7", "--set", "simulator.epochs=1")
     assert r.code == 0, r.err
-    assert "WARNING: the simulator does not beat every floor" in r.out and "slot_ctr" in r.out
+    assert "WARNING: the simulator does not beat every floor" in r.out and "item_ctr" in r.out
     report = read_json(run / "simulator" / "report.json")
-    assert report["fidelity"]["ok"] is False and len(report["fidelity"]["failing"]) == 6  # 3 floors x 2 splits
+    failing = {(f["split"], f["floor"]) for f in report["fidelity"]["failing"]}
+    assert report["fidelity"]["ok"] is False
+    assert {("val", "item_ctr"), ("test", "item_ctr"), ("val", "popularity"), ("test", "popularity")} <= failing
     r = cli("simulator", "report", run)  # the stored report says so again
     assert "WARNING" in r.out
 

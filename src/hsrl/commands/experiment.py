@@ -224,10 +224,14 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
         force: ForceOpt = False,
     ) -> None:
-        """Train an agent in the simulator on training users (one run per seed; resumes from checkpoints)."""
+        """Train an agent in the simulator on training users (one run per seed; resumes from checkpoints).
+
+        A missing simulator or Semantic ID index is built first (the data must be prepared)."""
         cfg = run_config(run_dir, config, set_)
+        names = _agents(cfg, agent)
+        ensure_stages(run_dir, [cfg.env.world], config, set_)
         save_config(cfg, run_dir)
-        train_stage(run_dir, cfg, _agents(cfg, agent), seeds or cfg.eval.seeds, force)
+        train_stage(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
 
     @app.command("evaluate")
     def evaluate_cmd(

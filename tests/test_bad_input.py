@@ -67,7 +67,8 @@ def prepare_csv(cli, csvlogs, source: Path | None = None, items: Path | None = N
 
 def test_good_fixtures_are_accepted(cli, rl4rs, csvlogs):
     """The cases below fail only because of the one defect each introduces."""
-    assert prepare_rl4rs(cli, rl4rs).code == 0
+    sessions, items, out = rl4rs
+    assert prepare_rl4rs(cli, (sessions, items, out.with_name("run_rl4rs"))).code == 0  # one dataset per run
     assert prepare_csv(cli, csvlogs).code == 0
 
 

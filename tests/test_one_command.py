@@ -109,3 +109,15 @@ def test_commands_without_data_say_to_prepare_it(cli, tmp_path, command):
     err = text(r.err)
     assert "no prepared dataset" in err and "hsrl data prepare" in err and "hsrl run" in err
     assert list(empty.iterdir()) == []  # nothing written
+
+
+def test_other_data_in_a_prepared_run_stops_instead_of_reusing_it(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli("data", "prepare", "--out", run, "--set", "data.synthetic.n_users=60", "--set", "data.synthetic.n_items=30").code == 0
+    before = (run / "data" / "dataset.npz").stat().st_mtime_ns
+    again = cli("data", "prepare", "--out", run)  # the same data: skipped
+    assert again.code == 0 and "skipping" in again.out
+    r = cli("run", "--out", run, "--set", "data.synthetic.n_users=70")
+    assert r.code == 2 and "already holds data prepared with data.synthetic" in r.err and "--force" in r.err
+    assert "Traceback" not in r.err + r.out and (run / "data" / "dataset.npz").stat().st_mtime_ns == before
+    assert not (run / "simulator").exists()

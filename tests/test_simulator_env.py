@@ -22,7 +22,7 @@ class FixedClicks:
     def __init__(self, n: int) -> None:
         self.n = n
 
-    def click_probs(self, obs, slate):
+    def click_probs(self, obs, slate, slots=None):
         probs = torch.zeros(slate.shape, dtype=torch.float32)
         probs[:, : self.n] = 1.0
         return probs

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hsrl.errors import ConfigError
 
@@ -74,6 +74,11 @@ class SimulatorConfig(Section):
         description="slot terms: off = slate order ignored; bias = a learned logit per slot; context = bias plus a"
         " per-slot scale of the content score and a per-slot read-out of the user vector (examination varies by user)",
     )
+    @field_validator("slots", mode="before")
+    @classmethod
+    def _off_is_not_false(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
     select: bool = Field(False, description="train a handful of settings (lr, weight decay, dropout, width) and keep the best val AUC")
     fidelity_margin: float = Field(0.01, ge=0.0, description="val/test AUC the simulator must beat every floor by, else it is flagged")
     seed: int = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -54,6 +54,25 @@ def require_dataset(run_dir: Path) -> None:
         )
 
 
+def _same_data_or_stop(out: Path, requested: Any) -> None:
+    """A run holds one dataset: asking for another one (other source, other options) in it stops instead
+    of silently reusing the old data under a config that names the new one."""
+    from hsrl.config import CONFIG_FILE, load_run_config
+    from hsrl.errors import ConfigError
+
+    if not (out / CONFIG_FILE).is_file():
+        return
+    saved = load_run_config(out).data.model_dump(mode="json")
+    wanted = requested.model_dump(mode="json")
+    diff = [k for k in wanted if wanted[k] != saved.get(k)]
+    if diff:
+        key = diff[0]
+        raise ConfigError(
+            f"{out} already holds data prepared with data.{key}={saved.get(key)!r}, not {wanted[key]!r}; use another"
+            " --out, or --force to prepare it again (then retrain the later stages with --force too)"
+        )
+
+
 def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False):
     """Read, validate and save the dataset (and the synthetic world) into ``out``; returns the LogDataset."""
     from hsrl.data import load
@@ -61,6 +80,7 @@ def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Pat
 
     cfg = run_config(out, config, overrides)
     if has_dataset(out) and not force:
+        _same_data_or_stop(out, cfg.data)
         console.print(f"[yellow]{out / DATA_DIR} exists; skipping (use --force to redo).[/]")
         return LogDataset.load(out)
     with console.status(f"reading {cfg.data.dataset} ..."):

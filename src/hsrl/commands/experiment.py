@@ -94,10 +94,14 @@ def ensure_stages(
     require_dataset(run_dir)
     worlds = set(worlds)
     simulators = (("simulator", SIM_DIR, False, "simulator"), ("judge", JUDGE_DIR, True, "judge simulator"))
+    trained_agents = any((run_dir / "agents").glob("*/seed*/agent.pt"))
     for world, folder, judge, what in simulators:
         if world in worlds and (force or not (run_dir / folder / MODEL_FILE).is_file()):
             if not force:
                 console.print(f"[cyan]{run_dir / folder}: no {what} yet; training it now[/]")
+                if trained_agents and world == "simulator":
+                    console.print(f"[yellow]warning: the agents in {run_dir / 'agents'} were trained in a simulator "
+                                  "that is gone; the new one may differ (retrain them with --force)[/]")  # fmt: skip
             train_simulator(run_dir, overrides, config, force=force, judge=judge)
     if force or not index_path(run_dir).is_file():
         if not force:

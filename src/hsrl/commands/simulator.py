@@ -91,13 +91,14 @@ def train_simulator(
     main simulator's selection kept. ``select`` (default ``simulator.select``): the small built-in
     selection on validation AUC. ``nproc`` > 1: DDP on that many local processes; under torchrun the
     launcher's group is joined instead and only rank 0 writes."""
+    from hsrl.commands.data import require_dataset
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
     from hsrl.io import read_json, write_json
     from hsrl.simulator import distributed
     from hsrl.simulator.response import (
-        JUDGE_DIR, JUDGE_SEED_OFFSET, MODEL_FILE, REPORT_FILE, SIM_DIR, DatasetShape, fidelity_report,
-        save_checkpoint, select_response_model, train_response_model,
+        JUDGE_DIR, JUDGE_SEED_OFFSET, MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, save_checkpoint,
+        select_response_model, train_response_model,
     )  # fmt: skip
 
     cfg = run_config(run_dir, config, overrides)
@@ -106,18 +107,20 @@ def train_simulator(
         console.print(f"[yellow]{folder / MODEL_FILE} exists; skipping (use --force to retrain).[/]")
         return show_report(run_dir, judge=judge)
     launched = distributed.launched_world_size()
+    do_select = (select if select is not None else cfg.simulator.select) and not judge
     if launched > 1 and nproc > 1:
         raise ConfigError(f"--nproc {nproc} inside a launcher's group of {launched}: use one or the other")
-    if (launched > 1 or nproc > 1) and (select if select is not None else cfg.simulator.select):
-        raise ConfigError("--select runs in one process; train the chosen setting with --nproc afterwards")
-    dataset = LogDataset.load(run_dir)
+    if (launched > 1 or nproc > 1) and do_select:
+        raise ConfigError("--select runs in one process; the kept setting goes into config.yaml, so a later"
+                          " `--force --nproc N` trains it on N processes")  # fmt: skip
+    require_dataset(run_dir)
+    dataset = LogDataset.load(run_dir) if nproc == 1 else None  # with --nproc: read after the workers
     world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
     sim = cfg.simulator
     if judge:
         main_report = Path(run_dir) / SIM_DIR / REPORT_FILE
         chosen = ((read_json(main_report).get("training") or {}).get("selection") or {}) if main_report.is_file() else {}
         sim = sim.model_copy(update={**chosen.get("changes", {}), "seed": sim.seed + JUDGE_SEED_OFFSET, "select": False})
-    do_select = (select if select is not None else sim.select) and not judge
     rank = 0
     columns = (TextColumn("training simulator{task.fields[trial]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())  # fmt: skip
@@ -134,19 +137,24 @@ def train_simulator(
         if do_select:
             model, training = select_response_model(dataset, sim, on_trial=on_trial, on_epoch=on_epoch)
         elif nproc > 1:
-            model, training = distributed.train_distributed(run_dir, DatasetShape.of(dataset), sim, nproc, on_epoch)
+            model, training = distributed.train_distributed(run_dir, sim, nproc, on_epoch)
         elif launched > 1:
             rank, device = distributed.join_launched_group()
             model, training = train_response_model(dataset, sim, on_epoch if rank == 0 else None, device)
             distributed.leave_group()
         else:
-            model, training = train_response_model(dataset, sim, on_epoch=on_epoch)
+            model, training = train_response_model(dataset, sim, on_epoch, distributed.backend_and_device()[1])
     if rank != 0:
         return {}
+    dataset = dataset if dataset is not None else LogDataset.load(run_dir)
     report = fidelity_report(model, dataset, world, margin=sim.fidelity_margin)
     report["training"] = training
     save_checkpoint(model, folder / MODEL_FILE, training)
     write_json(folder / REPORT_FILE, report)
+    if do_select:  # the selection is resolved into the config: later stages and retrains use the kept setting
+        changes = training["selection"]["changes"]
+        cfg = cfg.model_copy(update={"simulator": cfg.simulator.model_copy(update={**changes, "select": False})})
+        console.print(f"kept setting saved to {Path(run_dir) / 'config.yaml'}: {changes or 'the configured one'}")
     if not judge:
         save_config(cfg, run_dir)
     console.print(f"[green]wrote[/] {folder / MODEL_FILE}, {folder / REPORT_FILE}")

@@ -230,6 +230,8 @@ def user_profiles(users: Users, user_ids: np.ndarray, ratings: Ratings) -> tuple
 
 # ---------------------------------------------------------------- reader
 def read(config: DataConfig) -> LogDataset:
+    if config.unknown_items != "error":  # GroupLens files are consistent; a RecBole export that is not is an error
+        raise ConfigError(f"data.unknown_items={config.unknown_items} applies to csv and rl4rs logs, not {config.dataset}")
     if config.source:
         source = Path(config.source).expanduser()
     elif config.dataset == "ml-100k":

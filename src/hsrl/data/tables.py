@@ -270,7 +270,9 @@ def record_lines(path: Path, sep: str, encoding: str, chunk: int = 1 << 24) -> n
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a multi-line text field may be long
     starts: list[int] = []
     try:
-        with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        with open(path, "rb") as raw:
+            raw.seek(len(_BOM) if _has_bom(path) else 0)  # as _parse: the BOM is not part of the header
+            fh = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
             reader = csv.reader(fh, delimiter=sep, quotechar='"', doublequote=True, strict=False)
             while True:
                 start = reader.line_num + 1

@@ -15,6 +15,8 @@ import os
 import queue as queue_lib
 import socket
 import tempfile
+from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,11 +29,16 @@ from hsrl.simulator.response import DatasetShape, EpochStats, UserResponseModel
 RESULT_FILE = "rank0.pt"
 
 
-def backend_and_device(rank: int) -> tuple[str, torch.device]:
-    """NCCL and this rank's GPU when there is one per local rank, else gloo on the CPU."""
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    if torch.cuda.is_available() and local < torch.cuda.device_count():
-        return "nccl", torch.device("cuda", local)
+# a rank that waits longer than this for the others (one died, or hangs) fails instead of waiting forever
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+
+
+def backend_and_device(local_rank: int = 0, local_world: int = 1) -> tuple[str, torch.device]:
+    """One policy for every rank (and for one process): NCCL and a GPU each when the machine has one per
+    local process, else gloo on the CPU. Decided from the local world size, never per rank, so that all
+    ranks agree on the backend."""
+    if torch.cuda.is_available() and torch.cuda.device_count() >= local_world:
+        return "nccl", torch.device("cuda", local_rank)
     return "gloo", torch.device("cpu")
 
 
@@ -48,11 +55,12 @@ def join_launched_group() -> tuple[int, torch.device]:
     import torch.distributed as dist
 
     rank = int(os.environ.get("RANK", "0"))
-    backend, device = backend_and_device(rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", launched_world_size()))
+    backend, device = backend_and_device(int(os.environ.get("LOCAL_RANK", rank)), local_world)
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend, init_method="env://")
+        dist.init_process_group(backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
     return rank, device
 
 
@@ -72,7 +80,7 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: str, events: Any) -> None:
     """One rank: join the group, train on its shard, rank 0 saves the best weights for the parent."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))  # fmt: skip
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))  # fmt: skip
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     try:
         from hsrl.data.schema import LogDataset
@@ -83,7 +91,8 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: s
         on_epoch = (lambda stats: events.put(("epoch", stats))) if rank == 0 else None
         model, summary = train_response_model(ds, SimulatorConfig.model_validate(config), on_epoch, device)
         if rank == 0:
-            torch.save({"state_dict": model.state_dict(), "summary": summary}, Path(out) / RESULT_FILE)
+            shape = asdict(DatasetShape.of(ds))
+            torch.save({"state_dict": model.state_dict(), "summary": summary, "shape": shape}, Path(out) / RESULT_FILE)
         leave_group()
     except BaseException as exc:  # reported by the parent with the rank; no traceback for the user
         events.put(("error", f"rank {rank}: {type(exc).__name__}: {exc}"))
@@ -92,13 +101,13 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: s
 
 def train_distributed(
     run_dir: str | Path,
-    shape: DatasetShape,
     config: SimulatorConfig,
     nproc: int,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> tuple[UserResponseModel, dict[str, Any]]:
     """Train on ``nproc`` local processes (DDP, one shard of the rows each); returns rank 0's model
-    and summary, exactly what ``train_response_model`` returns in one process."""
+    and summary, exactly what ``train_response_model`` returns in one process. The calling process does
+    not need the dataset meanwhile (on a large log, one copy fewer in memory)."""
     import torch.multiprocessing as mp
 
     if nproc < 1:
@@ -111,28 +120,31 @@ def train_distributed(
             ctx.Process(target=_worker, args=(r, nproc, port, str(run_dir), config.model_dump(mode="json"), out, events))
             for r in range(nproc)
         ]
-        for p in procs:
-            p.start()
         errors: list[str] = []
-        while any(p.is_alive() for p in procs) or not events.empty():
-            try:
-                kind, value = events.get(timeout=0.2)
-            except queue_lib.Empty:
-                if errors or any(p.exitcode not in (None, 0) for p in procs):
-                    break  # a rank died: the others would wait for it forever
-                continue
-            if kind == "epoch" and on_epoch is not None:
-                on_epoch(value)
-            elif kind == "error":
-                errors.append(value)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-            p.join()
+        try:
+            for p in procs:
+                p.start()
+            while any(p.is_alive() for p in procs) or not events.empty():
+                try:
+                    kind, value = events.get(timeout=0.2)
+                except queue_lib.Empty:
+                    if errors or any(p.exitcode not in (None, 0) for p in procs):
+                        break  # a rank died: the others would wait for it until the collective timeout
+                    continue
+                if kind == "epoch" and on_epoch is not None:
+                    on_epoch(value)
+                elif kind == "error":
+                    errors.append(value)
+        finally:  # also on Ctrl-C: no rank outlives the command (nor its exchange folder)
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+                if p.pid is not None:
+                    p.join()
         if errors or any(p.exitcode != 0 for p in procs):
             detail = "; ".join(errors) or ", ".join(f"rank {r} exited with {p.exitcode}" for r, p in enumerate(procs))
             raise ArtifactError(f"distributed simulator training failed: {detail}")
         payload = torch.load(Path(out) / RESULT_FILE, map_location="cpu", weights_only=True)
-    model = UserResponseModel(shape, config)
+    model = UserResponseModel(DatasetShape(**payload["shape"]), config)
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload["summary"]

@@ -137,13 +137,14 @@ class UserResponseModel(nn.Module):
         nn.init.zeros_(self.cluster_id.weight)
         self.recency = nn.Parameter(torch.zeros(h))
         self.cluster_link = nn.Parameter(torch.eye(config.clusters))  # how much cluster a bores cluster b
-        # slot terms, all zero at the start (a slot-blind model); registered for every setting so that the
-        # checkpoint layout does not depend on it, used as simulator.slots says
+        # slot terms, zero at the start (a slot-blind model); only those simulator.slots uses exist, so
+        # every parameter gets a gradient (DDP requires it) and the checkpoint's config says which
         k = shape.slate_size
-        self.slot_bias = nn.Parameter(torch.zeros(k))
-        self.slot_scale = nn.Parameter(torch.zeros(k))  # content score x (1 + scale[slot])
-        self.slot_user = nn.Linear(d, k, bias=False)
-        nn.init.zeros_(self.slot_user.weight)
+        self.slot_bias = nn.Parameter(torch.zeros(k)) if config.slots != "off" else None
+        self.slot_scale = nn.Parameter(torch.zeros(k)) if config.slots == "context" else None  # content x (1 + scale)
+        self.slot_user = nn.Linear(d, k, bias=False) if config.slots == "context" else None
+        if self.slot_user is not None:
+            nn.init.zeros_(self.slot_user.weight)
 
     @classmethod
     def from_dataset(cls, ds: LogDataset, config: SimulatorConfig) -> "UserResponseModel":
@@ -216,16 +217,17 @@ class UserResponseModel(nn.Module):
 
     def slot_terms(self, content: torch.Tensor, interest: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
         """Logit shift (B, W) of the position each item is shown at (0 when ``simulator.slots`` is off)."""
-        mode = self.config.slots
-        if mode == "off":
+        if self.slot_bias is None:
             return torch.zeros_like(content)
         width, k = content.shape[1], self.shape.slate_size
         if slots is None:
             if width > k:
                 raise ValueError(f"a slate of {width} items, the simulator knows {k} slots; pass the slots to score at")
             slots = torch.arange(width, device=content.device)
+        elif slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= k):
+            raise ValueError(f"slot positions must lie in 0..{k - 1}")
         shift = self.slot_bias[slots].expand_as(content)
-        if mode == "context":
+        if self.slot_scale is not None and self.slot_user is not None:
             shift = shift + content * self.slot_scale[slots] + self.slot_user(interest)[:, slots]
         return shift
 
@@ -348,8 +350,11 @@ def train_response_model(
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed + 7919 * rank)
     train_rows, val_rows = ds.rows_in("train"), ds.rows_in("val")
-    if len(train_rows) < world or len(val_rows) == 0:
+    if len(train_rows) == 0 or len(val_rows) == 0:
         raise ArtifactError("the dataset has no train or no validation impressions: cannot train the simulator")
+    if min(len(train_rows), len(val_rows)) < world:
+        raise ArtifactError(f"{len(train_rows)} train and {len(val_rows)} validation impressions cannot be split over"
+                            f" {world} processes (each needs at least one of both); use fewer processes")  # fmt: skip
     # equal shards, so every rank runs the same number of steps (DDP synchronises each one)
     train_rows = train_rows[: len(train_rows) // world * world]
     train, val = Rows.of(ds, train_rows[rank::world]), Rows.of(ds, val_rows[rank::world])
@@ -360,7 +365,9 @@ def train_response_model(
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        step_model = DistributedDataParallel(model, device_ids=ids)  # starts from rank 0's weights; averages gradients
+        # starts from rank 0's weights and averages gradients; the buffers (item features, profile
+        # statistics) never change, so they are not re-sent at every step
+        step_model = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
     batch_size = max(1, math.ceil(config.batch_size / world))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # lower the rate when validation AUC stalls: the fine structure (satiation, affinity) is learned late
@@ -368,9 +375,10 @@ def train_response_model(
     loss_fn = nn.BCEWithLogitsLoss()
     best_auc, best_epoch, best_state, waited = -math.inf, 0, copy.deepcopy(model.state_dict()), 0
     curve: list[dict[str, float]] = []
-    start = time.perf_counter()
+    start, in_steps = time.perf_counter(), 0.0
     for epoch in range(1, config.epochs + 1):
         model.train()
+        epoch_start = time.perf_counter()
         order = torch.randperm(len(train), generator=gen)
         total, seen = 0.0, 0
         for s in range(0, len(train), batch_size):
@@ -382,6 +390,7 @@ def train_response_model(
             opt.step()
             total += float(loss.detach()) * len(r)
             seen += len(r)
+        in_steps += time.perf_counter() - epoch_start
         val_auc = _auc(val_labels, _gather(predict_probs(model, val), world))
         train_loss = float(_gather(np.array([total / seen]), world).mean())
         stats = EpochStats(epoch, train_loss, val_auc)
@@ -406,7 +415,8 @@ def train_response_model(
         "processes": world,
         "train_rows": len(train) * world,
         "val_rows": len(val_labels),
-        "impressions_per_second": len(train) * world * len(curve) / max(seconds, 1e-9),
+        # optimisation steps only (validation aside): what --nproc speeds up
+        "train_impressions_per_second": len(train) * world * len(curve) / max(in_steps, 1e-9),
         "curve": curve,
     }
     return model, summary
@@ -434,7 +444,7 @@ def select_response_model(
 
     Selection reads validation users only; test users stay for the report. The summary of the kept
     model gains ``selection``: every trial's setting, best val AUC, epochs and seconds."""
-    best: tuple[float, UserResponseModel, dict[str, Any]] | None = None
+    best: tuple[float, UserResponseModel, dict[str, Any], dict[str, Any]] | None = None
     trials = []
     for label, change in SELECTION:
         update = change(config)
@@ -446,10 +456,9 @@ def select_response_model(
         if on_trial is not None:
             on_trial(label, trial)
         if best is None or summary["best_val_auc"] > best[0]:
-            best = (summary["best_val_auc"], model, summary)
+            best = (summary["best_val_auc"], model, summary, trial)
     assert best is not None
-    _, model, summary = best
-    chosen = max(trials, key=lambda t: t["best_val_auc"])
+    _, model, summary, chosen = best
     summary = {**summary, "selection": {"trials": trials, "chosen": chosen["setting"], "changes": chosen["changes"]}}
     return model, summary
 

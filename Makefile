@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/synthetic
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test lint format bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (hsrl needs Python 3.11)"; exit 2; }
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first, so that nothing pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lint]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,6 +23,16 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# ruff (lint + format check) and mypy, as CI runs them; `make format` applies ruff's fixes and format
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff check --fix src tests bench
+	$(VENV)/bin/ruff format src tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -35,12 +35,16 @@ experiment_cmd.register(app)
 
 def set_threads() -> None:
     """hsrl's networks are small: one intra-op thread per process is as fast as several and does not
-    thrash when processes share the cores (seeds train in parallel). HSRL_THREADS overrides."""
+    thrash when processes share the cores (seeds train in parallel). HSRL_THREADS overrides.
+
+    Through OMP_NUM_THREADS, which torch reads when it is first imported, so that commands that never
+    need torch (``--help``, ``data describe``) do not pay for importing it."""
     import os
 
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("HSRL_THREADS", "1"))))
+    threads = str(max(1, int(os.environ.get("HSRL_THREADS", "1"))))
+    os.environ["OMP_NUM_THREADS"] = threads
+    if "torch" in sys.modules:  # already imported (e.g. the CLI called in-process by the tests)
+        sys.modules["torch"].set_num_threads(int(threads))
 
 
 def main(argv: list[str] | None = None) -> int:

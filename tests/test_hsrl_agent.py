@@ -127,17 +127,18 @@ def test_save_load_round_trip_and_mismatch(world, tmp_path):
     obs = make_env(ds, true_world).reset()
     path = tmp_path / "agent.pt"
     agent.save(path)
-    other = make_agent(ds, index, residual="hard")
-    with torch.no_grad():
-        for p in other.net.parameters():
-            p.add_(1.0)
-    other.load(path)
+    with torch.no_grad():  # the saved weights, not a fresh agent's: the slates must follow the file
+        for p in agent.net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    agent.save(path)
+    other = HSRLAgent.load(path)  # rebuilt from the file alone
     assert torch.equal(agent.act(obs), other.act(obs))
+    assert not torch.equal(make_agent(ds, index).act(obs), other.act(obs))
     from hsrl.errors import ArtifactError
 
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ArtifactError):
-        other.load(path)
+        HSRLAgent.load(path)
 
 
 def test_soft_residual_differs_from_hard(world):

@@ -8,27 +8,14 @@ simulator (or the true world), the Semantic ID index, agents per seed under
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hsrl.agents import (
-    LEARNED,
-    A2CItemAgent,
-    Agent,
-    DDPGAgent,
-    HACAgent,
-    HSRLAgent,
-    LoggedSlates,
-    OracleGreedyAgent,
-    PopularAgent,
-    RandomAgent,
-    SupervisedAgent,
-    TD3Agent,
-)
+from hsrl.agents import Agent, registry
+from hsrl.agents.registry import base_name, fatigue_blind_probs, parse_agent  # noqa: F401  (names used by importers)
 from hsrl.config import RunConfig
 from hsrl.data.schema import LogDataset
 from hsrl.errors import ArtifactError, ConfigError
@@ -41,8 +28,6 @@ from hsrl.simulator.catalogue import CatalogueView
 from hsrl.simulator.env import make_env
 from hsrl.train.loop import Trainer
 
-AGENTS = ("hsrl", "sl", "a2c", "ddpg", "td3", "hac", "random", "popular", "oracle")
-BASELINES = {"a2c": A2CItemAgent, "ddpg": DDPGAgent, "td3": TD3Agent, "hac": HACAgent}
 INDEX_PATH = Path("sid") / "index.npz"
 TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 
@@ -58,22 +43,6 @@ ABLATION = [
     "hsrl:residual=soft",
     "hsrl:decode=score_all",
 ]
-
-
-def parse_agent(spec: str) -> tuple[str, dict[str, str]]:
-    """``"hsrl:residual=soft+credit=slate"`` -> ("hsrl", {"residual": "soft", "credit": "slate"})."""
-    name, _, rest = spec.partition(":")
-    options: dict[str, str] = {}
-    for item in filter(None, rest.split("+")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"agent '{spec}': option '{item}' is not KEY=VALUE")
-        options[key.strip()] = value.strip()
-    return name.strip(), options
-
-
-def base_name(spec: str) -> str:
-    return parse_agent(spec)[0]
 
 
 def _same_value(current: Any, option: str) -> bool:
@@ -101,18 +70,13 @@ def agent_dir(
     return root / "agents" / folder / f"seed{seed}"
 
 
-# options of the reference agents (not config fields): oracle:fatigue=blind scores by the true world's
-# click model with its repeat-topic fatigue term removed (synthetic data), still judged by the full world
-REFERENCE_OPTIONS = {"oracle": {"fatigue": ("aware", "blind")}}
-
-
 def agent_config(spec: str, cfg: RunConfig):
     """The agent section with the spec's options applied (validated like any override)."""
     from hsrl.config import load_config
 
     name, options = parse_agent(spec)
-    if name in REFERENCE_OPTIONS:
-        allowed = REFERENCE_OPTIONS[name]
+    allowed = registry.get(name).choices  # options of a reference agent that are not config fields
+    if allowed:
         for key, value in options.items():
             if key not in allowed or value not in allowed[key]:
                 choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items())
@@ -141,51 +105,16 @@ def env_for(run_dir: Path, cfg: RunConfig, split: str, seed: int, world: str | N
     )
 
 
-def build_agent(spec: str, run_dir: Path, cfg: RunConfig, env, seed: int, index: SemanticIDIndex | None = None) -> Agent:
-    """A fresh agent of kind ``spec`` (a name, optionally with ``:key=value+...`` options).
+def build_agent(
+    spec: str, run_dir: Path, cfg: RunConfig, env, seed: int, index: SemanticIDIndex | None = None
+) -> Agent:
+    """A fresh agent of kind ``spec`` (a registered name, optionally with ``:key=value+...`` options);
+    the registry's factory of that agent builds it (``hsrl.agents.registry.build``).
 
     ``env`` may be a ``CatalogueView`` (catalogue churn): logged data is then re-indexed to its items,
     and ``index`` is the Semantic ID index of those items (default: the run's index).
     """
-    name = base_name(spec)
-    cfg = cfg.model_copy(update={"agent": agent_config(spec, cfg)})
-    features = env.item_features
-    k = env.slate_size
-    view = env if isinstance(env, CatalogueView) else None
-    if name == "hsrl":
-        index = index if index is not None else load_index(run_dir)
-        return HSRLAgent(features, k, index, env.profile_dim, env.history_length, cfg.agent, seed)
-    if name == "sl":
-        logs = LoggedSlates.from_dataset(LogDataset.load(run_dir), TRAIN_SPLIT, device=features.device)
-        logs = logs.restricted(view.local_items) if view is not None else logs
-        return SupervisedAgent(features, k, env.profile_dim, env.history_length, logs, cfg.agent, seed)
-    if name in BASELINES:
-        return BASELINES[name](features, k, env.profile_dim, env.history_length, cfg.agent, seed)
-    if name == "random":
-        return RandomAgent(features, k, seed)
-    if name == "popular":
-        pop = torch.as_tensor(LogDataset.load(run_dir).item_popularity("train"), device=features.device)
-        return PopularAgent(features, k, view.local_values(pop) if view is not None else pop)
-    if name == "oracle":
-        if parse_agent(spec)[1].get("fatigue") == "blind":
-            return OracleGreedyAgent(features, k, fatigue_blind_probs(run_dir, env))
-        return OracleGreedyAgent(features, k, env.response.click_probs)
-    raise ConfigError(f"unknown agent '{name}' (expected one of: {', '.join(AGENTS)})")
-
-
-def fatigue_blind_probs(run_dir: Path, env):
-    """The true world's click probabilities without the repeat-topic fatigue term, for env's item indices."""
-    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
-
-    if not (Path(run_dir) / WORLD_FILE).is_file():
-        raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
-    blind = dataclasses.replace(SyntheticWorld.load(run_dir), boredom_per_repeat=0.0)
-    order = env.order if isinstance(env, CatalogueView) else None
-
-    def click_probs(obs, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
-        return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate, slots)
-
-    return click_probs
+    return registry.build(spec, run_dir, cfg, env, seed, index)
 
 
 def diagnostic_groups(run_dir: Path, order: Any = None) -> dict[str, torch.Tensor]:
@@ -248,9 +177,15 @@ def load_agent(
     name: str, run_dir: Path, cfg: RunConfig, env, seed: int, holdout: HeldOut | None = None,
     index: SemanticIDIndex | None = None,
 ) -> Agent:
-    agent = build_agent(name, run_dir, cfg, env, seed, index)
-    if base_name(name) in LEARNED:
-        agent.load(agent_dir(run_dir, name, seed, cfg, holdout) / "agent.pt")
+    """A trained agent from its checkpoint (references are built), on ``env``'s catalogue and device.
+
+    The spec's agent section is the one built with (decode-only options share the plain agent's weights);
+    ``index`` replaces the checkpoint's Semantic ID index (catalogue churn grows its own copy)."""
+    if not registry.get(base_name(name)).learned:
+        return build_agent(name, run_dir, cfg, env, seed, index)
+    path = agent_dir(run_dir, name, seed, cfg, holdout) / "agent.pt"
+    agent = Agent.load(path, config=agent_config(name, cfg), device=env.item_features.device)
+    agent.set_catalogue(env.item_features, index)
     return agent
 
 
@@ -271,7 +206,7 @@ def evaluate_churn(
 ) -> dict[str, Any]:
     """Each agent × seed × world before and after the held-out items join its catalogue (same users)."""
     ds = LogDataset.load(run_dir)
-    uses_sids = any(base_name(a) == "hsrl" for a in agents)
+    uses_sids = any(registry.get(base_name(a)).uses_index for a in agents)
     new_features = index_features(ds, cfg.sid)[0][holdout.held] if uses_sids else None
     kept_index = churn_index(run_dir, cfg, holdout) if uses_sids else None
     groups = diagnostic_groups(run_dir, holdout.order)  # view indices, before and after the reveal
@@ -284,7 +219,8 @@ def evaluate_churn(
             for seed in range(seeds):
                 env_seed = 20_000 + seed
                 env = CatalogueView(env_for(run_dir, cfg, TEST_SPLIT, env_seed, world), holdout.order, holdout.n_kept)
-                index = copy.deepcopy(kept_index) if base_name(name) == "hsrl" else None  # add_items mutates
+                uses_index = registry.get(base_name(name)).uses_index
+                index = copy.deepcopy(kept_index) if uses_index else None  # add_items mutates
                 agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
                 rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups)) | {"seed": seed})
                 env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
@@ -303,7 +239,7 @@ def evaluate_churn(
                     "held": int(holdout.held.size), "held_items": holdout.held.tolist()},
         "agents": agents,
         "seeds": seeds,
-        "privileged": [a for a in agents if base_name(a) == "oracle"],
+        "privileged": [a for a in agents if registry.get(base_name(a)).privileged],
         "per_seed": per_seed,
         "aggregate": aggregates,
     }
@@ -337,7 +273,7 @@ def evaluate_agents(
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
     curves = {}
     for name in agents:
-        if base_name(name) not in LEARNED:
+        if not registry.get(base_name(name)).learned:
             continue
         curves[name] = []
         for seed in range(seeds):
@@ -353,7 +289,7 @@ def evaluate_agents(
         "versions": versions(),
         "ceiling": ceiling,
         "agents": agents,
-        "privileged": [a for a in agents if base_name(a) == "oracle"],
+        "privileged": [a for a in agents if registry.get(base_name(a)).privileged],
         "per_seed": per_seed,
         "aggregate": aggregates,
         "curves": curves,
@@ -381,3 +317,12 @@ def ab_test_agents(
 
 def write_results(run_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
     return write_report(Path(run_dir) / "results", payload)
+
+
+def __getattr__(name: str) -> Any:
+    """``AGENTS`` (every registered agent) and ``LEARNED``, read from the registry when asked for."""
+    if name == "AGENTS":
+        return registry.names()
+    if name == "LEARNED":
+        return registry.learned_names()
+    raise AttributeError(f"module 'hsrl.workflow' has no attribute '{name}'")

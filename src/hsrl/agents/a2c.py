@@ -59,6 +59,14 @@ class A2CItemAgent(EncoderAgent):
     def optimizers(self):
         return {"optimizer": self.optimizer}
 
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        return {**super().checkpoint_inputs(), "width": self.width}
+
+    @classmethod
+    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> "A2CItemAgent":
+        """The head as wide as the catalogue it was built with; items added since are the catalogue's only."""
+        return super()._construct(features[: int(inputs["width"])], slate_size, inputs, config)  # type: ignore[return-value]
+
     def recommendable(self) -> torch.Tensor:
         """(width,) True for ids that are both known to the head and active now."""
         known = torch.zeros(self.width, dtype=torch.bool, device=self.device)

@@ -3,21 +3,30 @@
 An agent sees observations and the catalogue (item feature table, plus the Semantic ID index for SID
 agents), never the data readers. ``act`` returns a slate of K distinct item indices per user.
 Learning agents also implement ``explore`` (a stochastic slate plus whatever the update needs) and
-``update`` (one gradient step on a replay batch); the shared training loop drives both.
+``update`` (one gradient step on a replay batch); the shared training loop drives both (``fit``).
+
+A checkpoint (``save``) holds the agent's registry name, its constructor inputs (``checkpoint_inputs``:
+catalogue, slate size, shapes, config section, Semantic ID index, ...) and its state, so ``Agent.load``
+rebuilds the agent from the file alone.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hsrl.errors import ArtifactError
 from hsrl.simulator.observation import Observation
 
-CHECKPOINT_VERSION = 1
+if TYPE_CHECKING:
+    from hsrl.config import AgentConfig, TrainConfig
+
+# 2: the file carries the constructor inputs (``Agent.load`` needs no run directory); 1 had the state only
+CHECKPOINT_VERSION = 2
 NEG = -1e9  # the logit of an item or token that must never be chosen
 
 
@@ -28,6 +37,8 @@ class Agent(ABC):
     learned: bool = False
     privileged: bool = False  # True for references that peek at the simulator (oracle)
     replay_window: int | None = None  # policy-gradient agents learn from recent transitions only
+    history_length: int | None = None  # what the agent's encoder reads (None: any length)
+    profile_dim: int = 0
 
     def __init__(self, item_features: torch.Tensor, slate_size: int) -> None:
         self.item_features = item_features
@@ -70,31 +81,162 @@ class Agent(ABC):
     def train_mode(self, training: bool) -> None:
         """Switch dropout etc.; no-op for agents without networks."""
 
+    # -- the Python API ------------------------------------------------------------------------
+    def fit(
+        self,
+        env: Any,
+        steps: int,
+        eval_env: Any | Callable[[], Any] | None = None,
+        callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
+        out_dir: str | Path | None = None,
+        config: TrainConfig | None = None,
+    ) -> Agent:
+        """Train in ``env`` for ``steps`` environment steps with the shared loop (``hsrl.train.loop``).
+
+        ``eval_env``: an environment, or a zero-argument factory of fresh ones (as ``hsrl train`` uses),
+        scored every ``config.eval_every`` steps; a given environment is reseeded before each evaluation
+        so every one meets the same users. ``callbacks`` receive each metrics record (a dict with
+        ``step``, ``train_return``, the update's losses and ``eval_*`` scores when there is an eval env).
+        ``out_dir``: where ``metrics.jsonl`` and the resumable checkpoint go (none by default).
+        """
+        from hsrl.config import TrainConfig
+        from hsrl.train.loop import Trainer
+
+        cfg = (config or TrainConfig.model_validate({})).model_copy(update={"steps": int(steps)})
+        given_env = eval_env is not None and hasattr(eval_env, "reset")
+        factory = _reseeded(eval_env, 10_000 + cfg.seed) if given_env else eval_env
+        trainer = Trainer(self, env, cfg, out_dir=out_dir, eval_env=factory, show_progress=False, callbacks=callbacks)
+        trainer.fit(steps=int(steps))
+        return self
+
+    def recommend(
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int | None = None,
+        feedback: Sequence[Sequence[float] | None] | None = None,
+        profiles: Sequence[Sequence[float] | None] | Any | None = None,
+    ) -> torch.Tensor:
+        """Greedy slates (B, k) for users given as histories of internal item indices, oldest first.
+
+        ``feedback`` per entry (default 1.0: clicked), ``profiles`` (default zeros); histories longer
+        than the agent's history length keep their last entries. The slate is ``act``'s on the same
+        observation, cut to its first ``k`` items (default: the slate size).
+        """
+        k = self.slate_size if k is None else int(k)
+        if not 1 <= k <= self.slate_size:
+            raise ValueError(f"k: {k} is outside 1..{self.slate_size} (the slate size)")
+        rows = [[int(i) for i in h] for h in histories]
+        bad = [(u, i) for u, row in enumerate(rows) for i in row if not 0 <= i < self.n_items]
+        if bad:
+            u, i = bad[0]
+            raise ValueError(f"histories[{u}]: item index {i} is outside the catalogue 0..{self.n_items - 1}")
+        length, dim = self.history_length, self.profile_dim
+        if length is None:  # no encoder: histories and profiles as given
+            length = max([len(r) for r in rows] + [1])
+            given = [p for p in profiles if p is not None] if profiles is not None else []
+            dim = len(given[0]) if given else 0
+        obs = Observation.from_histories(rows, length, feedback, profiles, dim, device=self.item_features.device)
+        return self.act(obs, greedy=True)[:, :k]
+
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        """What ``load`` needs to rebuild this agent besides its state: the constructor's inputs as plain
+        tensors, numbers, strings and dicts (a checkpoint is read with ``weights_only``). Subclasses add
+        theirs and read them back in ``from_inputs``."""
+        return {
+            "item_features": self.item_features.detach().cpu(),
+            "slate_size": int(self.slate_size),
+            "active": self.active.detach().cpu(),
+        }
+
+    @classmethod
+    def from_inputs(
+        cls, inputs: dict[str, Any], config: AgentConfig | None = None, device: torch.device | str | None = None
+    ) -> Agent:
+        """A fresh agent from ``checkpoint_inputs`` (on ``device``); ``config`` replaces the saved agent
+        section where the class has one (decode-only options on shared weights)."""
+        features = inputs["item_features"].to(device) if device is not None else inputs["item_features"]
+        agent = cls._construct(features, int(inputs["slate_size"]), inputs, config)
+        agent.set_catalogue(features, active=inputs["active"].to(features.device))
+        return agent
+
+    @classmethod
+    def _construct(
+        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
+    ) -> Agent:
+        """Call the constructor with the saved inputs; agents with more inputs override this."""
+        return cls(features, slate_size)
+
+    def save(self, path: str | Path) -> Path:
+        """One file: registry name, constructor inputs and state (written atomically)."""
+        from hsrl.agents.registry import name_of
         from hsrl.io import atomic_path
 
+        blob = {
+            "version": CHECKPOINT_VERSION,
+            "agent": name_of(self),
+            "inputs": self.checkpoint_inputs(),
+            "state": self.state_dict(),
+        }
         with atomic_path(path) as tmp:
-            torch.save({"version": CHECKPOINT_VERSION, "agent": self.name, "state": self.state_dict()}, tmp)
+            torch.save(blob, tmp)
+        return Path(path)
 
-    def load(self, path: str | Path) -> "Agent":
+    @classmethod
+    def load(
+        cls, path: str | Path, config: AgentConfig | None = None, device: torch.device | str | None = None
+    ) -> Agent:
+        """The agent saved at ``path``, rebuilt from the file alone (its class from the registry).
+
+        ``HSRLAgent.load`` also checks that the file holds an HSRL agent; ``Agent.load`` takes any.
+        ``config``: an agent section to build with instead of the saved one (it must give the same
+        network shapes); ``device``: where the agent lives (default CPU)."""
+        from hsrl.agents import registry
+
         path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{path}: no agent checkpoint here (train one with `hsrl train`)")
+        blob = read_checkpoint(path)
+        name = blob.get("agent")
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise ArtifactError(f"{path}: corrupt agent checkpoint ({exc})") from None
-        if not isinstance(blob, dict) or blob.get("version") != CHECKPOINT_VERSION:
-            raise ArtifactError(f"{path}: agent checkpoint format {blob.get('version') if isinstance(blob, dict) else '?'}"
-                                f", this hsrl reads {CHECKPOINT_VERSION}")
-        if blob.get("agent") != self.name:
-            raise ArtifactError(f"{path}: checkpoint of agent '{blob.get('agent')}', not '{self.name}'")
+            entry = registry.get(str(name))
+        except Exception:
+            raise ArtifactError(f"{path}: checkpoint of agent '{name}', which is not registered here") from None
+        if not issubclass(entry.cls, cls):
+            raise ArtifactError(f"{path}: checkpoint of agent '{name}', not '{cls.name}'")
         try:
-            self.load_state_dict(blob["state"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise ArtifactError(f"{path}: checkpoint does not fit this agent/catalogue ({exc})") from None
-        return self
+            agent = entry.cls.from_inputs(blob["inputs"], config, device)
+            agent.load_state_dict(blob["state"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            raise ArtifactError(f"{path}: checkpoint does not fit agent '{name}' ({detail})") from None
+        return agent
+
+
+def _reseeded(env: Any, seed: int) -> Callable[[], Any]:
+    """A factory that hands out ``env`` reseeded, so every evaluation in it meets the same users."""
+
+    def fresh() -> Any:
+        env.reset(seed=seed)
+        return env
+
+    return fresh
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The raw checkpoint dict of an agent file; ArtifactError when missing, corrupt or of another format."""
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no agent checkpoint here (train one with `hsrl train`)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{path}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
+    version = blob.get("version") if isinstance(blob, dict) else "?"
+    if version != CHECKPOINT_VERSION:
+        hint = " (an older hsrl's, without the agent's constructor inputs)" if version == 1 else ""
+        raise ArtifactError(
+            f"{path}: agent checkpoint format {version}{hint}, this hsrl reads {CHECKPOINT_VERSION};"
+            " retrain the agent (`hsrl train RUN --agent NAME --force`)"
+        )
+    return blob
 
 
 def sample_without_replacement(logits: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

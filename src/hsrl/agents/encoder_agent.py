@@ -49,6 +49,7 @@ class EncoderAgent(Agent):
     ) -> None:
         super().__init__(item_features, slate_size)
         self.config = config or AgentConfig()
+        self.profile_dim, self.history_length = int(profile_dim), int(history_length)
         cfg = self.config
         torch.manual_seed(seed)
         self.device = item_features.device
@@ -109,6 +110,21 @@ class EncoderAgent(Agent):
             self.train_mode(was)
 
     # ------------------------------------------------------------------ persistence
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        return {
+            **super().checkpoint_inputs(),
+            "profile_dim": self.profile_dim,
+            "history_length": self.history_length,
+            "config": self.config.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def _construct(
+        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
+    ) -> "EncoderAgent":
+        cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
+        return cls(features, slate_size, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.model_dump(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -19,6 +19,12 @@ class RandomAgent(Agent):
     def __init__(self, item_features: torch.Tensor, slate_size: int, seed: int = 0) -> None:
         super().__init__(item_features, slate_size)
         self.generator = torch.Generator(device=item_features.device).manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
 
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
         logits = torch.where(self.active, 0.0, NEG).expand(obs.batch_size, -1)
@@ -39,6 +45,13 @@ class PopularAgent(Agent):
         if extra > 0:  # new items have no clicks yet
             self.popularity = torch.cat([self.popularity, self.popularity.new_zeros(extra)])
         super().set_catalogue(item_features, index, active)
+
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        return {**super().checkpoint_inputs(), "popularity": self.popularity.detach().cpu()}
+
+    @classmethod
+    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> "PopularAgent":
+        return cls(features, slate_size, inputs["popularity"].to(features.device))
 
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
         scores = torch.where(self.active, self.popularity, NEG)
@@ -66,6 +79,10 @@ class OracleGreedyAgent(Agent):
         super().__init__(item_features, slate_size)
         self.click_probs = click_probs
         self.chunk = chunk
+
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        raise TypeError("the oracle scores with its world's click model, which no file can hold; build it for an "
+                        "environment with hsrl.agents.registry.build('oracle', run_dir, env=env)")
 
     @torch.no_grad()
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:

@@ -259,6 +259,7 @@ class HSRLAgent(Agent):
     ) -> None:
         super().__init__(item_features, slate_size)
         self.config = config or AgentConfig()
+        self.profile_dim, self.history_length = int(profile_dim), int(history_length)
         cfg = self.config
         self.replay_window = cfg.replay_window
         torch.manual_seed(seed)
@@ -477,6 +478,24 @@ class HSRLAgent(Agent):
         }
 
     # ------------------------------------------------------------------ persistence
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        """Also the Semantic ID index as it is now (items added since training included)."""
+        return {
+            **super().checkpoint_inputs(),
+            "profile_dim": self.profile_dim,
+            "history_length": self.history_length,
+            "config": self.config.model_dump(mode="json"),
+            "index": index_to_tensor(self.index),
+        }
+
+    @classmethod
+    def _construct(
+        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
+    ) -> "HSRLAgent":
+        cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
+        index = index_from_tensor(inputs["index"])
+        return cls(features, slate_size, index, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.model_dump(),
@@ -496,3 +515,27 @@ class HSRLAgent(Agent):
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.updates = int(state["updates"])
+
+
+def index_to_tensor(index: Any) -> torch.Tensor:
+    """A Semantic ID index as the bytes of its own versioned .npz file (uint8), so an agent checkpoint
+    holds it in the index's format, checks included, and stays readable with ``weights_only``."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = index.save(Path(tmp) / "index.npz")
+        return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone()
+
+
+def index_from_tensor(data: torch.Tensor) -> Any:
+    """The index saved by ``index_to_tensor`` (ArtifactError if it is corrupt or of another version)."""
+    import tempfile
+    from pathlib import Path
+
+    from hsrl.sid.index import SemanticIDIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "index.npz"
+        path.write_bytes(data.cpu().numpy().tobytes())
+        return SemanticIDIndex.load(path)

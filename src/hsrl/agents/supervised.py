@@ -82,11 +82,12 @@ class SupervisedAgent(EncoderAgent):
         slate_size: int,
         profile_dim: int,
         history_length: int,
-        logs: LoggedSlates,
+        logs: LoggedSlates | None = None,
         config: AgentConfig | None = None,
         seed: int = 0,
     ) -> None:
-        if len(logs) == 0:
+        # the logs are for training only: a loaded agent acts without them (``update`` then asks for them)
+        if logs is not None and len(logs) == 0:
             raise ValueError("the SL baseline needs logged impressions to learn from; none were given")
         self.logs = logs
         super().__init__(item_features, slate_size, profile_dim, history_length, config, seed)
@@ -97,6 +98,13 @@ class SupervisedAgent(EncoderAgent):
         self.bias = mlp(dim, dim, 1).to(self.device)
         params = [*self.encoder.parameters(), *self.query.parameters(), *self.bias.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=self.config.baseline.sl_lr, weight_decay=self.config.weight_decay)
+
+    @classmethod
+    def _construct(
+        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
+    ) -> "SupervisedAgent":
+        cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
+        return cls(features, slate_size, int(inputs["profile_dim"]), int(inputs["history_length"]), None, cfg)
 
     def modules(self):
         return {"encoder": self.encoder, "query": self.query, "bias": self.bias}
@@ -127,6 +135,9 @@ class SupervisedAgent(EncoderAgent):
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One BCE step on a logged minibatch as large as the replay batch (which is ignored)."""
+        if self.logs is None:
+            raise ValueError("this SL agent has no logged slates to learn from "
+                             "(set agent.logs = LoggedSlates.from_dataset(...))")
         n = int(batch["slate"].shape[0])
         idx = torch.randint(len(self.logs), (n,), generator=self.generator, device=self.device)
         self.train_mode(True)

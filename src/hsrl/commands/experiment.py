@@ -37,15 +37,17 @@ WorldOpt = Annotated[
 
 def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[str]:
     """Agent specs: names (hsrl, hac, ...) optionally with options, e.g. hsrl:residual=soft+credit=slate."""
+    from hsrl.agents import registry
     from hsrl.errors import ConfigError
-    from hsrl.workflow import ABLATION, AGENTS, agent_config, base_name
+    from hsrl.workflow import ABLATION, agent_config, base_name
 
     names = [a.strip() for a in agents.split(",") if a.strip()] if agents else list(cfg.eval.agents)
     if ablation:
         names += [a for a in ABLATION if a not in names]
-    unknown = [a for a in names if base_name(a) not in AGENTS]
+    known = registry.names()  # every registered agent, built-in or added with registry.register
+    unknown = [a for a in names if base_name(a) not in known]
     if unknown:
-        raise ConfigError(f"unknown agent(s) {', '.join(unknown)} (expected: {', '.join(AGENTS)})")
+        raise ConfigError(f"unknown agent(s) {', '.join(unknown)} (expected: {', '.join(known)})")
     for spec in names:
         agent_config(spec, cfg)  # options are validated before any work starts
     return names
@@ -111,14 +113,14 @@ def ensure_stages(
 
 def _require_trained(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int) -> None:
     """Scoring never trains agents: name every missing checkpoint up front, before any stage is built."""
-    from hsrl.agents import LEARNED
+    from hsrl.agents import registry
     from hsrl.errors import ArtifactError
     from hsrl.workflow import agent_dir, base_name
 
     missing = [
         (name, seed)
         for name in agents
-        if base_name(name) in LEARNED
+        if registry.get(base_name(name)).learned
         for seed in range(seeds)
         if not (agent_dir(run_dir, name, seed, cfg) / "agent.pt").is_file()
     ]
@@ -177,7 +179,7 @@ def train_stage(
 
     from rich.progress import Progress
 
-    from hsrl.agents import LEARNED
+    from hsrl.agents import registry
     from hsrl.workflow import train_agent
 
     from hsrl.workflow import agent_dir, base_name
@@ -186,7 +188,7 @@ def train_stage(
     for name in agents:
         for seed in range(seeds):
             folder = agent_dir(run_dir, name, seed, cfg, holdout)
-            if base_name(name) in LEARNED and folder not in seen:  # decode-only variants share weights
+            if registry.get(base_name(name)).learned and folder not in seen:  # decode-only variants share weights
                 seen.add(folder)
                 jobs.append((name, seed))
     workers = min(len(jobs), cfg.eval.jobs or os.cpu_count() or 1)

@@ -17,12 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from hsrl.agents.decoding import RecentExposure, beam_search, sample_slate
 from hsrl.agents.hsrl import ItemTable
-from hsrl.data.schema import PAD
 from hsrl.serve.catalogue import LiveCatalogue
 from hsrl.simulator.observation import Observation
 
@@ -88,11 +86,9 @@ class Recommender:
     # ------------------------------------------------------------------ tensors
     def observation(self, queries: Sequence[UserQuery]) -> Observation:
         """The batch's observation; history ids are resolved against the catalogue (hold its read lock)."""
-        b, h = len(queries), self.history_length
+        h = self.history_length
         lookup = self.catalogue.lookup
-        hist_items = np.full((b, h), PAD, dtype=np.int64)
-        hist_fb = np.zeros((b, h), dtype=np.float32)
-        profile = np.zeros((b, self.profile_dim), dtype=np.float32)
+        histories = []
         for u, q in enumerate(queries):
             items = q.items[-h:] if len(q.items) > h else q.items
             skip = len(q.items) - len(items)
@@ -100,14 +96,9 @@ class Recommender:
             if -1 in rows:
                 j = rows.index(-1)
                 raise UnknownItem(u, q.offset + skip + j, items[j])
-            if rows:
-                hist_items[u, h - len(rows) :] = rows
-                hist_fb[u, h - len(rows) :] = q.feedback[-len(rows) :]
-            if q.profile is not None:
-                profile[u] = q.profile
-        return Observation(
-            torch.zeros(b, dtype=torch.long), torch.from_numpy(profile), torch.from_numpy(hist_items),
-            torch.from_numpy(hist_fb),
+            histories.append(rows)
+        return Observation.from_histories(
+            histories, h, [q.feedback for q in queries], [q.profile for q in queries], self.profile_dim
         )
 
     @torch.inference_mode()

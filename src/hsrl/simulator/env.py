@@ -105,6 +105,18 @@ class SlateEnv:
         self._finished_returns: list[torch.Tensor] = []
         self._finished_depths: list[torch.Tensor] = []
 
+    @classmethod
+    def from_run(
+        cls,
+        run: str | Path,
+        split: str = "test",
+        world: Literal["simulator", "judge", "true"] = "simulator",
+        **kwargs: Any,
+    ) -> "SlateEnv":
+        """The environment of a run directory (its data and simulator, or the true world): ``make_env``'s
+        keywords (``batch_users``, ``seed``, ``reward``, ``device``, ``users``) pass through."""
+        return make_env(run, split=split, world=world, **kwargs)
+
     # ------------------------------------------------------------------ episodes
     def _draw(self, n: int) -> Observation:
         idx = torch.randint(self.n_start_states, (n,), generator=self.generator, device=self.device)

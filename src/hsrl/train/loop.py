@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -52,6 +52,7 @@ class Trainer:
         out_dir: str | Path | None = None,
         eval_env: Callable[[], Any] | None = None,
         show_progress: bool = True,
+        callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
     ) -> None:
         self.agent = agent
         self.env = env
@@ -59,6 +60,7 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.eval_env = eval_env
         self.show_progress = show_progress
+        self.callbacks = list(callbacks or ())  # each receives every metrics record (``Agent.fit``)
         capacity = min(config.buffer_size, agent.replay_window or config.buffer_size)
         self.buffer = ReplayBuffer(capacity, seed=config.seed)
         self.step = 0
@@ -106,6 +108,8 @@ class Trainer:
         if self.out_dir is not None:
             with open(self.out_dir / METRICS, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        for callback in self.callbacks:
+            callback(record)
 
     def _evaluate(self) -> dict[str, Any]:
         assert self.eval_env is not None
@@ -144,15 +148,16 @@ class Trainer:
                         losses = self.agent.update(self.buffer.sample(cfg.batch_size))
                 episodes = self.env.pop_episodes()
                 self.recent = (self.recent + [float(x) for x in episodes["return"]])[-200:]
-                if self.eval_env is not None and (self.step % cfg.eval_every == 0 or self.step == total):
+                if self.step % cfg.eval_every == 0 or self.step == total:  # recorded with or without an eval env
                     record = {"step": self.step, "train_return": sum(self.recent) / max(len(self.recent), 1), **losses}
-                    record.update({f"eval_{k}": v for k, v in self._evaluate().items()})
+                    if self.eval_env is not None:
+                        record.update({f"eval_{k}": v for k, v in self._evaluate().items()})
                     self._log(record)
                 if self.out_dir is not None and (self.step % cfg.checkpoint_every == 0 or self.step == total):
                     self.save_checkpoint()
                 if self.step % 10 == 0 or self.step == total:
                     info = f"return {sum(self.recent) / max(len(self.recent), 1):.2f}"
-                    if self.history:
-                        info += f" | eval {self.history[-1].get('eval_total_reward', float('nan')):.2f}"
+                    if self.history and "eval_total_reward" in self.history[-1]:
+                        info += f" | eval {self.history[-1]['eval_total_reward']:.2f}"
                     progress.update(task, completed=self.step, info=info)
         return self.history

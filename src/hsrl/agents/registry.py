@@ -1,0 +1,303 @@
+"""One table of every agent: name -> class, learned or reference, privileged, factory, option schema.
+
+The CLI (`hsrl train/evaluate/compare/churn`), the workflow and the Python API all read this table, so
+an agent exists everywhere once it has a class and one ``register(...)`` entry::
+
+    register("mine", MyAgent)                     # learned/privileged are read from the class
+    register("mine", MyAgent, factory=lambda ctx: MyAgent(ctx.features, ctx.slate_size, ctx.dataset()))
+
+A factory receives one ``BuildContext`` (run directory, config with the spec's options applied, the
+environment, the seed, the Semantic ID index) and returns a fresh, untrained agent; whatever special input
+an agent needs (logged slates, train popularity, the world's click model, the index) it takes from there.
+Without a factory the class is called as ``cls(features, slate_size)``, or for ``EncoderAgent`` subclasses
+``cls(features, slate_size, profile_dim, history_length, config.agent, seed)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import BaseModel
+
+from hsrl.agents.a2c import A2CItemAgent
+from hsrl.agents.base import Agent
+from hsrl.agents.ddpg import DDPGAgent
+from hsrl.agents.encoder_agent import EncoderAgent
+from hsrl.agents.hac import HACAgent
+from hsrl.agents.heuristics import OracleGreedyAgent, PopularAgent, RandomAgent
+from hsrl.agents.hsrl import HSRLAgent
+from hsrl.agents.supervised import LoggedSlates, SupervisedAgent
+from hsrl.agents.td3 import TD3Agent
+from hsrl.config import A2CConfig, AgentConfig, DDPGConfig, HACConfig, RunConfig, SLConfig, TD3Config
+from hsrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hsrl.data.schema import LogDataset
+    from hsrl.sid.index import SemanticIDIndex
+
+TRAIN_SPLIT = "train"
+
+
+# ---------------------------------------------------------------------- what a factory gets
+@dataclass
+class BuildContext:
+    """Everything an agent factory may read. ``config.agent`` already holds the spec's options."""
+
+    run_dir: Path | None
+    config: RunConfig
+    env: Any
+    seed: int = 0
+    index: SemanticIDIndex | None = None  # the Semantic IDs to use (default: the run's)
+    spec: str = ""
+    options: dict[str, str] = field(default_factory=dict)  # the spec's options (oracle:fatigue=blind)
+    _dataset: Any = field(default=None, repr=False)
+
+    @property
+    def features(self) -> torch.Tensor:
+        return self.env.item_features
+
+    @property
+    def slate_size(self) -> int:
+        return int(self.env.slate_size)
+
+    @property
+    def view(self) -> Any:
+        """The ``CatalogueView`` the agent is built for (catalogue churn), else None."""
+        from hsrl.simulator.catalogue import CatalogueView
+
+        return self.env if isinstance(self.env, CatalogueView) else None
+
+    def need_run(self, what: str) -> Path:
+        if self.run_dir is None:
+            raise ConfigError(f"agent '{self.spec}' needs a run directory ({what})")
+        return Path(self.run_dir)
+
+    def dataset(self) -> LogDataset:
+        """The run's prepared logs (read once per context)."""
+        if self._dataset is None:
+            from hsrl.data.schema import LogDataset
+
+            self._dataset = LogDataset.load(self.need_run("its logged data"))
+        return self._dataset
+
+    def sid_index(self) -> SemanticIDIndex:
+        if self.index is not None:
+            return self.index
+        from hsrl.workflow import load_index
+
+        return load_index(self.need_run("its Semantic ID index"))
+
+
+Factory = Callable[[BuildContext], Agent]
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """One agent: ``options`` is the pydantic section of its hyper-parameters (``agent.<name>`` for the
+    baselines, the ``agent`` section itself for HSRL); ``choices`` are spec options that are not config
+    fields (``oracle:fatigue=aware|blind``); ``uses_index``: the agent decodes Semantic IDs (catalogue
+    churn hands it the index that grows)."""
+
+    name: str
+    cls: type[Agent]
+    factory: Factory
+    learned: bool
+    privileged: bool
+    options: type[BaseModel] | None = None
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    uses_index: bool = False
+
+
+_TABLE: dict[str, AgentEntry] = {}
+
+
+def default_factory(cls: type[Agent]) -> Factory:
+    """The constructor call every shared-encoder agent has, or the bare one of a reference agent."""
+
+    def make(ctx: BuildContext) -> Agent:
+        if issubclass(cls, EncoderAgent):
+            env = ctx.env
+            return cls(ctx.features, ctx.slate_size, env.profile_dim, env.history_length, ctx.config.agent, ctx.seed)
+        return cls(ctx.features, ctx.slate_size)
+
+    return make
+
+
+def register(
+    name: str,
+    cls: type[Agent],
+    factory: Factory | None = None,
+    *,
+    learned: bool | None = None,
+    privileged: bool | None = None,
+    options: type[BaseModel] | None = None,
+    choices: Mapping[str, tuple[str, ...]] | None = None,
+    uses_index: bool = False,
+    replace: bool = False,
+) -> AgentEntry:
+    """Add an agent under ``name`` (a new name, unless ``replace``); returns its entry."""
+    if not name or any(c in name for c in ":,+= "):
+        raise ValueError(f"agent name '{name}': no ':', ',', '+', '=' or spaces (they separate agent specs)")
+    if name in _TABLE and not replace:
+        raise ValueError(f"agent '{name}' is already registered (replace=True to redefine it)")
+    entry = AgentEntry(
+        name=name,
+        cls=cls,
+        factory=factory or default_factory(cls),
+        learned=cls.learned if learned is None else learned,
+        privileged=cls.privileged if privileged is None else privileged,
+        options=options,
+        choices=dict(choices or {}),
+        uses_index=uses_index,
+    )
+    _TABLE[name] = entry
+    return entry
+
+
+def unregister(name: str) -> None:
+    _TABLE.pop(name, None)
+
+
+def get(name: str) -> AgentEntry:
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise ConfigError(f"unknown agent '{name}' (expected one of: {', '.join(_TABLE)})") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_TABLE)
+
+
+def learned_names() -> tuple[str, ...]:
+    return tuple(n for n, e in _TABLE.items() if e.learned)
+
+
+def reference_names() -> tuple[str, ...]:
+    return tuple(n for n, e in _TABLE.items() if not e.learned)
+
+
+def name_of(agent: Agent) -> str:
+    """The registry name of an agent's class (a checkpoint records it), else its ``name`` attribute."""
+    for name, entry in _TABLE.items():
+        if entry.cls is type(agent):
+            return name
+    return agent.name
+
+
+# ---------------------------------------------------------------------- specs: NAME:key=value+...
+def parse_agent(spec: str) -> tuple[str, dict[str, str]]:
+    """``"hsrl:residual=soft+credit=slate"`` -> ("hsrl", {"residual": "soft", "credit": "slate"})."""
+    name, _, rest = spec.partition(":")
+    options: dict[str, str] = {}
+    for item in filter(None, rest.split("+")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"agent '{spec}': option '{item}' is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return name.strip(), options
+
+
+def base_name(spec: str) -> str:
+    return parse_agent(spec)[0]
+
+
+def build(
+    spec: str,
+    run_dir: str | Path | None = None,
+    config: RunConfig | None = None,
+    env: Any = None,
+    seed: int = 0,
+    index: SemanticIDIndex | None = None,
+) -> Agent:
+    """A fresh agent of kind ``spec`` (a registered name, optionally with ``:key=value+...`` options).
+
+    ``config`` defaults to the run's (``RUN/config.yaml``), ``env`` to the run's training environment.
+    ``env`` may be a ``CatalogueView`` (catalogue churn): logged data is then re-indexed to its items, and
+    ``index`` is the Semantic ID index of those items (default: the run's index).
+    """
+    from hsrl.config import load_run_config
+    from hsrl.workflow import agent_config
+
+    name, options = parse_agent(spec)
+    entry = get(name)
+    run = Path(run_dir) if run_dir is not None else None
+    if config is None:
+        config = load_run_config(run) if run is not None else RunConfig()
+    if env is None:
+        if run is None:
+            raise ConfigError(f"agent '{spec}': give an environment or a run directory to build one from")
+        from hsrl.simulator.env import SlateEnv
+
+        env = SlateEnv.from_run(run, split=TRAIN_SPLIT, seed=seed)
+    config = config.model_copy(update={"agent": agent_config(spec, config)})
+    return entry.factory(BuildContext(run, config, env, seed, index, spec, options))
+
+
+# ---------------------------------------------------------------------- the agents of this package
+def _hsrl(ctx: BuildContext) -> Agent:
+    env = ctx.env
+    return HSRLAgent(ctx.features, ctx.slate_size, ctx.sid_index(), env.profile_dim, env.history_length,
+                     ctx.config.agent, ctx.seed)
+
+
+def _sl(ctx: BuildContext) -> Agent:
+    """SL learns from the training users' logged slates (re-indexed to a churn view's catalogue)."""
+    logs = LoggedSlates.from_dataset(ctx.dataset(), TRAIN_SPLIT, device=ctx.features.device)
+    view = ctx.view
+    logs = logs.restricted(view.local_items) if view is not None else logs
+    env = ctx.env
+    return SupervisedAgent(
+        ctx.features, ctx.slate_size, env.profile_dim, env.history_length, logs, ctx.config.agent, ctx.seed
+    )
+
+
+def _random(ctx: BuildContext) -> Agent:
+    return RandomAgent(ctx.features, ctx.slate_size, ctx.seed)
+
+
+def _popular(ctx: BuildContext) -> Agent:
+    """The training users' click counts, in the view's item order under catalogue churn."""
+    pop = torch.as_tensor(ctx.dataset().item_popularity(TRAIN_SPLIT), device=ctx.features.device)
+    view = ctx.view
+    return PopularAgent(ctx.features, ctx.slate_size, view.local_values(pop) if view is not None else pop)
+
+
+def _oracle(ctx: BuildContext) -> Agent:
+    """Privileged: the judging environment's own click model (or the true world's, fatigue-blind)."""
+    if ctx.options.get("fatigue") == "blind":
+        blind = fatigue_blind_probs(ctx.need_run("the true world"), ctx.env)
+        return OracleGreedyAgent(ctx.features, ctx.slate_size, blind)
+    return OracleGreedyAgent(ctx.features, ctx.slate_size, ctx.env.response.click_probs)
+
+
+def fatigue_blind_probs(run_dir: Path, env: Any) -> Callable[..., torch.Tensor]:
+    """The true world's click probabilities without the repeat-topic fatigue term, for env's item indices."""
+    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+    from hsrl.simulator.catalogue import CatalogueView
+
+    if not (Path(run_dir) / WORLD_FILE).is_file():
+        raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
+    blind = dataclasses.replace(SyntheticWorld.load(run_dir), boredom_per_repeat=0.0)
+    order = env.order if isinstance(env, CatalogueView) else None
+
+    def click_probs(obs: Any, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate, slots)
+
+    return click_probs
+
+
+register("hsrl", HSRLAgent, _hsrl, options=AgentConfig, uses_index=True)
+register("sl", SupervisedAgent, _sl, options=SLConfig)
+register("a2c", A2CItemAgent, options=A2CConfig)
+register("ddpg", DDPGAgent, options=DDPGConfig)
+register("td3", TD3Agent, options=TD3Config)
+register("hac", HACAgent, options=HACConfig)
+register("random", RandomAgent, _random)
+register("popular", PopularAgent, _popular)
+register("oracle", OracleGreedyAgent, _oracle, choices={"fatigue": ("aware", "blind")})

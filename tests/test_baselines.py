@@ -30,9 +30,10 @@ def make_env(ds, true_world, seed=0, batch=16) -> SlateEnv:
     return SlateEnv(ds, TrueWorldResponse(true_world), split="train", batch_users=batch, seed=seed, device="cpu")
 
 
-def make_agent(name, ds, seed=0, features=None, **baseline):
+def make_agent(name, ds, seed=0, features=None, **own):
+    """``own``: options of the agent's own config section (agent.a2c, agent.hac, ...)."""
     feats = torch.as_tensor(ds.item_features) if features is None else features
-    cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0, baseline=baseline)
+    cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0, **{name: own})
     if name == "sl":
         return SupervisedAgent(feats, ds.slate_size, ds.profile_dim, ds.history_length, LoggedSlates.from_dataset(ds), cfg, seed)
     return KINDS[name](feats, ds.slate_size, ds.profile_dim, ds.history_length, cfg, seed)
@@ -74,7 +75,7 @@ def random_score(world):
 # (Seed 1 of this world is hard for both embedding-space actors: DDPG and TD3 stay near random there.)
 FAST = {
     "sl": ({}, 64, 300),
-    "a2c": ({"a2c_actor_lr": 1e-2, "a2c_entropy": 0.0}, 256, 300),
+    "a2c": ({"actor_lr": 1e-2, "entropy": 0.0}, 256, 300),
     "ddpg": ({}, 64, 300),
     "td3": ({}, 64, 600),
     "hac": ({}, 64, 300),

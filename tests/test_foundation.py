@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,18 @@ def test_cli_reports_user_errors_without_traceback(cli, tmp_path):
     r = cli("data", "prepare", "--out", tmp_path / "x", "--set", "sid.levls=2")
     assert r.code == 2 and "levls" in r.err
     assert not (tmp_path / "x" / "data").exists()
+
+
+def test_each_baseline_has_its_own_section_and_old_keys_name_the_new_one():
+    from hsrl.errors import ConfigError
+    from hsrl.workflow import agent_config, agent_dir
+
+    cfg = load_config(overrides=["agent.hac.actor_lr=3e-4", "agent.td3.policy_delay=3"])
+    assert cfg.agent.hac.actor_lr == 3e-4 and cfg.agent.td3.policy_delay == 3 and cfg.agent.ddpg.actor_lr == 1e-3
+    with pytest.raises(ConfigError, match=r"agent.baseline.hac_actor_lr is now agent.hac.actor_lr"):
+        load_config(overrides=["agent.baseline.hac_actor_lr=3e-4"])
+    # a spec option of a baseline lands in its own section (not HSRL's actor_lr), and gets its own folder
+    hac = agent_config("hac:actor_lr=0.002", cfg)
+    assert hac.hac.actor_lr == 0.002 and hac.actor_lr == cfg.agent.actor_lr
+    assert agent_dir(Path("r"), "hac:actor_lr=0.002", 0, cfg).parent.name == "hac-actor_lr=0.002"
+    assert agent_dir(Path("r"), "hac:actor_lr=0.0003", 0, cfg).parent.name == "hac"  # the run's own value

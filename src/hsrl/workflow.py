@@ -63,7 +63,9 @@ def agent_dir(
     config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights.
     Agents trained without a hold-out's items (catalogue churn) live in that hold-out's folder."""
     name, options = parse_agent(spec)
-    same = {k for k, v in options.items() if cfg is not None and _same_value(getattr(cfg.agent, k, None), v)}
+    own = getattr(cfg.agent, name, None) if cfg is not None else None  # a baseline's own section, if any
+    same = {k for k, v in options.items()
+            if cfg is not None and _same_value(getattr(own, k, getattr(cfg.agent, k, None)), v)}  # fmt: skip
     kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
     folder = name + ("-" + "-".join(kept) if kept else "")
     root = holdout.root(run_dir) if holdout is not None else Path(run_dir)
@@ -84,7 +86,10 @@ def agent_config(spec: str, cfg: RunConfig):
         return cfg.agent
     if not options:
         return cfg.agent
-    return load_config(overrides=[f"agent.{k}={v}" for k, v in options.items()], base=cfg).agent
+    own = getattr(cfg.agent, name, None)  # a baseline's own section: hac:actor_lr=3e-4 is agent.hac.actor_lr
+    own_keys = type(own).model_fields if hasattr(type(own), "model_fields") else {}
+    keys = [f"agent.{name}.{k}" if k in own_keys else f"agent.{k}" for k in options]
+    return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent
 
 
 def load_index(run_dir: Path) -> SemanticIDIndex:

@@ -38,11 +38,11 @@ class A2CItemAgent(EncoderAgent):
         self.critic = mlp(dim, dim, 1).to(self.device)
         self.target_encoder = frozen_copy(self.encoder)
         self.target_critic = frozen_copy(self.critic)
-        bl = cfg.baseline
+        own = cfg.a2c
         self.optimizer = torch.optim.Adam(
             [
-                {"params": [*self.encoder.parameters(), *self.actor.parameters()], "lr": bl.a2c_actor_lr},
-                {"params": list(self.critic.parameters()), "lr": bl.a2c_critic_lr},
+                {"params": [*self.encoder.parameters(), *self.actor.parameters()], "lr": own.actor_lr},
+                {"params": list(self.critic.parameters()), "lr": own.critic_lr},
             ],
             weight_decay=cfg.weight_decay,
         )
@@ -99,7 +99,7 @@ class A2CItemAgent(EncoderAgent):
         return reward + self.config.gamma * (1.0 - done.float()) * v
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
-        cfg, bl = self.config, self.config.baseline
+        cfg, own = self.config, self.config.a2c
         self.train_mode(True)
         y = self.td_target(batch["reward"], batch["next_obs"], batch["done"])
         state = self.encoder(batch["obs"], self.item_features)
@@ -110,10 +110,10 @@ class A2CItemAgent(EncoderAgent):
         if cfg.normalize_advantage:
             adv = adv / (adv.std() + 1e-6)
         ratio = (logp - batch["logp"]).exp()
-        surrogate = torch.minimum(ratio * adv[:, None], ratio.clamp(1 - bl.a2c_clip, 1 + bl.a2c_clip) * adv[:, None])
+        surrogate = torch.minimum(ratio * adv[:, None], ratio.clamp(1 - own.clip, 1 + own.clip) * adv[:, None])
         valid = self.recommendable()
         entropy = -(logp_all.exp() * logp_all.masked_fill(~valid, 0.0)).sum(-1)
-        actor_loss = -surrogate.sum(-1).mean() - bl.a2c_entropy * entropy.mean()
+        actor_loss = -surrogate.sum(-1).mean() - own.entropy * entropy.mean()
         critic_loss = F.mse_loss(value, y)
         self.optimizer.zero_grad(set_to_none=True)
         (actor_loss + critic_loss).backward()

@@ -65,6 +65,11 @@ class DDPGAgent(EncoderAgent):
 
     # ------------------------------------------------------------------ knobs for subclasses
     @property
+    def own(self) -> Any:
+        """This agent's own config section (agent.ddpg, agent.td3 or agent.hac)."""
+        return getattr(self.config, self.name)
+
+    @property
     def action_dim(self) -> int:
         return self.config.dim
 
@@ -74,15 +79,14 @@ class DDPGAgent(EncoderAgent):
 
     @property
     def exploration_noise(self) -> float:
-        return self.config.baseline.ddpg_noise
+        return self.own.noise
 
     @property
     def policy_delay(self) -> int:
         return 1
 
     def learning_rates(self) -> tuple[float, float]:
-        bl = self.config.baseline
-        return bl.ddpg_actor_lr, bl.ddpg_critic_lr
+        return self.own.actor_lr, self.own.critic_lr
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return list(self.actor.parameters())

@@ -46,7 +46,7 @@ class HACAgent(DDPGAgent):
         cfg = self.config
         self.behavior_optimizer = torch.optim.Adam(
             [*self.encoder.parameters(), *self.actor.parameters()],
-            lr=max(cfg.baseline.hac_behavior_lr, 1e-12),
+            lr=max(cfg.hac.behavior_lr, 1e-12),
             weight_decay=cfg.weight_decay,
         )
 
@@ -56,11 +56,10 @@ class HACAgent(DDPGAgent):
 
     @property
     def exploration_noise(self) -> float:
-        return self.config.baseline.hac_noise
+        return self.own.noise
 
     def learning_rates(self) -> tuple[float, float]:
-        bl = self.config.baseline
-        return bl.hac_actor_lr, bl.hac_critic_lr
+        return self.own.actor_lr, self.own.critic_lr
 
     def actor_parameters(self) -> list[nn.Parameter]:
         """The alignment loss moves the item kernels too."""
@@ -100,7 +99,7 @@ class HACAgent(DDPGAgent):
         with torch.no_grad():
             effect = self.slate_of(z)
         align = F.mse_loss(self.infer_hyper_action(effect), z[:, :-1])
-        return -q.mean() + self.config.baseline.hac_hyper_coef * align, {"hyper_actor_loss": float(align.detach())}
+        return -q.mean() + self.config.hac.hyper_coef * align, {"hyper_actor_loss": float(align.detach())}
 
     def behavior_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Supervision: BCE of the scorer's logits of the exposed items against their clicks."""
@@ -110,7 +109,7 @@ class HACAgent(DDPGAgent):
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         out = super().update(batch)
-        if self.config.baseline.hac_behavior_lr > 0:
+        if self.config.hac.behavior_lr > 0:
             loss = self.behavior_loss(batch)
             self.behavior_optimizer.zero_grad(set_to_none=True)
             loss.backward()

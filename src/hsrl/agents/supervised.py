@@ -97,7 +97,7 @@ class SupervisedAgent(EncoderAgent):
         self.query = mlp(dim, dim, dim).to(self.device)
         self.bias = mlp(dim, dim, 1).to(self.device)
         params = [*self.encoder.parameters(), *self.query.parameters(), *self.bias.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=self.config.baseline.sl_lr, weight_decay=self.config.weight_decay)
+        self.optimizer = torch.optim.Adam(params, lr=self.config.sl.lr, weight_decay=self.config.weight_decay)
 
     @classmethod
     def _construct(

@@ -20,8 +20,8 @@ class TD3Agent(DDPGAgent):
 
     @property
     def policy_delay(self) -> int:
-        return self.config.baseline.td3_policy_delay
+        return self.own.policy_delay
 
     def target_action(self, next_state: torch.Tensor) -> torch.Tensor:
-        bl = self.config.baseline
-        return self.perturb(self.action(next_state, self.target_actor), bl.td3_target_noise, bl.td3_noise_clip)
+        own = self.own
+        return self.perturb(self.action(next_state, self.target_actor), own.target_noise, own.noise_clip)

@@ -217,13 +217,13 @@ class TrainConfig(Section):
         40, ge=1, description="steps between validation scores: a learning-curve point each (25 at the default steps)"
     )
     eval_episodes: int = Field(
-        32, ge=1, description="validation episodes per score: one batch of the default 32 users (25 x 32 cost +2.6% time)"
+        32, ge=1, description="validation episodes per score: one batch of the default 32 users (25 scores: +2.7% time)"
     )
     log_every: int = Field(
-        40, ge=1, description="steps between metrics records (mean return of the training episodes finished since the last)"
+        40, ge=1, description="steps between metrics records: mean return of the training episodes ended since the last"
     )
     log: Literal["jsonl", "tensorboard"] = Field(
-        "jsonl", description="tensorboard: the records also go to a SummaryWriter in the agent's folder (extra 'tensorboard')"
+        "jsonl", description="tensorboard: records also go to a SummaryWriter in the agent folder (extra 'tensorboard')"
     )
     checkpoint_every: int = 1000
     seed: int = 0

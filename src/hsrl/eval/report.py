@@ -157,19 +157,37 @@ def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
         ax.set_title(f"{payload.get('dataset', '')}: CTR by step, {world}")
         ax.legend(fontsize=7)
         paths[f"ctr_{world}"] = _save(fig, out_dir / f"ctr_by_step_{world}.png")
-    curves = payload.get("curves", {})
+    curves = {name: seeds for name, seeds in payload.get("curves", {}).items() if any(seeds)}
     if curves:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for name, seeds in curves.items():
-            steps = sorted({s for curve in seeds for s, _ in curve})
-            matrix = np.array([[dict(curve).get(s, np.nan) for s in steps] for curve in seeds], dtype=float)
-            mean = np.nanmean(matrix, axis=0)
-            stats = [mean_ci(col[~np.isnan(col)]) for col in matrix.T]
-            half = np.array([h for _, h in stats])
-            ax.plot(steps, mean, label=name)
-            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("eval total reward")
-        ax.legend()
-        paths["curves"] = _save(fig, out_dir / "learning_curves.png")
+        paths["curves"] = plot_learning_curves(curves, out_dir / "learning_curves.png", payload)
     return paths
+
+
+def plot_learning_curves(curves: dict[str, list[list[tuple[int, float]]]], path: Path, payload: dict[str, Any]) -> Path:
+    """One line per agent: the validation total reward at each evaluation step, mean over seeds, with
+    the 95 % CI band over the seeds that reached that step (``curves``: agent -> per seed (step, value))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    n_seeds = max(len(seeds) for seeds in curves.values())
+    for name, seeds in curves.items():
+        steps = sorted({s for curve in seeds for s, _ in curve})
+        matrix = np.array([[dict(curve).get(s, np.nan) for s in steps] for curve in seeds], dtype=float)
+        stats = [mean_ci(col[~np.isnan(col)]) for col in matrix.T]
+        mean = np.array([m for m, _ in stats])
+        half = np.array([h for _, h in stats])
+        (line,) = ax.plot(steps, mean, marker="." if len(steps) <= 60 else None, markersize=3, label=name)
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2, color=line.get_color(), linewidth=0)
+    episodes = payload.get("config", {}).get("train", {}).get("eval_episodes")
+    per_point = f"{episodes} validation episodes a point, " if episodes else ""
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("validation total reward")
+    ax.set_title(
+        f"{payload.get('dataset', '')}: learning curves ({per_point}mean ± 95% CI over {n_seeds} seed(s))", fontsize=9
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

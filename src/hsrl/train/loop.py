@@ -1,11 +1,13 @@
 """The training loop shared by every learning agent (CleanRL-style: readable top to bottom).
 
 Each step: the agent explores on B users at once, the batch of transitions goes into the replay
-buffer, then ``updates_per_step`` gradient steps on replay batches. Every ``eval_every`` steps the
-greedy policy is scored on held-out users (a fresh, seeded environment, so evaluation never
-disturbs training); metrics go to ``metrics.jsonl``. Checkpoints hold everything that moves (agent,
-optimiser, target network, buffer, environment, random states), so a resumed run continues exactly
-as an uninterrupted one would.
+buffer, then ``updates_per_step`` gradient steps on replay batches. Every ``log_every`` steps a
+record with the mean return of the training episodes finished since the previous record (free: the
+environment records them) goes to ``metrics.jsonl`` (and to TensorBoard with ``log=tensorboard``);
+every ``eval_every`` steps the record also holds the greedy policy's scores on held-out users (a
+fresh, seeded environment, so evaluation never disturbs training). Checkpoints hold everything that
+moves (agent, optimiser, target network, buffer, environment, random states, the records so far), so
+a resumed run continues exactly as an uninterrupted one would and writes the same records.
 """
 
 from __future__ import annotations
@@ -19,13 +21,38 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hsrl.agents.base import Agent
 from hsrl.config import TrainConfig
-from hsrl.errors import ArtifactError
+from hsrl.errors import ArtifactError, ConfigError
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.io import atomic_path
 from hsrl.train.buffer import ReplayBuffer
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def summary_writer_class() -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``; a ConfigError naming the extra when TensorBoard is absent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the tensorboard package, an optional extra of hsrl
+        raise ConfigError(
+            "train.log=tensorboard needs the TensorBoard package: pip install 'hsrl[tensorboard]'"
+            " (or keep train.log=jsonl)"
+        ) from None
+    return SummaryWriter
+
+
+def _scalars(record: dict[str, Any]) -> dict[str, float]:
+    """The record's numbers as TensorBoard tags (``eval_x`` -> ``eval/x``, ``train_x`` -> ``train/x``,
+    losses -> ``loss/x``); lists and missing values (None) are left out."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        group, _, rest = key.partition("_")
+        out[f"{group}/{rest}" if group in ("eval", "train") and rest else f"loss/{key}"] = float(value)
+    return out
 
 
 def progress_bar(disable: bool = False) -> Progress:
@@ -67,6 +94,11 @@ class Trainer:
         self.obs = None
         self.history: list[dict[str, Any]] = []
         self.recent: list[float] = []  # returns of the last finished training episodes (for display)
+        # (return, depth) of the training episodes finished since the last record, for the next one
+        self.pending: list[tuple[float, int]] = []
+        self.writer: Any = None  # TensorBoard SummaryWriter while fit runs with log=tensorboard
+        if config.log == "tensorboard":
+            summary_writer_class()  # a missing extra stops here, not after the first steps
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -79,6 +111,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
             "recent": self.recent,
+            "pending": self.pending,
         }
 
     def save_checkpoint(self) -> Path:
@@ -100,6 +133,7 @@ class Trainer:
         self.obs = state["obs"]
         self.history = list(state["history"])
         self.recent = list(state["recent"])
+        self.pending = [(float(r), int(d)) for r, d in state.get("pending", [])]  # older checkpoints: none
         torch.set_rng_state(state["torch_rng"])
 
     # ------------------------------------------------------------------ loop
@@ -108,8 +142,26 @@ class Trainer:
         if self.out_dir is not None:
             with open(self.out_dir / METRICS, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for tag, value in _scalars(record).items():
+                self.writer.add_scalar(tag, value, global_step=record["step"])
         for callback in self.callbacks:
             callback(record)
+
+    def _record(self, losses: dict[str, float]) -> dict[str, Any]:
+        """A metrics record: the running training return, the episodes finished since the last record, losses."""
+        n = len(self.pending)
+        record: dict[str, Any] = {
+            "step": self.step,
+            "train_return": sum(self.recent) / max(len(self.recent), 1),
+            "train_episodes": n,
+            # None (JSON null) when no episode ended since the last record
+            "train_episode_return": sum(r for r, _ in self.pending) / n if n else None,
+            "train_episode_depth": sum(d for _, d in self.pending) / n if n else None,
+            **losses,
+        }
+        self.pending = []
+        return record
 
     def _evaluate(self) -> dict[str, Any]:
         assert self.eval_env is not None
@@ -126,12 +178,30 @@ class Trainer:
             ckpt = self.out_dir / CHECKPOINT
             if resume and ckpt.is_file():
                 self.load_checkpoint(ckpt)
+                # records written after that checkpoint (an interrupted run) are written again on the way
+                with atomic_path(self.out_dir / METRICS) as tmp:
+                    tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
             elif (self.out_dir / METRICS).exists():
                 (self.out_dir / METRICS).unlink()
         if self.obs is None:
             torch.manual_seed(cfg.seed)
             self.obs = self.env.reset()
         self.agent.train_mode(True)
+        if cfg.log == "tensorboard" and self.out_dir is not None:
+            # on resume, events an interrupted run wrote after the checkpoint are dropped (written again)
+            self.writer = summary_writer_class()(
+                log_dir=str(self.out_dir / TENSORBOARD_DIR), purge_step=self.step + 1 if self.step else None
+            )
+        try:
+            self._loop(total)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        return self.history
+
+    def _loop(self, total: int) -> None:
+        cfg = self.config
         with progress_bar(disable=not self.show_progress) as progress:
             task = progress.add_task(f"train {self.agent.name}", total=total, completed=self.step, info="")
             while self.step < total:
@@ -148,9 +218,11 @@ class Trainer:
                         losses = self.agent.update(self.buffer.sample(cfg.batch_size))
                 episodes = self.env.pop_episodes()
                 self.recent = (self.recent + [float(x) for x in episodes["return"]])[-200:]
-                if self.step % cfg.eval_every == 0 or self.step == total:  # recorded with or without an eval env
-                    record = {"step": self.step, "train_return": sum(self.recent) / max(len(self.recent), 1), **losses}
-                    if self.eval_env is not None:
+                self.pending += [(float(r), int(d)) for r, d in zip(episodes["return"], episodes["depth"], strict=True)]
+                evaluate_now = self.step % cfg.eval_every == 0 or self.step == total
+                if evaluate_now or self.step % cfg.log_every == 0:  # recorded with or without an eval env
+                    record = self._record(losses)
+                    if evaluate_now and self.eval_env is not None:
                         record.update({f"eval_{k}": v for k, v in self._evaluate().items()})
                     self._log(record)
                 if self.out_dir is not None and (self.step % cfg.checkpoint_every == 0 or self.step == total):
@@ -160,4 +232,3 @@ class Trainer:
                     if self.history and "eval_total_reward" in self.history[-1]:
                         info += f" | eval {self.history[-1]['eval_total_reward']:.2f}"
                     progress.update(task, completed=self.step, info=info)
-        return self.history

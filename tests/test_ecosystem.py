@@ -213,3 +213,12 @@ def test_tensorboard_missing_is_a_config_error_naming_the_extra(world_setup, tmp
         trainer(world_setup, tmp_path, steps=4, log="tensorboard")
     with pytest.raises(ConfigError, match="train.log"):
         load_config(overrides=["train.log=wandb"])
+
+
+def test_import_hsrl_registers_the_gymnasium_id_without_torch():
+    import subprocess
+
+    code = ("import sys, hsrl, gymnasium; assert 'hsrl/Slate-v0' in gymnasium.registry, 'not registered'; "
+            "assert 'torch' not in sys.modules, 'torch imported'")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -22,6 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from hsrl.gym_registration import register_gymnasium  # noqa: E402  (no torch: string entry points)
+
+register_gymnasium()
+
 if TYPE_CHECKING:
     from hsrl.agents.base import Agent
     from hsrl.data.schema import LogDataset

@@ -36,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.run / "data" / "dataset.npz").is_file():
         start = time.perf_counter()
-        subprocess.run([*HSRL, "data", "prepare", "--out", str(args.run), "--set", f"data.synthetic.n_users={args.users}",
-                        "--set", f"data.history_length={args.history}"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        sets = ["--set", f"data.synthetic.n_users={args.users}", "--set", f"data.history_length={args.history}"]
+        subprocess.run([*HSRL, "data", "prepare", "--out", str(args.run), *sets], check=True, stdout=subprocess.DEVNULL)
         print(f"prepared {args.run} in {time.perf_counter() - start:.0f} s", flush=True)
     rows = []
     cores = os.cpu_count() or 1
@@ -70,8 +70,10 @@ def main() -> None:
     if base:  # against the fastest single process
         for r in rows:
             r["speedup_vs_best_1"] = round(r["train_impressions_per_second"] / base["train_impressions_per_second"], 2)
-        print("speed-up vs the fastest single process: "
-              + ", ".join(f"{r['nproc']}x{r['threads_per_process']} threads: {r['speedup_vs_best_1']}x" for r in rows))
+        print(
+            "speed-up vs the fastest single process: "
+            + ", ".join(f"{r['nproc']}x{r['threads_per_process']} threads: {r['speedup_vs_best_1']}x" for r in rows)
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"cpus": os.cpu_count(), "users": args.users, "history": args.history}
     (RESULTS / "ddp_training.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sid_build import clustered  # bench/ is on sys.path when a bench script runs
 
 from hsrl.agents import HSRLAgent
 from hsrl.config import AgentConfig
 from hsrl.data.schema import PAD
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.observation import Observation
-from sid_build import clustered  # bench/ is on sys.path when a bench script runs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,7 +59,9 @@ def observations(n_items: int, batch: int, history: int, profile_dim: int) -> Ob
     lengths = torch.randint(1, history + 1, (batch,), generator=g)
     hist[torch.arange(history)[None, :] < (history - lengths)[:, None]] = PAD
     feedback = (torch.rand(batch, history, generator=g) < 0.3).float() * (hist != PAD)
-    return Observation(torch.zeros(batch, dtype=torch.long), torch.randn(batch, profile_dim, generator=g), hist, feedback)
+    return Observation(
+        torch.zeros(batch, dtype=torch.long), torch.randn(batch, profile_dim, generator=g), hist, feedback
+    )
 
 
 def timed(fn, repeats: int) -> tuple[list[float], object]:
@@ -115,7 +117,9 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=20, help="timed trie calls per size")
     ap.add_argument("--score-all-repeats", type=int, default=3, help="timed score_all passes at N <= 10^4 (else 1)")
-    ap.add_argument("--score-all-subset-from", type=int, default=1_000_000, help="N from which score_all runs on a user subset")
+    ap.add_argument(
+        "--score-all-subset-from", type=int, default=1_000_000, help="N from which score_all runs on a user subset"
+    )
     ap.add_argument("--score-all-users", type=int, default=4, help="users in that subset")
     ap.add_argument("--score-all-cells", type=int, default=250_000, help="users x items per score_all chunk")
     ap.add_argument("--naive-up-to", type=int, default=10_000, help="largest N at which the naive score_all is timed")
@@ -157,9 +161,16 @@ def main() -> None:
                 from hsrl.agents.decoding import score_all_naive
 
                 naive_chunk = max(1, min(args.batch, args.score_all_cells // n))
-                naive = lambda: [score_all_naive(agent.net.policy, index, state[lo : lo + naive_chunk], agent.items(),
-                                                 agent.recent(obs.index(slice(lo, lo + naive_chunk))))
-                                 for lo in range(0, args.batch, naive_chunk)]
+                naive = lambda: [
+                    score_all_naive(
+                        agent.net.policy,
+                        index,
+                        state[lo : lo + naive_chunk],
+                        agent.items(),
+                        agent.recent(obs.index(slice(lo, lo + naive_chunk))),
+                    )
+                    for lo in range(0, args.batch, naive_chunk)
+                ]
                 naive_ms = statistics.median(timed(naive, 1)[0])
         assert (beam_items >= 0).all() and all(len(set(r.tolist())) == args.k for r in beam_items)
         overlap = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / args.k for a, b in zip(beam_items, exact)]))
@@ -169,9 +180,19 @@ def main() -> None:
             "items": n,
             "vocab_sizes": index.vocab_sizes,
             "index_load_or_build_s": index_seconds,
-            "trie_beam_ms": {"median": statistics.median(trie_ms), "min": min(trie_ms), "p90": float(np.percentile(trie_ms, 90))},
+            "trie_beam_ms": {
+                "median": statistics.median(trie_ms),
+                "min": min(trie_ms),
+                "p90": float(np.percentile(trie_ms, 90)),
+            },
             "act_trie_ms_median": statistics.median(act_ms),
-            "score_all_ms": {"median": measured, "min": min(all_ms), "runs": len(all_ms), "users": users, "user_chunk": chunk},
+            "score_all_ms": {
+                "median": measured,
+                "min": min(all_ms),
+                "runs": len(all_ms),
+                "users": users,
+                "user_chunk": chunk,
+            },
             "score_all_batch_ms": batch_ms,
             "score_all_batch_extrapolated": users < args.batch,
             "speedup_median": batch_ms / statistics.median(trie_ms),
@@ -181,29 +202,45 @@ def main() -> None:
             "beam_breakdown_ms": breakdown,
         }
         rows.append(row)
-        print(f"N={n:>9,}  trie {row['trie_beam_ms']['median']:8.2f} ms ({args.batch} users)  score_all {measured:10.1f} ms"
-              f" ({users} users)  x{row['speedup_median']:8.0f}  (overlap {overlap:.2f})", flush=True)
+        print(
+            f"N={n:>9,}  trie {row['trie_beam_ms']['median']:8.2f} ms ({args.batch} users)"
+            f"  score_all {measured:10.1f} ms"
+            f" ({users} users)  x{row['speedup_median']:8.0f}  (overlap {overlap:.2f})",
+            flush=True,
+        )
         del agent, index, features, feats
     base = rows[0]["trie_beam_ms"]["median"]
     print()
-    print(f"slate decoding, batch {args.batch} users, K={args.k}, beam {args.beam}, L={args.levels}, V={args.codes},"
-          f" torch threads {args.threads}")
-    print(f"{'items':>10} {'trie ms':>8} {'vs first':>8} {'act ms':>7} {'score_all ms (users)':>21} {'batch ms':>11}"
-          f" {'speedup':>8} {'bound':>7} {'beam∩exact':>10} {'lookups ms':>10} {'net+topk':>8}")
+    print(
+        f"slate decoding, batch {args.batch} users, K={args.k}, beam {args.beam}, L={args.levels}, V={args.codes},"
+        f" torch threads {args.threads}"
+    )
+    print(
+        f"{'items':>10} {'trie ms':>8} {'vs first':>8} {'act ms':>7} {'score_all ms (users)':>21} {'batch ms':>11}"
+        f" {'speedup':>8} {'bound':>7} {'beam∩exact':>10} {'lookups ms':>10} {'net+topk':>8}"
+    )
     for r in rows:
         b, s = r["beam_breakdown_ms"], r["score_all_ms"]
         batch = f"{r['score_all_batch_ms']:.0f}{'*' if r['score_all_batch_extrapolated'] else ''}"
-        print(f"{r['items']:>10,} {r['trie_beam_ms']['median']:>8.2f} {r['trie_beam_ms']['median'] / base:>8.2f}"
-              f" {r['act_trie_ms_median']:>7.2f} {s['median']:>15.0f} ({s['users']:>2}) {batch:>11} {r['speedup_median']:>8.0f}"
-              f" {r['speedup_measured_bound']:>7.0f} {r['beam_in_exact_topk']:>10.2f} {b['child_counts'] + b['item_of']:>10.2f}"
-              f" {b['network_and_topk']:>8.2f}")
+        print(
+            f"{r['items']:>10,} {r['trie_beam_ms']['median']:>8.2f} {r['trie_beam_ms']['median'] / base:>8.2f}"
+            f" {r['act_trie_ms_median']:>7.2f} {s['median']:>15.0f} ({s['users']:>2}) {batch:>11}"
+            f" {r['speedup_median']:>8.0f} {r['speedup_measured_bound']:>7.0f} {r['beam_in_exact_topk']:>10.2f}"
+            f" {b['child_counts'] + b['item_of']:>10.2f}"
+            f" {b['network_and_topk']:>8.2f}"
+        )
     for r in rows:
         if r["score_all_naive_batch_ms"] is not None:
-            print(f"naive score_all (policy recomputed per item) at N={r['items']:,}: {r['score_all_naive_batch_ms']:.0f} ms"
-                  f" for the batch, x{r['score_all_naive_batch_ms'] / r['score_all_batch_ms']:.1f} the shared-prefix one"
-                  " (not in the speedup column)")
-    print("* extrapolated from the measured users (score_all cost is linear in users); 'bound' = measured score_all"
-          " time on its users / trie time on the whole batch")
+            print(
+                f"naive score_all (policy recomputed per item) at N={r['items']:,}:"
+                f" {r['score_all_naive_batch_ms']:.0f} ms"
+                f" for the batch, x{r['score_all_naive_batch_ms'] / r['score_all_batch_ms']:.1f} the shared-prefix one"
+                " (not in the speedup column)"
+            )
+    print(
+        "* extrapolated from the measured users (score_all cost is linear in users); 'bound' = measured score_all"
+        " time on its users / trie time on the whole batch"
+    )
     result = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "torch": torch.__version__,

@@ -26,7 +26,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def throughput(run: Path, world: str, batch: int, steps: int, device: str) -> dict:
     env = make_env(run, world=world, batch_users=batch, seed=0, device=device)
     gen = torch.Generator().manual_seed(0)
-    slates = [torch.rand(batch, env.n_items, generator=gen).argsort(1)[:, : env.slate_size].to(device) for _ in range(steps)]
+    slates = [
+        torch.rand(batch, env.n_items, generator=gen).argsort(1)[:, : env.slate_size].to(device) for _ in range(steps)
+    ]
     env.reset()
     for slate in slates[:10]:  # warm-up
         env.step(slate)

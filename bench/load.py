@@ -54,15 +54,32 @@ def ensure_hey() -> str:
 
 def body(n: int, history: int, rng: np.random.Generator) -> dict:
     hist = rng.choice(n, history, replace=False)
-    return {"users": [{
-        "history": [{"item": f"i{i}", "feedback": int(rng.random() < 0.3)} for i in hist],
-        "profile": rng.normal(size=PROFILE_DIM).tolist(),
-    }]}
+    return {
+        "users": [
+            {
+                "history": [{"item": f"i{i}", "feedback": int(rng.random() < 0.3)} for i in hist],
+                "profile": rng.normal(size=PROFILE_DIM).tolist(),
+            }
+        ]
+    }
 
 
 def run_hey(hey: str, url: str, body_file: Path, seconds: float, workers: int, per_worker_rate: float | None) -> dict:
-    cmd = [hey, "-z", f"{seconds}s", "-c", str(workers), "-m", "POST", "-T", "application/json", "-D", str(body_file),
-           "-o", "csv"]
+    cmd = [
+        hey,
+        "-z",
+        f"{seconds}s",
+        "-c",
+        str(workers),
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-D",
+        str(body_file),
+        "-o",
+        "csv",
+    ]
     if per_worker_rate:
         cmd += ["-q", f"{per_worker_rate:g}"]
     start = time.perf_counter()
@@ -76,10 +93,17 @@ def run_hey(hey: str, url: str, body_file: Path, seconds: float, workers: int, p
     duration = max(offsets) if offsets else elapsed
     errors = sum(r["status-code"] != "200" for r in rows)
     return {
-        "requests": len(rows), "ok": len(latency), "errors": errors, "seconds": duration,
+        "requests": len(rows),
+        "ok": len(latency),
+        "errors": errors,
+        "seconds": duration,
         "throughput_rps": len(latency) / max(duration, 1e-9),
-        "latency_ms": {"p50": percentile(latency, 50), "p99": percentile(latency, 99),
-                       "p99.9": percentile(latency, 99.9), "max": max(latency, default=float("nan"))},
+        "latency_ms": {
+            "p50": percentile(latency, 50),
+            "p99": percentile(latency, 99),
+            "p99.9": percentile(latency, 99.9),
+            "max": max(latency, default=float("nan")),
+        },
     }
 
 
@@ -102,7 +126,9 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=30.0, help="duration of each scenario")
-    ap.add_argument("--history", type=int, default=35, help="history entries of the request's user (20-50 is realistic)")
+    ap.add_argument(
+        "--history", type=int, default=35, help="history entries of the request's user (20-50 is realistic)"
+    )
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 16, 64], help="closed-loop workers")
     ap.add_argument("--rates", type=float, nargs="*", default=[250, 500, 750], help="rate-limited scenarios (req/s)")
     ap.add_argument("--rate-workers", type=int, default=64, help="hey workers of the rate-limited scenarios")
@@ -124,15 +150,24 @@ def main() -> None:
     body_file = RESULTS / "load_body.json"
     body_file.write_text(bodies[0])
     started = time.perf_counter()
-    server, base, health = start_server(run, "--threads", str(args.threads), "--batch-users", str(args.batch_users),
-                                        "--batch-wait-ms", str(args.batch_wait_ms))
+    server, base, health = start_server(
+        run,
+        "--threads",
+        str(args.threads),
+        "--batch-users",
+        str(args.batch_users),
+        "--batch-wait-ms",
+        str(args.batch_wait_ms),
+    )
     scenarios = []
     try:
         with httpx.Client(base_url=base, timeout=60.0) as c:
             for b in bodies[:4]:  # warm up: trie tables, allocator
                 c.post("/recommend", content=b, headers={"content-type": "application/json"})
-        print(f"server up in {time.perf_counter() - started:.1f} s with {health['active_items']:,} items; hey {hey}",
-              flush=True)
+        print(
+            f"server up in {time.perf_counter() - started:.1f} s with {health['active_items']:,} items; hey {hey}",
+            flush=True,
+        )
         plan = [("closed", c, None) for c in args.concurrency] + [("rate", args.rate_workers, r) for r in args.rates]
         updates = {"both": [False, True], "off": [False], "on": [True]}[args.updates]
         gone: set[str] = set()
@@ -147,42 +182,73 @@ def main() -> None:
                 threads = []
                 if with_updates:
                     threads = [
-                        threading.Thread(target=catalogue_writer,
-                                         args=(base, features, args, stop, added_at, deleted_at, update_ms, errors,
-                                               f"s{number}-", 2 + number, gone)),
+                        threading.Thread(
+                            target=catalogue_writer,
+                            args=(
+                                base,
+                                features,
+                                args,
+                                stop,
+                                added_at,
+                                deleted_at,
+                                update_ms,
+                                errors,
+                                f"s{number}-",
+                                2 + number,
+                                gone,
+                            ),
+                        ),
                         threading.Thread(target=probe, args=(base, bodies, stop, returned, errors)),
                     ]
                 for t in threads:
                     t.start()
                 load_before = os.getloadavg()
-                result = run_hey(hey, f"{base}/recommend", body_file, args.seconds, workers,
-                                 rate / workers if rate else None)
+                result = run_hey(
+                    hey, f"{base}/recommend", body_file, args.seconds, workers, rate / workers if rate else None
+                )
                 stop.set()
                 for t in threads:
                     t.join(60)
                 result.update(
-                    mode=mode, workers=workers, target_rps=rate, updates=with_updates,
+                    mode=mode,
+                    workers=workers,
+                    target_rps=rate,
+                    updates=with_updates,
                     catalogue_updates=len(update_ms),
                     update_latency_ms={"p50": percentile(update_ms, 50), "p99": percentile(update_ms, 99)},
-                    probe_answers=len(returned), stale_items=stale_items(returned, added_at, deleted_at),
-                    other_errors=len(errors), error_samples=errors[:3], load_average_before=load_before,
+                    probe_answers=len(returned),
+                    stale_items=stale_items(returned, added_at, deleted_at),
+                    other_errors=len(errors),
+                    error_samples=errors[:3],
+                    load_average_before=load_before,
                 )
                 scenarios.append(result)
                 lat = result["latency_ms"]
-                print(f"{mode:>6} c={workers:<3} {'' if rate is None else f'target {rate:>5.0f} '}updates={'on ' if with_updates else 'off'}"
-                      f" {result['throughput_rps']:7.1f} req/s  p50 {lat['p50']:6.1f}  p99 {lat['p99']:6.1f}"
-                      f"  p99.9 {lat['p99.9']:6.1f} ms  errors {result['errors'] + len(errors)}"
-                      + (f"  stale {result['stale_items']} / {len(returned)} probes  update p99 "
-                         f"{result['update_latency_ms']['p99']:.1f} ms ({len(update_ms)})" if with_updates else ""),
-                      flush=True)
+                print(
+                    f"{mode:>6} c={workers:<3} {'' if rate is None else f'target {rate:>5.0f} '}"
+                    f"updates={'on ' if with_updates else 'off'}"
+                    f" {result['throughput_rps']:7.1f} req/s  p50 {lat['p50']:6.1f}  p99 {lat['p99']:6.1f}"
+                    f"  p99.9 {lat['p99.9']:6.1f} ms  errors {result['errors'] + len(errors)}"
+                    + (
+                        f"  stale {result['stale_items']} / {len(returned)} probes  update p99 "
+                        f"{result['update_latency_ms']['p99']:.1f} ms ({len(update_ms)})"
+                        if with_updates
+                        else ""
+                    ),
+                    flush=True,
+                )
     finally:
         server.terminate()
         try:
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
-    out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "cpus": os.cpu_count(),
-           "items": args.items, "scenarios": scenarios}
+    out = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "cpus": os.cpu_count(),
+        "items": args.items,
+        "scenarios": scenarios,
+    }
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     plot(scenarios, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
@@ -200,9 +266,14 @@ def plot(scenarios: list[dict], path: Path) -> None:
             pts = [s for s in scenarios if s["updates"] == updates and s["mode"] == mode]
             if not pts:
                 continue
-            ax.plot([s["throughput_rps"] for s in pts], [s["latency_ms"]["p99"] for s in pts], marker=marker,
-                    color=color, linestyle="-" if not updates else "--",
-                    label=f"{mode} loop, updates {'on' if updates else 'off'} (p99)")
+            ax.plot(
+                [s["throughput_rps"] for s in pts],
+                [s["latency_ms"]["p99"] for s in pts],
+                marker=marker,
+                color=color,
+                linestyle="-" if not updates else "--",
+                label=f"{mode} loop, updates {'on' if updates else 'off'} (p99)",
+            )
     ax.axhline(20, color="grey", linewidth=0.8, linestyle=":")
     ax.axvline(500, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("throughput (single-user requests / s)")

@@ -51,8 +51,11 @@ def quality_bar(table: dict, of: str = "hsrl", rival: str = "hac", factor: float
 
 def ratios(table: dict, of: str = "hsrl") -> dict[str, float]:
     mine = table[of]["total_reward"]["mean"]
-    return {name: mine / agg["total_reward"]["mean"] for name, agg in table.items()
-            if name != of and agg["total_reward"]["mean"] > 0}
+    return {
+        name: mine / agg["total_reward"]["mean"]
+        for name, agg in table.items()
+        if name != of and agg["total_reward"]["mean"] > 0
+    }
 
 
 def main() -> None:
@@ -63,8 +66,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--force", action="store_true")
-    parser.add_argument("--from-run", action="append", default=[], metavar="DATASET=RUN_DIR",
-                        help="read RUN_DIR/results/results.json instead of running")
+    parser.add_argument(
+        "--from-run",
+        action="append",
+        default=[],
+        metavar="DATASET=RUN_DIR",
+        help="read RUN_DIR/results/results.json instead of running",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     summary = {}
@@ -86,8 +94,10 @@ def main() -> None:
             print(f"  HSRL total reward / other ({world}): " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()))
             bar = summary[dataset]["quality_bar"][world]
             if bar:
-                print(f"  quality bar vs HAC ({world}): ratio {bar['ratio']:.2f}, CIs separated {bar['ci_separated']}"
-                      f" -> {'met' if bar['met'] else 'NOT met'}")
+                print(
+                    f"  quality bar vs HAC ({world}): ratio {bar['ratio']:.2f}, CIs separated {bar['ci_separated']}"
+                    f" -> {'met' if bar['met'] else 'NOT met'}"
+                )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "quality.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {RESULTS / 'quality.json'}")

@@ -64,7 +64,12 @@ def main() -> None:
         print(json.dumps(row))
         rows.append(row)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(), "cpus": platform.processor()}
+    meta = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": platform.machine(),
+        "cpus": platform.processor(),
+    }
     (RESULTS / "response_training.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
 
 

@@ -60,8 +60,8 @@ def main() -> None:
         cfg = base.model_copy(update={"slots": slots})
         model, summary = (select_response_model if select else train_response_model)(ds, cfg)
         report = fidelity_report(model, ds)
-        row = {"slots": slots, "select": select, "epochs": summary["epochs_run"], "seconds": round(summary["seconds"], 1),
-               "fidelity_ok": report["fidelity"]["ok"]}  # fmt: skip
+        row = {"slots": slots, "select": select, "epochs": summary["epochs_run"],
+               "seconds": round(summary["seconds"], 1), "fidelity_ok": report["fidelity"]["ok"]}  # fmt: skip
         if select:
             row["chosen"] = summary["selection"]["chosen"]
         for split in ("val", "test"):
@@ -71,7 +71,9 @@ def main() -> None:
                 row[f"{split}_auc_{scorer}"] = round(report[split][scorer]["auc"], 4)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    (RESULTS / "rl4rs_fidelity.json").write_text(json.dumps({"sessions": args.sessions, "results": rows}, indent=2) + "\n")
+    (RESULTS / "rl4rs_fidelity.json").write_text(
+        json.dumps({"sessions": args.sessions, "results": rows}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

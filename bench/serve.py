@@ -58,8 +58,12 @@ def build_run(run: Path, n: int, dim: int) -> np.ndarray:
         item_features=features,
         user_ids=np.array([f"u{u}" for u in range(users)]),
         user_split=np.zeros(users, dtype=np.int8),
-        imp_user=imp_user, imp_time=imp_time, imp_items=imp_items, imp_feedback=imp_fb,
-        hist_items=hist_items, hist_feedback=hist_fb,
+        imp_user=imp_user,
+        imp_time=imp_time,
+        imp_items=imp_items,
+        imp_feedback=imp_fb,
+        hist_items=hist_items,
+        hist_feedback=hist_fb,
         user_profiles=rng.normal(size=(users, PROFILE_DIM)).astype(np.float32),
         meta={"name": f"bench-{n}"},
     )
@@ -94,7 +98,7 @@ def start_server(run: Path, *options: str) -> tuple[subprocess.Popen, str, dict]
             except httpx.TransportError:
                 if time.perf_counter() - started > 300:
                     server.kill()
-                    raise SystemExit("server did not start within 300 s")
+                    raise SystemExit("server did not start within 300 s") from None
                 time.sleep(0.2)
 
 
@@ -124,7 +128,9 @@ def main() -> None:
     print(f"run directory ready in {time.perf_counter() - start:.1f} s: {run}", flush=True)
 
     started = time.perf_counter()
-    server, base, health = start_server(run, "--threads", str(args.threads), "--max-batch", str(max(64, args.users_per_request)))
+    server, base, health = start_server(
+        run, "--threads", str(args.threads), "--max-batch", str(max(64, args.users_per_request))
+    )
     try:
         startup_s = time.perf_counter() - started
         print(f"server up in {startup_s:.1f} s with {health['active_items']:,} items", flush=True)
@@ -141,8 +147,17 @@ def main() -> None:
 
 
 def catalogue_writer(
-    base: str, features: np.ndarray, args, stop: threading.Event, added_at: dict[str, int], deleted_at: dict[str, int],
-    update_ms: list[float], errors: list[str], tag: str = "new", seed: int = 2, gone: set[str] | None = None,
+    base: str,
+    features: np.ndarray,
+    args,
+    stop: threading.Event,
+    added_at: dict[str, int],
+    deleted_at: dict[str, int],
+    update_ms: list[float],
+    errors: list[str],
+    tag: str = "new",
+    seed: int = 2,
+    gone: set[str] | None = None,
 ) -> None:
     """Every ``args.update_every`` s until ``stop``: add ``args.add`` items (perturbed copies of existing ones)
     and delete ``args.delete`` (half of them new, half original), recording versions and latencies. ``tag``,
@@ -202,10 +217,12 @@ def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
         users = []
         for _ in range(args.users_per_request):
             hist = rng.choice(n, args.history, replace=False)
-            users.append({
-                "history": [{"item": f"i{i}", "feedback": int(rng.random() < 0.3)} for i in hist],
-                "profile": rng.normal(size=PROFILE_DIM).tolist(),
-            })
+            users.append(
+                {
+                    "history": [{"item": f"i{i}", "feedback": int(rng.random() < 0.3)} for i in hist],
+                    "profile": rng.normal(size=PROFILE_DIM).tolist(),
+                }
+            )
         bodies.append(json.dumps({"users": users}))
     added_at: dict[str, int] = {}
     deleted_at: dict[str, int] = {}
@@ -240,7 +257,9 @@ def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
         returned.append((payload["catalogue_version"], {it["item"] for u in payload["users"] for it in u["items"]}))
 
     load_before = os.getloadavg()
-    w = threading.Thread(target=catalogue_writer, args=(base, features, args, stop, added_at, deleted_at, update_ms, errors))
+    w = threading.Thread(
+        target=catalogue_writer, args=(base, features, args, stop, added_at, deleted_at, update_ms, errors)
+    )
     t0 = time.perf_counter() + 0.2
     w.start()
     with ThreadPoolExecutor(args.concurrency) as pool:
@@ -265,8 +284,11 @@ def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
         "target_rate_rps": args.rate,
         "throughput_rps": ok / elapsed,
         "users_per_second": ok * args.users_per_request / elapsed,
-        "latency_ms_from_schedule": {"p50": percentile(latency_sched, 50), "p99": percentile(latency_sched, 99),
-                                     "max": max(latency_sched, default=float("nan"))},
+        "latency_ms_from_schedule": {
+            "p50": percentile(latency_sched, 50),
+            "p99": percentile(latency_sched, 99),
+            "max": max(latency_sched, default=float("nan")),
+        },
         "latency_ms_from_send": {"p50": percentile(latency_send, 50), "p99": percentile(latency_send, 99)},
         "catalogue_updates": len(update_ms),
         "catalogue_versions_seen": len(set(versions)),
@@ -275,15 +297,28 @@ def load_test(base: str, features: np.ndarray, health: dict, args) -> dict:
         "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
-    print(f"{ok}/{total} requests ok in {elapsed:.1f} s ({args.users_per_request} users each), errors {len(errors)},"
-          f" stale items {stale}")
-    print(f"throughput {result['throughput_rps']:.1f} req/s ({result['users_per_second']:.0f} users/s) at target {args.rate} req/s")
-    print(f"latency from schedule p50 {result['latency_ms_from_schedule']['p50']:.1f} ms, p99 {result['latency_ms_from_schedule']['p99']:.1f} ms;"
-          f" from send p50 {result['latency_ms_from_send']['p50']:.1f} ms, p99 {result['latency_ms_from_send']['p99']:.1f} ms")
-    print(f"catalogue updates during load: {len(update_ms)} (p50 {result['update_latency_ms']['p50']:.1f} ms,"
-          f" p99 {result['update_latency_ms']['p99']:.1f} ms), {len(set(versions))} catalogue versions seen by readers;"
-          f" items {health['active_items']:,} -> {final['active_items']:,}")
-    print(f"load average before {load_before[0]:.2f}, after {result['load_average_after'][0]:.2f} ({os.cpu_count()} cpus)")
+    print(
+        f"{ok}/{total} requests ok in {elapsed:.1f} s ({args.users_per_request} users each), errors {len(errors)},"
+        f" stale items {stale}"
+    )
+    print(
+        f"throughput {result['throughput_rps']:.1f} req/s ({result['users_per_second']:.0f} users/s)"
+        f" at target {args.rate} req/s"
+    )
+    print(
+        f"latency from schedule p50 {result['latency_ms_from_schedule']['p50']:.1f} ms,"
+        f" p99 {result['latency_ms_from_schedule']['p99']:.1f} ms;"
+        f" from send p50 {result['latency_ms_from_send']['p50']:.1f} ms,"
+        f" p99 {result['latency_ms_from_send']['p99']:.1f} ms"
+    )
+    print(
+        f"catalogue updates during load: {len(update_ms)} (p50 {result['update_latency_ms']['p50']:.1f} ms,"
+        f" p99 {result['update_latency_ms']['p99']:.1f} ms), {len(set(versions))} catalogue versions seen by readers;"
+        f" items {health['active_items']:,} -> {final['active_items']:,}"
+    )
+    print(
+        f"load average before {load_before[0]:.2f}, after {result['load_average_after'][0]:.2f} ({os.cpu_count()} cpus)"
+    )
     return result
 
 

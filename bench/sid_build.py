@@ -130,7 +130,9 @@ def main() -> None:
         "valid_next_ms_batch512": latency_ms,
         "item_of_ms_batch512": item_of_ms,
         "stats": stats,
-        "stats_after_add": {k: v for k, v in index.stats().items() if k in ("active_items", "spilled_items", "collision_rate")},
+        "stats_after_add": {
+            k: v for k, v in index.stats().items() if k in ("active_items", "spilled_items", "collision_rate")
+        },
         "machine": {"python": platform.python_version(), "faiss": faiss.__version__, "torch": torch.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

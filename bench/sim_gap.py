@@ -50,8 +50,10 @@ def main() -> None:
     out = {}
     print(f"true world, test users, {args.seeds} seeds x {args.episodes} episodes (mean ± 95% CI)")
     for name, results in rows.items():
-        out[name] = {m: dict(zip(("mean", "ci95"), mean_ci([r[m] for r in results])))
-                     for m in ("total_reward", "depth", "click_rate", "topic_repeat_share")}
+        out[name] = {
+            m: dict(zip(("mean", "ci95"), mean_ci([r[m] for r in results])))
+            for m in ("total_reward", "depth", "click_rate", "topic_repeat_share")
+        }
         cells = "  ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}" for m, v in out[name].items())
         print(f"{name:>22}: {cells}")
     ratio = out["simulator's oracle"]["total_reward"]["mean"] / out["oracle"]["total_reward"]["mean"]

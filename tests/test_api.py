@@ -149,8 +149,13 @@ def test_recommend_is_act_on_the_same_users(tiny_run, name):
 
 
 def test_observation_from_histories_pads_left_and_keeps_the_last_entries():
-    obs = Observation.from_histories([[1, 2, 3, 4], [7], []], 3, feedback=[[0, 1, 0, 1], None, None],
-                                     profiles=[None, [0.5, -1.0], None], profile_dim=2)
+    obs = Observation.from_histories(
+        [[1, 2, 3, 4], [7], []],
+        3,
+        feedback=[[0, 1, 0, 1], None, None],
+        profiles=[None, [0.5, -1.0], None],
+        profile_dim=2,
+    )
     assert obs.hist_items.tolist() == [[2, 3, 4], [PAD, PAD, 7], [PAD, PAD, PAD]]
     assert obs.hist_feedback.tolist() == [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
     assert obs.profile.tolist() == [[0.0, 0.0], [0.5, -1.0], [0.0, 0.0]]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from fixtures.rl4rs_sessions import write_sessions
 
 
@@ -101,15 +100,29 @@ def test_non_numeric_feature(cli, rl4rs):
 def test_unknown_item_id(cli, csvlogs):
     inter, _, out = csvlogs
     edit_line(inter, 4, lambda s: set_field(s, ",", 1, "zzz"))
-    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 4", "field 'item'", "unknown item id 'zzz'",
-                    "(expected an id listed in the item file; set data.unknown_items=drop to drop such rows)")
+    assert_rejected(
+        prepare_csv(cli, csvlogs),
+        out,
+        "interactions.csv",
+        "row 4",
+        "field 'item'",
+        "unknown item id 'zzz'",
+        "(expected an id listed in the item file; set data.unknown_items=drop to drop such rows)",
+    )
 
 
 def test_unknown_item_id_in_rl4rs_slate(cli, rl4rs):
     sessions, _, out = rl4rs
     edit_line(sessions, 2, lambda s: set_field(s, "@", 3, "999," + ",".join(s.split("@")[3].split(",")[1:])))
-    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "sessions.csv", "row 2", "field 'exposed_items'",
-                    "unknown item id 999 (entry 1)", "data.unknown_items=drop")
+    assert_rejected(
+        prepare_rl4rs(cli, rl4rs),
+        out,
+        "sessions.csv",
+        "row 2",
+        "field 'exposed_items'",
+        "unknown item id 999 (entry 1)",
+        "data.unknown_items=drop",
+    )
 
 
 def test_empty_file(cli, rl4rs):
@@ -121,7 +134,9 @@ def test_empty_file(cli, rl4rs):
 def test_duplicate_item_id(cli, rl4rs):
     _, items, out = rl4rs
     edit_line(items, 4, lambda s: set_field(s, " ", 0, "2"))
-    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "item_info.csv", "row 4", "field 'item_id'", "duplicate id '2' (first at row 3)")
+    assert_rejected(
+        prepare_rl4rs(cli, rl4rs), out, "item_info.csv", "row 4", "field 'item_id'", "duplicate id '2' (first at row 3)"
+    )
 
 
 def test_wrong_separator_in_headerless_file(cli, tmp_path):
@@ -159,7 +174,9 @@ def test_missing_path(cli, csvlogs, tmp_path):
 def test_rl4rs_feedback_not_binary(cli, rl4rs):
     sessions, _, out = rl4rs
     edit_line(sessions, 4, lambda s: set_field(s, "@", 4, "0,0,2,0,0,0,0,0,1"))
-    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "sessions.csv", "row 4", "field 'user_feedback'", "value 2", "0 or 1")
+    assert_rejected(
+        prepare_rl4rs(cli, rl4rs), out, "sessions.csv", "row 4", "field 'user_feedback'", "value 2", "0 or 1"
+    )
 
 
 def test_csv_slate_with_wrong_number_of_rows(cli, csvlogs):
@@ -168,8 +185,15 @@ def test_csv_slate_with_wrong_number_of_rows(cli, csvlogs):
     frame["slate"] = [f"s{j // 3}" for j in range(len(frame))]
     frame.loc[7, "slate"] = "s0"  # u1's slate s2 (file lines 8-10) loses line 9 to a one-row slate s0
     frame.to_csv(inter, index=False)
-    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 8", "field 'slate'", "slate 's2' of user 'u1' has 2 rows",
-                    "exactly 3 rows")
+    assert_rejected(
+        prepare_csv(cli, csvlogs),
+        out,
+        "interactions.csv",
+        "row 8",
+        "field 'slate'",
+        "slate 's2' of user 'u1' has 2 rows",
+        "exactly 3 rows",
+    )
 
 
 def test_header_only_file(cli, csvlogs):
@@ -181,7 +205,9 @@ def test_header_only_file(cli, csvlogs):
 def test_item_vec_dimension_differs_between_rows(cli, rl4rs):
     _, items, out = rl4rs
     edit_line(items, 6, lambda s: set_field(s, " ", 1, ",".join(s.split(" ")[1].split(",")[:39])))
-    assert_rejected(prepare_rl4rs(cli, rl4rs), out, "item_info.csv", "row 6", "field 'item_vec'", "39", "row 2 has 40", "40 entries")
+    assert_rejected(
+        prepare_rl4rs(cli, rl4rs), out, "item_info.csv", "row 6", "field 'item_vec'", "39", "row 2 has 40", "40 entries"
+    )
 
 
 def test_repeated_session_step(cli, rl4rs):
@@ -251,7 +277,9 @@ def test_line_numbers_after_a_multiline_quoted_record(cli, csvlogs):
     rows[4][1] = "zzz"  # data row 4 -> file line 7
     write_csv(inter, rows)
     assert inter.read_text().count("\n") == len(rows) + 2
-    assert_rejected(prepare_csv(cli, csvlogs), out, "interactions.csv", "row 7", "field 'item'", "unknown item id 'zzz'")
+    assert_rejected(
+        prepare_csv(cli, csvlogs), out, "interactions.csv", "row 7", "field 'item'", "unknown item id 'zzz'"
+    )
     item_rows = [["item", "f1", "f2", "text"], ["i0", "0", "0", "a,\nb"], ["i1", "1", "1", 'say ""hi""'],
                  ["i2", "2", "NaN", "c"], ["i3", "3", "3", "d"]]  # fmt: skip
     write_csv(items, item_rows)

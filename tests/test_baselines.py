@@ -35,12 +35,16 @@ def make_agent(name, ds, seed=0, features=None, **own):
     feats = torch.as_tensor(ds.item_features) if features is None else features
     cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0, **{name: own})
     if name == "sl":
-        return SupervisedAgent(feats, ds.slate_size, ds.profile_dim, ds.history_length, LoggedSlates.from_dataset(ds), cfg, seed)
+        return SupervisedAgent(
+            feats, ds.slate_size, ds.profile_dim, ds.history_length, LoggedSlates.from_dataset(ds), cfg, seed
+        )
     return KINDS[name](feats, ds.slate_size, ds.profile_dim, ds.history_length, cfg, seed)
 
 
 def train(agent, ds, true_world, steps, seed=0, batch_size=64) -> Trainer:
-    cfg = TrainConfig(steps=steps, start_steps=32, batch_size=batch_size, eval_every=10**9, checkpoint_every=10**9, seed=seed)
+    cfg = TrainConfig(
+        steps=steps, start_steps=32, batch_size=batch_size, eval_every=10**9, checkpoint_every=10**9, seed=seed
+    )
     trainer = Trainer(agent, make_env(ds, true_world, seed), cfg, show_progress=False)
     trainer.fit()
     return trainer
@@ -102,7 +106,10 @@ def test_learned_agent_beats_random(world, random_score, trained, name):
     ds, true_world = world
     score = evaluate(trained(name).agent, make_env(ds, true_world, 99), 200)
     assert score["episodes"] == 200
-    assert score["total_reward"] > 1.3 * random_score["total_reward"], (score["total_reward"], random_score["total_reward"])
+    assert score["total_reward"] > 1.3 * random_score["total_reward"], (
+        score["total_reward"],
+        random_score["total_reward"],
+    )
 
 
 def test_a2c_never_recommends_items_added_after_training(world):
@@ -114,7 +121,9 @@ def test_a2c_never_recommends_items_added_after_training(world):
     for name, expect_new in (("a2c", False), ("ddpg", True)):
         agent = make_agent(name, ds)
         favourites = agent.act(obs).flatten().unique()  # new items: near-copies of what it likes most
-        new = feats[favourites] + 0.01 * torch.as_tensor(rng.normal(size=(len(favourites), ds.feature_dim)), dtype=torch.float32)
+        new = feats[favourites] + 0.01 * torch.as_tensor(
+            rng.normal(size=(len(favourites), ds.feature_dim)), dtype=torch.float32
+        )
         grown = torch.cat([feats, new])
         agent.set_catalogue(grown)
         shown = torch.cat([agent.act(obs, greedy=True)] + [agent.explore(obs)[0] for _ in range(20)])

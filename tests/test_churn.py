@@ -58,7 +58,7 @@ def test_catalogue_view_translates_slates_and_hides_held_out_items(tiny_run):
     assert torch.allclose(probs, env.response.click_probs(world_obs, torch.as_tensor(h.order)[slate]))
     next_obs, _, _, info = view.step(slate)
     shown = env.observation.hist_items  # the world saw world indices of the view's items
-    assert set(info["final_obs"].hist_items[:, -view.slate_size:].flatten().tolist()) <= set(range(view.slate_size))
+    assert set(info["final_obs"].hist_items[:, -view.slate_size :].flatten().tolist()) <= set(range(view.slate_size))
     with pytest.raises(ValueError, match="outside the visible catalogue"):
         view.step(torch.full_like(slate, h.n_kept) + torch.arange(view.slate_size))
     view.reveal()
@@ -76,18 +76,35 @@ def test_restricted_logs_drop_held_out_slots_and_renumber_the_rest():
         out = rank[items.clamp_min(0)]
         return torch.where((items == PAD) | (out >= 2), torch.full_like(out, PAD), out)
 
-    obs = Observation(torch.tensor([0, 1, 2]), torch.zeros(3, 0), torch.tensor([[PAD, 1], [2, 0], [3, 2]]),
-                      torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0]]))
+    obs = Observation(
+        torch.tensor([0, 1, 2]),
+        torch.zeros(3, 0),
+        torch.tensor([[PAD, 1], [2, 0], [3, 2]]),
+        torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0]]),
+    )
     logs = LoggedSlates(obs, torch.tensor([[0, 1], [2, 0], [1, 3]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
     r = logs.restricted(local)
     assert len(r) == 2  # the last slate holds held-out items only
     assert r.slate.tolist() == [[1, 0], [0, 1]] and r.weight.tolist() == [[1.0, 0.0], [1.0, 1.0]]
-    assert r.obs.hist_items.tolist() == [[PAD, PAD], [0, 1]] and r.obs.hist_feedback.tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    assert r.obs.hist_items.tolist() == [[PAD, PAD], [0, 1]] and r.obs.hist_feedback.tolist() == [
+        [0.0, 0.0],
+        [1.0, 1.0],
+    ]
 
 
 def test_churn_end_to_end_new_items_reach_sid_and_feature_agents_but_never_a2c(cli, tiny_run):
-    r = cli("churn", tiny_run, "--agents", "hsrl,a2c,sl,popular,oracle", "--seeds", "1", "--holdout", "0.25",
-            "--world", "all")
+    r = cli(
+        "churn",
+        tiny_run,
+        "--agents",
+        "hsrl,a2c,sl,popular,oracle",
+        "--seeds",
+        "1",
+        "--holdout",
+        "0.25",
+        "--world",
+        "all",
+    )
     assert r.code == 0, r.err
     root = tiny_run / "churn" / "holdout0.25-seed0"
     held = json.loads((root / "holdout.json").read_text())
@@ -100,7 +117,7 @@ def test_churn_end_to_end_new_items_reach_sid_and_feature_agents_but_never_a2c(c
     results = json.loads((root / "results" / "results.json").read_text())
     assert set(results["aggregate"]) == {"simulator", "judge", "true"}
     assert sorted(results["holdout"]["held_items"]) == held["order"][30:]
-    for world, table in results["aggregate"].items():
+    for _world, table in results["aggregate"].items():
         after = {name: phases["after"] for name, phases in table.items()}
         assert after["a2c"]["new_slot_share"]["mean"] == 0.0  # fixed action space: no output for new ids
         assert after["popular"]["new_slot_share"]["mean"] == 0.0  # new items have no logged clicks

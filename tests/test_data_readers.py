@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures.rl4rs_sessions import write_sessions
+
 from hsrl.config import DataConfig
-from hsrl.data import load
-from hsrl.data import fetch
+from hsrl.data import fetch, load
 from hsrl.data.schema import PAD, LogDataset
 
 # ---------------------------------------------------------------- MovieLens-1M ('::', latin-1)
@@ -93,8 +92,27 @@ def test_ml1m_reader_slates_histories_profiles(cli, tmp_path):
 
 
 # ---------------------------------------------------------------- the same small log in GroupLens 100K and RecBole form
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 MOVIES = [  # id, title, year or None, genres
     ("1", "Toy Story", 1995, ["Animation", "Children's", "Comedy"]),
     ("2", "GoldenEye", 1995, ["Action", "Adventure", "Thriller"]),
@@ -154,7 +172,10 @@ def test_grouplens_100k_and_recbole_formats_read_the_same(tmp_path):
                  "hist_feedback", "user_split"):  # fmt: skip
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     # features by name (only the genres in use become columns, whatever the format)
-    fa, fb = dict(zip(a.meta["feature_names"], a.item_features.T)), dict(zip(b.meta["feature_names"], b.item_features.T))
+    fa, fb = (
+        dict(zip(a.meta["feature_names"], a.item_features.T)),
+        dict(zip(b.meta["feature_names"], b.item_features.T)),
+    )
     assert set(fa) == set(fb)
     for key in fa:
         np.testing.assert_allclose(fa[key], fb[key], err_msg=key)

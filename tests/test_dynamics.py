@@ -58,8 +58,14 @@ def _train_a_little(agent: HSRLAgent, env: SlateEnv, steps: int = 40) -> None:
     for _ in range(steps):
         slate, extras = agent.explore(obs)
         next_obs, reward, done, info = env.step(slate)
-        buffer.add(obs, slate, {**extras, "clicks": info["clicks"], "slot_rewards": info["slot_rewards"]}, reward,
-                   next_obs, done)
+        buffer.add(
+            obs,
+            slate,
+            {**extras, "clicks": info["clicks"], "slot_rewards": info["slot_rewards"]},
+            reward,
+            next_obs,
+            done,
+        )
         obs = next_obs
         agent.update(buffer.sample(64))
 
@@ -104,8 +110,14 @@ def test_item_credit_advantages_on_a_real_update_batch(world):
     for _ in range(3):
         slate, extras = agent.explore(obs)
         next_obs, reward, done, info = env.step(slate)
-        buffer.add(obs, slate, {**extras, "clicks": info["clicks"], "slot_rewards": info["slot_rewards"]}, reward,
-                   next_obs, done)
+        buffer.add(
+            obs,
+            slate,
+            {**extras, "clicks": info["clicks"], "slot_rewards": info["slot_rewards"]},
+            reward,
+            next_obs,
+            done,
+        )
         obs = next_obs
     batch = buffer.sample(64)
     torch.testing.assert_close(batch["slot_rewards"].mean(-1), batch["reward"])
@@ -161,7 +173,9 @@ class _TwoSteps:
 
     @staticmethod
     def _obs():
-        return Observation(torch.zeros(1, dtype=torch.long), torch.zeros(1, 0), torch.full((1, 4), -1), torch.zeros(1, 4))
+        return Observation(
+            torch.zeros(1, dtype=torch.long), torch.zeros(1, 0), torch.full((1, 4), -1), torch.zeros(1, 4)
+        )
 
     def reset(self, seed=None):
         self.t = 0
@@ -182,8 +196,12 @@ def test_diagnostics_count_repeats_and_ctr_by_step():
     other = torch.tensor([0, 1, 2, 3, 4, 5])  # every item its own group
     slates = [torch.tensor([[0, 1, 2]]), torch.tensor([[3, 4, 5]])]
     env = _TwoSteps()
-    result = evaluate(_Scripted(env.item_features, slates), env, episodes=1,
-                      groups={"repeat_share": group, "topic_repeat_share": other})
+    result = evaluate(
+        _Scripted(env.item_features, slates),
+        env,
+        episodes=1,
+        groups={"repeat_share": group, "topic_repeat_share": other},
+    )
     assert result["episodes"] == 1
     assert result["repeat_share"] == pytest.approx(1 / 3)
     assert result["topic_repeat_share"] == 0.0
@@ -202,8 +220,9 @@ def test_fatigue_blind_oracle_repeats_more_than_the_oracle(world):
     env = make_env(ds, true_world, batch=16, seed=1)
     topics = torch.as_tensor(true_world.item_topic)
     blind_world = dataclasses.replace(true_world, boredom_per_repeat=0.0)
-    blind = OracleGreedyAgent(env.item_features, ds.slate_size,
-                              lambda o, s, slots: blind_world.click_probs(o.user, o.hist_items, s, slots))
+    blind = OracleGreedyAgent(
+        env.item_features, ds.slate_size, lambda o, s, slots: blind_world.click_probs(o.user, o.hist_items, s, slots)
+    )
     aware = OracleGreedyAgent(env.item_features, ds.slate_size, env.response.click_probs)
     r_blind = evaluate(blind, env, 40, seed=5, groups={"topic_repeat_share": topics})
     r_aware = evaluate(aware, env, 40, seed=5, groups={"topic_repeat_share": topics})

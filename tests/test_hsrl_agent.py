@@ -154,12 +154,15 @@ def test_soft_residual_differs_from_hard(world):
     assert not torch.allclose(lp_h[..., 1:], lp_s[..., 1:])  # deeper levels see different contexts
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"token_heads": "semantic"},
-    {"residual": "soft", "exposure": False},
-    {"token_heads": "semantic", "exposure": False},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"token_heads": "semantic"},
+        {"residual": "soft", "exposure": False},
+        {"token_heads": "semantic", "exposure": False},
+    ],
+)
 def test_shared_prefix_score_all_equals_the_per_item_one(world, overrides):
     """score_all computes one distribution per distinct prefix; it must equal recomputing it per item."""
     from hsrl.agents.decoding import score_all, score_all_naive
@@ -201,5 +204,7 @@ def test_sparse_exposure_logits_equal_the_dense_count_formula(world):
         if level < policy.depth - 1:
             dense = torch.cat([dense, torch.einsum("mvf,vw->mwf", dense, getattr(policy, f"similarity{level}"))], -1)
         context = state[rows]
-        expected = policy.raw_logits(level, context) + (policy.exposure_coef[level](context)[:, None, :] * dense).sum(-1)
+        expected = policy.raw_logits(level, context) + (policy.exposure_coef[level](context)[:, None, :] * dense).sum(
+            -1
+        )
         torch.testing.assert_close(policy.raw_logits(level, context, exposure=exposure), expected, atol=1e-4, rtol=1e-4)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY_RUN
+
 from hsrl.config import load_run_config
 
 # the tiny run, for csv logs: 3-item slates, short histories, one seed, few training steps
@@ -113,7 +113,12 @@ def test_commands_without_data_say_to_prepare_it(cli, tmp_path, command):
 
 def test_other_data_in_a_prepared_run_stops_instead_of_reusing_it(cli, tmp_path):
     run = tmp_path / "run"
-    assert cli("data", "prepare", "--out", run, "--set", "data.synthetic.n_users=60", "--set", "data.synthetic.n_items=30").code == 0
+    assert (
+        cli(
+            "data", "prepare", "--out", run, "--set", "data.synthetic.n_users=60", "--set", "data.synthetic.n_items=30"
+        ).code
+        == 0
+    )
     before = (run / "data" / "dataset.npz").stat().st_mtime_ns
     again = cli("data", "prepare", "--out", run)  # the same data: skipped
     assert again.code == 0 and "skipping" in again.out

@@ -5,15 +5,26 @@ from __future__ import annotations
 import json
 
 
-
 def test_run_end_to_end_then_skips(cli, tmp_path, tiny_sets):
     out = tmp_path / "run"
     r = cli("run", "--out", out, "--seeds", "2", *tiny_sets)
     assert r.code == 0, r.err
-    for path in ("data/dataset.npz", "world.npz", "simulator/model.pt", "sid/index.npz", "config.yaml",
-                 "agents/hsrl/seed0/agent.pt", "agents/hsrl/seed1/agent.pt", "agents/hsrl/seed0/metrics.jsonl",
-                 "results/results.json", "results/report.md", "results/results_simulator.png",
-                 "results/results_true.png", "results/learning_curves.png", "results/ctr_by_step_true.png"):
+    for path in (
+        "data/dataset.npz",
+        "world.npz",
+        "simulator/model.pt",
+        "sid/index.npz",
+        "config.yaml",
+        "agents/hsrl/seed0/agent.pt",
+        "agents/hsrl/seed1/agent.pt",
+        "agents/hsrl/seed0/metrics.jsonl",
+        "results/results.json",
+        "results/report.md",
+        "results/results_simulator.png",
+        "results/results_true.png",
+        "results/learning_curves.png",
+        "results/ctr_by_step_true.png",
+    ):
         assert (out / path).is_file(), path
     results = json.loads((out / "results" / "results.json").read_text())
     assert set(results["aggregate"]) == {"simulator", "true"}
@@ -46,8 +57,16 @@ def test_run_end_to_end_then_skips(cli, tmp_path, tiny_sets):
 def test_compare_trains_variants_and_shares_decode_only_weights(cli, tmp_path, tiny_sets):
     out = tmp_path / "run"
     assert cli("run", "--out", out, "--seeds", "1", "--agents", "random", *tiny_sets).code == 0
-    r = cli("compare", out, "--seeds", "1", "--world", "simulator",
-            "--agents", "hsrl:residual=soft+credit=slate,hsrl:residual=soft+credit=slate+decode=score_all")
+    r = cli(
+        "compare",
+        out,
+        "--seeds",
+        "1",
+        "--world",
+        "simulator",
+        "--agents",
+        "hsrl:residual=soft+credit=slate,hsrl:residual=soft+credit=slate+decode=score_all",
+    )
     assert r.code == 0, r.err
     folders = sorted(p.name for p in (out / "agents").iterdir())
     assert folders == ["hsrl-credit=slate-residual=soft"]  # decode is evaluation-only: one training
@@ -93,8 +112,15 @@ def test_variant_options_that_repeat_the_config_share_the_plain_agents_weights(t
     cfg = RunConfig()
     folders = {agent_dir(tmp_path, spec, 0, cfg).parent.name for spec in ABLATION}
     # the defaults (free heads, item credit, decode-only score_all) share the plain agent's folder
-    assert folders == {"hsrl", "hsrl-token_heads=semantic", "hsrl-credit=token", "hsrl-credit=slate",
-                       "hsrl-exposure=false", "hsrl-click_loss=0", "hsrl-residual=soft"}
+    assert folders == {
+        "hsrl",
+        "hsrl-token_heads=semantic",
+        "hsrl-credit=token",
+        "hsrl-credit=slate",
+        "hsrl-exposure=false",
+        "hsrl-click_loss=0",
+        "hsrl-residual=soft",
+    }
     assert agent_dir(tmp_path, "hsrl:exposure=true+click_loss=1", 0, cfg).parent.name == "hsrl"
     soft = cfg.model_copy(update={"agent": cfg.agent.model_copy(update={"residual": "soft"})})
     assert agent_dir(tmp_path, "hsrl:residual=soft", 0, soft).parent.name == "hsrl"

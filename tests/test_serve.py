@@ -60,8 +60,19 @@ def run_dir(tmp_path_factory) -> Path:
 def server(run_dir):
     """`hsrl serve RUN_DIR` in a subprocess on a free loopback port; yields (client, dataset info)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "hsrl.cli", "serve", str(run_dir), "--port", str(port),
-           "--max-batch", str(MAX_BATCH), "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hsrl.cli",
+        "serve",
+        str(run_dir),
+        "--port",
+        str(port),
+        "--max-batch",
+        str(MAX_BATCH),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
     try:
@@ -162,8 +173,11 @@ def test_new_items_are_recommended_and_deleted_ones_never(server, item_features)
     top = sorted(recommended(base))
     # near-copies of what the policy recommends now: same SID prefixes, new disambiguation tokens
     rng = np.random.default_rng(0)
-    new = [{"id": f"new-{i}-{c}", "features": (np.array(item_features[i]) + 0.01 * rng.normal(size=F)).tolist()}
-           for i in top for c in range(2)]
+    new = [
+        {"id": f"new-{i}-{c}", "features": (np.array(item_features[i]) + 0.01 * rng.normal(size=F)).tolist()}
+        for i in top
+        for c in range(2)
+    ]
     added = server.post("/items", json={"items": new})
     assert added.status_code == 201, added.text
     assert added.json()["catalogue_version"] == before["catalogue_version"] + 1
@@ -176,7 +190,9 @@ def test_new_items_are_recommended_and_deleted_ones_never(server, item_features)
     assert shown & new_ids, "no new item was ever recommended"
     # a new item in a history works at once (its features are known)
     some_new = sorted(shown & new_ids)[0]
-    assert server.post("/recommend", json={"users": [{"history": [{"item": some_new, "feedback": 1}]}]}).status_code == 200
+    assert (
+        server.post("/recommend", json={"users": [{"history": [{"item": some_new, "feedback": 1}]}]}).status_code == 200
+    )
     for item in shown & new_ids:
         assert server.delete(f"/items/{item}").json()["items"][0]["active"] is False
     gone = shown & new_ids
@@ -191,16 +207,36 @@ BAD_REQUESTS = [
     ("unknown field", "post", "/recommend", {"users": users(1), "colour": "red"}, 422, "colour"),
     ("unknown user field", "post", "/recommend", {"users": [{"history": [], "age": 3}]}, 422, "age"),
     ("profile dimension", "post", "/recommend", {"users": [{"profile": [0.0, 1.0]}]}, 422, "profile"),
-    ("unknown history item", "post", "/recommend", {"users": [{"history": [{"item": "nope", "feedback": 1}]}]}, 422, "nope"),
-    ("feedback not 0/1", "post", "/recommend", {"users": [{"history": [{"item": "0", "feedback": 2}]}]}, 422, "feedback"),
+    (
+        "unknown history item",
+        "post",
+        "/recommend",
+        {"users": [{"history": [{"item": "nope", "feedback": 1}]}]},
+        422,
+        "nope",
+    ),
+    (
+        "feedback not 0/1",
+        "post",
+        "/recommend",
+        {"users": [{"history": [{"item": "0", "feedback": 2}]}]},
+        422,
+        "feedback",
+    ),
     ("empty batch", "post", "/recommend", {"users": []}, 422, "users"),
     ("oversized batch", "post", "/recommend", {"users": users(MAX_BATCH + 1)}, 422, f"at most {MAX_BATCH}"),
     ("k too large", "post", "/recommend", {"users": users(1), "k": K + 1}, 422, "slate size"),
     ("k zero", "post", "/recommend", {"users": users(1), "k": 0}, 422, "k"),
     ("missing body", "post", "/recommend", None, 422, "body"),
     ("feature dimension", "post", "/items", {"items": [{"id": "x1", "features": [1.0, 2.0]}]}, 422, f"expected {F}"),
-    ("duplicate new ids", "post", "/items",
-     {"items": [{"id": "d", "features": [0.0] * F}, {"id": "d", "features": [0.0] * F}]}, 422, "twice"),
+    (
+        "duplicate new ids",
+        "post",
+        "/items",
+        {"items": [{"id": "d", "features": [0.0] * F}, {"id": "d", "features": [0.0] * F}]},
+        422,
+        "twice",
+    ),
     ("id already active", "post", "/items", {"items": [{"id": "3", "features": [0.0] * F}]}, 409, "already"),
     ("no items", "post", "/items", {"items": []}, 422, "items"),
     ("delete unknown", "delete", "/items/does-not-exist", None, 404, "not in the catalogue"),
@@ -219,10 +255,10 @@ def test_bad_requests_get_4xx_with_a_message(server, name, method, path, body, s
 def test_nan_and_inf_are_rejected(server, where):
     for bad in ("NaN", "Infinity"):
         if where == "profile":
-            raw = '{"users": [{"profile": [%s%s]}]}' % (bad, ", 0" * (P - 1))
+            raw = '{{"users": [{{"profile": [{}{}]}}]}}'.format(bad, ", 0" * (P - 1))
             path = "/recommend"
         else:
-            raw = '{"items": [{"id": "nan-item", "features": [%s%s]}]}' % (bad, ", 0" * (F - 1))
+            raw = '{{"items": [{{"id": "nan-item", "features": [{}{}]}}]}}'.format(bad, ", 0" * (F - 1))
             path = "/items"
         resp = server.post(path, content=raw, headers={"content-type": "application/json"})
         assert resp.status_code == 422 and "finite" in resp.json()["detail"], resp.text
@@ -277,7 +313,11 @@ def test_catalogue_changes_are_atomic_under_concurrent_recommendations(server):
     def reader(seed: int) -> None:
         with httpx.Client(base_url=server.base_url, timeout=10.0) as c:
             for i in range(15):
-                body = {"users": users(4, history=(("10", 1), ("11", 0), ("12", 1))), "greedy": i % 2 == 0, "seed": seed + i}
+                body = {
+                    "users": users(4, history=(("10", 1), ("11", 0), ("12", 1))),
+                    "greedy": i % 2 == 0,
+                    "seed": seed + i,
+                }
                 r = c.post("/recommend", json=body)
                 if r.status_code != 200:
                     errors.append(r.text)
@@ -295,7 +335,9 @@ def test_catalogue_changes_are_atomic_under_concurrent_recommendations(server):
     for version, items in results:
         for item in items:
             assert added_at.get(item, -1) <= version, f"{item} returned before it was added"
-            assert version < deleted_at.get(item, version + 1), f"{item} returned at version {version}, deleted at {deleted_at[item]}"
+            assert version < deleted_at.get(item, version + 1), (
+                f"{item} returned at version {version}, deleted at {deleted_at[item]}"
+            )
 
 
 def test_service_decodes_like_the_agent_including_exposure(tmp_path):
@@ -317,8 +359,8 @@ def test_service_decodes_like_the_agent_including_exposure(tmp_path):
     h = DS.history_length
     hist_items = torch.full((1, h), PAD, dtype=torch.long)
     hist_fb = torch.zeros(1, h)
-    hist_items[0, -len(history):] = torch.tensor([i for i, _ in history])
-    hist_fb[0, -len(history):] = torch.tensor([float(f) for _, f in history])
+    hist_items[0, -len(history) :] = torch.tensor([i for i, _ in history])
+    hist_fb[0, -len(history) :] = torch.tensor([float(f) for _, f in history])
     obs = Observation(torch.zeros(1, dtype=torch.long), profile[None], hist_items, hist_fb)
     plain = agent.act(obs)
     with torch.no_grad():

@@ -15,14 +15,13 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from test_serve import F, P, free_port, make_run, users
 
 from hsrl.errors import ArtifactError
 from hsrl.serve.app import create_app
-from hsrl.serve.catalogue import LOG, ChangeLog
+from hsrl.serve.catalogue import LOG
 from hsrl.serve.export import catalogue_dir, export_policy, load_export
 from hsrl.serve.recommender import MicroBatcher, Recommender, UserQuery
-
-from test_serve import F, P, free_port, make_run, users
 
 
 @pytest.fixture()
@@ -58,7 +57,9 @@ def test_acknowledged_changes_survive_sigkill_and_restart(run):
     proc, client = start(run)
     try:
         rng = np.random.default_rng(0)
-        added = client.post("/items", json={"items": [{"id": f"n{j}", "features": rng.normal(size=F).tolist()} for j in range(3)]})
+        added = client.post(
+            "/items", json={"items": [{"id": f"n{j}", "features": rng.normal(size=F).tolist()} for j in range(3)]}
+        )
         assert added.status_code == 201
         assert client.delete("/items/5").status_code == 200
         assert client.delete("/items/n1").status_code == 200
@@ -167,9 +168,11 @@ def test_serving_beyond_loopback_needs_a_token(run, cli):
 def queries(n: int) -> list[UserQuery]:
     rng = np.random.default_rng(7)
     out = []
-    for u in range(n):
+    for _u in range(n):
         hist = rng.choice(60, size=int(rng.integers(0, 9)), replace=False)
-        out.append(UserQuery([str(i) for i in hist], rng.integers(0, 2, size=hist.size).tolist(), rng.normal(size=P).tolist()))
+        out.append(
+            UserQuery([str(i) for i in hist], rng.integers(0, 2, size=hist.size).tolist(), rng.normal(size=P).tolist())
+        )
     return out
 
 
@@ -196,8 +199,13 @@ def test_the_library_call_and_the_route_give_the_same_items(run):
     export = load_export(run / "serve")
     rec = Recommender.from_export(export)
     qs = queries(5)
-    body = {"users": [{"history": [{"item": i, "feedback": int(f)} for i, f in zip(q.items, q.feedback)], "profile": q.profile}
-                      for q in qs], "k": 5}
+    body = {
+        "users": [
+            {"history": [{"item": i, "feedback": int(f)} for i, f in zip(q.items, q.feedback)], "profile": q.profile}
+            for q in qs
+        ],
+        "k": 5,
+    }
     with TestClient(create_app(load_export(run / "serve"))) as client:
         resp = client.post("/recommend", json=body)
     assert resp.status_code == 200, resp.text
@@ -208,8 +216,10 @@ def test_the_library_call_and_the_route_give_the_same_items(run):
 def test_the_readme_service_snippet_runs(run):
     """The README's library example of the service, run as written (only the run directory differs)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("- **One recommendation path.**"):]
-    snippet = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    section = readme[readme.index("- **One recommendation path.**") :]
+    snippet = section[
+        section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)
+    ]
     snippet = "\n".join(line[2:] if line.startswith("  ") else line for line in snippet.splitlines())
     scope: dict = {}
     exec(snippet.replace('"runs/synthetic/serve"', repr(str(run / "serve"))), scope)

@@ -61,8 +61,10 @@ def test_rl4rs_items_round_trip_one_to_one(rl4rs_items):
     assert torch.equal(index.item_of(sids), items)
     assert torch.unique(sids, dim=0).shape[0] == 283  # one-to-one after disambiguation
     stats = index.stats()
-    print(f"RL4RS L=3 V=16: collision rate before disambiguation {stats['collision_rate']:.4f}, "
-          f"groups {stats['collision_groups']}, max group {stats['max_group_size']}, D={index.disambiguation}")
+    print(
+        f"RL4RS L=3 V=16: collision rate before disambiguation {stats['collision_rate']:.4f}, "
+        f"groups {stats['collision_groups']}, max group {stats['max_group_size']}, D={index.disambiguation}"
+    )
     assert 0.0 <= stats["collision_rate"] < 0.5
     assert stats["collision_rate_after"] == 0.0 and stats["unique_sid_ratio_after"] == 1.0
     assert index.disambiguation >= stats["max_group_size"]
@@ -74,7 +76,11 @@ def test_default_codes_rule():
     assert default_codes(10_000) == 128
     assert default_codes(1_000_000) == 256
     assert default_codes(10) == 4
-    assert disambiguation_capacity(1, 16) == 4 and disambiguation_capacity(3, 16) == 8 and disambiguation_capacity(5, 16) == 16
+    assert (
+        disambiguation_capacity(1, 16) == 4
+        and disambiguation_capacity(3, 16) == 8
+        and disambiguation_capacity(5, 16) == 16
+    )
     assert disambiguation_capacity(3000, 256) == 256  # capped at a codebook head's width ...
     assert disambiguation_capacity(3000, 256, max_prefix=40_000) == 512  # ... unless one prefix needs more
 

@@ -189,7 +189,10 @@ def test_fidelity_check_flags_a_simulator_below_a_floor():
     report = {s: {"simulator": {"auc": 0.60}, "popularity": {"auc": 0.55}, "item_ctr": {"auc": 0.595},
                   "slot_ctr": {"auc": 0.50}} for s in ("val", "test")}  # fmt: skip
     check = fidelity_check(report, margin=0.01)
-    assert not check["ok"] and {(f["split"], f["floor"]) for f in check["failing"]} == {("val", "item_ctr"), ("test", "item_ctr")}
+    assert not check["ok"] and {(f["split"], f["floor"]) for f in check["failing"]} == {
+        ("val", "item_ctr"),
+        ("test", "item_ctr"),
+    }
     report["val"]["simulator"]["auc"] = report["test"]["simulator"]["auc"] = 0.61
     assert fidelity_check(report, margin=0.01)["ok"]
     report["test"]["simulator"]["auc"] = float("nan")  # an undefined AUC never passes
@@ -236,8 +239,9 @@ def test_two_process_ddp_matches_one_process(cli, tmp_path):
     from hsrl.io import read_json
 
     run = tmp_path / "run"
-    sets = [x for s in ["data.synthetic.n_users=300", "data.synthetic.n_items=40", "data.history_length=10",
-                        "simulator.dim=16", "simulator.heads=2", "simulator.epochs=4"] for x in ("--set", s)]  # fmt: skip
+    overrides = ["data.synthetic.n_users=300", "data.synthetic.n_items=40", "data.history_length=10",
+                 "simulator.dim=16", "simulator.heads=2", "simulator.epochs=4"]  # fmt: skip
+    sets = [x for s in overrides for x in ("--set", s)]
     assert cli("data", "prepare", "--out", run, *sets[:6]).code == 0
     assert cli("simulator", "train", run, *sets).code == 0
     one = read_json(run / "simulator" / "report.json")
@@ -256,7 +260,12 @@ def test_two_process_ddp_matches_one_process(cli, tmp_path):
 
 def test_ddp_failing_rank_is_a_clear_error_and_leaves_nothing(cli, tmp_path):
     run = tmp_path / "run"
-    assert cli("data", "prepare", "--out", run, "--set", "data.synthetic.n_users=60", "--set", "data.synthetic.n_items=30").code == 0
+    assert (
+        cli(
+            "data", "prepare", "--out", run, "--set", "data.synthetic.n_users=60", "--set", "data.synthetic.n_items=30"
+        ).code
+        == 0
+    )
     # a setting the model refuses, found only inside the workers
     r = cli("simulator", "train", run, "--nproc", "2", "--set", "simulator.dim=10", "--set", "simulator.heads=4")
     assert r.code == 2 and "distributed simulator training failed" in r.err and "multiple of simulator.heads" in r.err

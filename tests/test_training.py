@@ -33,8 +33,11 @@ def fresh(cfg, ds, world, index, split="train", seed=0, batch=8):
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     cfg, ds, world, index = setup()
-    tcfg = cfg.train.model_copy(update=dict(steps=16, start_steps=4, batch_size=8, checkpoint_every=8, eval_every=8,
-                                            eval_episodes=8, buffer_size=200))
+    tcfg = cfg.train.model_copy(
+        update=dict(
+            steps=16, start_steps=4, batch_size=8, checkpoint_every=8, eval_every=8, eval_episodes=8, buffer_size=200
+        )
+    )
 
     def eval_env():
         return SlateEnv(ds, TrueWorldResponse(world), split="val", batch_users=8, seed=99, device="cpu")

@@ -45,6 +45,7 @@ _LAZY = {
     "agent_names": ("hsrl.agents.registry", "names"),
 }
 
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module, attr = _LAZY[name]
@@ -79,9 +80,11 @@ def load_dataset(source: str | Path, **data_options: Any) -> LogDataset:
             raise ConfigError(f"load_dataset({str(source)!r}): {exc}") from None
         return load(config)
     if data_options:
-        raise ConfigError(f"load_dataset({str(source)!r}): data options are for a dataset name "
-                          f"({', '.join(datasets)}), "
-                          "a run directory's data is already prepared")
+        raise ConfigError(
+            f"load_dataset({str(source)!r}): data options are for a dataset name "
+            f"({', '.join(datasets)}), "
+            "a run directory's data is already prepared"
+        )
     from hsrl.commands.data import require_dataset
     from hsrl.data.schema import LogDataset
 

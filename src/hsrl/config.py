@@ -34,7 +34,9 @@ class SyntheticConfig(Section):
     sessions_per_user: int = Field(3, ge=1)
     behaviour_noise: float = Field(1.0, ge=0.0, description="temperature of the popularity+noise logger")
     position_bias: float = Field(
-        0.0, ge=0.0, description="click logit falls by position_bias * log2(1 + slot) (slot 0 first); 0 = order does not matter"
+        0.0,
+        ge=0.0,
+        description="click logit falls by position_bias * log2(1 + slot) (slot 0 first); 0 = order does not matter",
     )
 
 
@@ -61,7 +63,11 @@ class SimulatorConfig(Section):
 
     dim: int = Field(32, ge=4)
     heads: int = Field(4, ge=1)
-    clusters: int = Field(32, ge=1, description="soft item clusters of the satiation term (k-means start; 32 > 16 > 9 on the synthetic default)")
+    clusters: int = Field(
+        32,
+        ge=1,
+        description="soft item clusters of the satiation term (k-means start; 32 > 16 > 9 on the synthetic default)",
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="0.1 gave the same AUC on both datasets, 30% slower")
     epochs: int = Field(30, ge=1, description="at most; training stops early on validation AUC")
     batch_size: int = Field(256, ge=1)
@@ -74,13 +80,18 @@ class SimulatorConfig(Section):
         description="slot terms: off = slate order ignored; bias = a learned logit per slot; context = bias plus a"
         " per-slot scale of the content score and a per-slot read-out of the user vector (examination varies by user)",
     )
+
     @field_validator("slots", mode="before")
     @classmethod
     def _off_is_not_false(cls, value: Any) -> Any:
         return "off" if value is False else value  # YAML reads a bare `off` as false
 
-    select: bool = Field(False, description="train a handful of settings (lr, weight decay, dropout, width) and keep the best val AUC")
-    fidelity_margin: float = Field(0.01, ge=0.0, description="val/test AUC the simulator must beat every floor by, else it is flagged")
+    select: bool = Field(
+        False, description="train a handful of settings (lr, weight decay, dropout, width) and keep the best val AUC"
+    )
+    fidelity_margin: float = Field(
+        0.01, ge=0.0, description="val/test AUC the simulator must beat every floor by, else it is flagged"
+    )
     seed: int = 0
 
 
@@ -175,7 +186,9 @@ class AgentConfig(Section):
         True, description="HSRL: token logits also read how much of each SID branch the user was just shown and clicked"
     )
     click_loss: float = Field(
-        1.0, ge=0, description="HSRL: weight of the BCE of each shown slot's click on its tokens' logits (learns from skips too)"
+        1.0,
+        ge=0,
+        description="HSRL: weight of the BCE of each shown slot's click on its tokens' logits (learns from skips too)",
     )
     decode: Literal["trie", "score_all"] = "trie"
     gamma: float = 0.9
@@ -201,15 +214,24 @@ class AgentConfig(Section):
         """The flat ``agent.baseline.hac_actor_lr`` keys became one section per agent: name the new key."""
         if isinstance(data, dict) and "baseline" in data:
             old = data["baseline"] if isinstance(data["baseline"], dict) else {}
-            moved = [f"agent.baseline.{k} is now agent.{MOVED_BASELINE_KEYS[k]}" for k in old if k in MOVED_BASELINE_KEYS]
-            detail = "; ".join(moved) or "each baseline has its own section: agent.sl, agent.a2c, agent.ddpg, agent.td3, agent.hac"
+            moved = [
+                f"agent.baseline.{k} is now agent.{MOVED_BASELINE_KEYS[k]}" for k in old if k in MOVED_BASELINE_KEYS
+            ]
+            detail = (
+                "; ".join(moved)
+                or "each baseline has its own section: agent.sl, agent.a2c, agent.ddpg, agent.td3, agent.hac"
+            )
             raise ValueError(f"the agent.baseline section is gone: {detail}")
         return data
 
 
 class TrainConfig(Section):
-    steps: int = Field(1000, ge=1, description="env steps of B users; the default keeps `hsrl run` within minutes on 2 cores")
-    batch_size: int = Field(128, ge=1, description="replay batch per update (reference: 64; 128 learned faster per second)")
+    steps: int = Field(
+        1000, ge=1, description="env steps of B users; the default keeps `hsrl run` within minutes on 2 cores"
+    )
+    batch_size: int = Field(
+        128, ge=1, description="replay batch per update (reference: 64; 128 learned faster per second)"
+    )
     buffer_size: int = 100_000
     start_steps: int = 100
     updates_per_step: int = 1

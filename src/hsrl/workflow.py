@@ -179,7 +179,12 @@ def train_agent(
 
 
 def load_agent(
-    name: str, run_dir: Path, cfg: RunConfig, env, seed: int, holdout: HeldOut | None = None,
+    name: str,
+    run_dir: Path,
+    cfg: RunConfig,
+    env,
+    seed: int,
+    holdout: HeldOut | None = None,
     index: SemanticIDIndex | None = None,
 ) -> Agent:
     """A trained agent from its checkpoint (references are built), on ``env``'s catalogue and device.
@@ -227,7 +232,9 @@ def evaluate_churn(
                 uses_index = registry.get(base_name(name)).uses_index
                 index = copy.deepcopy(kept_index) if uses_index else None  # add_items mutates
                 agent = load_agent(name, run_dir, cfg, env, seed, holdout, index)
-                rows["before"].append(summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups)) | {"seed": seed})
+                rows["before"].append(
+                    summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups)) | {"seed": seed}
+                )
                 env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
                 if index is not None:
                     index.add_items(new_features)
@@ -240,8 +247,13 @@ def evaluate_churn(
         "dataset": ds.meta.get("name", "?"),
         "config": cfg.model_dump(mode="json"),
         "versions": versions(),
-        "holdout": {"share": holdout.share, "seed": holdout.seed, "n_items": holdout.n_items,
-                    "held": int(holdout.held.size), "held_items": holdout.held.tolist()},
+        "holdout": {
+            "share": holdout.share,
+            "seed": holdout.seed,
+            "n_items": holdout.n_items,
+            "held": int(holdout.held.size),
+            "held_items": holdout.held.tolist(),
+        },
         "agents": agents,
         "seeds": seeds,
         "privileged": [a for a in agents if registry.get(base_name(a)).privileged],
@@ -308,8 +320,15 @@ def ab_test_agents(
     from hsrl.eval.abtest import ab_test
 
     def arm_env(users, env_seed):
-        return make_env(run_dir, split=TEST_SPLIT, world=world, batch_users=cfg.env.batch_users,
-                        seed=30_000 + env_seed, reward=cfg.env.reward, users=users)
+        return make_env(
+            run_dir,
+            split=TEST_SPLIT,
+            world=world,
+            batch_users=cfg.env.batch_users,
+            seed=30_000 + env_seed,
+            reward=cfg.env.reward,
+            users=users,
+        )
 
     probe = env_for(run_dir, cfg, TEST_SPLIT, seed=0, world=world)
     agents = [load_agent(spec, run_dir, cfg, probe, seed) for spec in (control, treatment)]

@@ -63,7 +63,7 @@ class A2CItemAgent(EncoderAgent):
         return {**super().checkpoint_inputs(), "width": self.width}
 
     @classmethod
-    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> "A2CItemAgent":
+    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> A2CItemAgent:
         """The head as wide as the catalogue it was built with; items added since are the catalogue's only."""
         return super()._construct(features[: int(inputs["width"])], slate_size, inputs, config)  # type: ignore[return-value]
 

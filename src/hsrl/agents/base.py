@@ -78,7 +78,7 @@ class Agent(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
-    def train_mode(self, training: bool) -> None:
+    def train_mode(self, training: bool) -> None:  # noqa: B027  (a hook: most agents keep the no-op)
         """Switch dropout etc.; no-op for agents without networks."""
 
     # -- the Python API ------------------------------------------------------------------------

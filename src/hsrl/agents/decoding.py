@@ -38,7 +38,7 @@ class RecentExposure:
         self.weights = weights  # (B, W, F) feature weight of each entry (0 where padded)
 
     @classmethod
-    def from_obs(cls, obs: Any, index: Any, slate_size: int, slates: int = 3) -> "RecentExposure":
+    def from_obs(cls, obs: Any, index: Any, slate_size: int, slates: int = 3) -> RecentExposure:
         window = min(slates * slate_size, obs.hist_items.shape[1])
         hist = obs.hist_items[:, -window:]
         real = (hist >= 0).float()
@@ -48,7 +48,7 @@ class RecentExposure:
         weights = torch.stack([last, torch.ones_like(last), last * clicked, clicked], -1) * real[..., None]
         return cls(codes, weights / slate_size)
 
-    def branches(self, prefix: torch.Tensor, rows: torch.Tensor) -> "BranchExposure":
+    def branches(self, prefix: torch.Tensor, rows: torch.Tensor) -> BranchExposure:
         """For each prefix row (user ``rows``): the child token each recent entry falls under and its
         weights, zero for entries outside the prefix. Kept sparse (W entries, not V children): the policy
         contracts the weights with its coefficients first and scatters W scalars per row."""
@@ -65,8 +65,10 @@ class BranchExposure:
     def __init__(self, child: torch.Tensor, weight: torch.Tensor) -> None:
         self.child, self.weight = child, weight
 
-    def view(self, *lead: int) -> "BranchExposure":
-        return BranchExposure(self.child.view(*lead, self.child.shape[-1]), self.weight.view(*lead, *self.weight.shape[-2:]))
+    def view(self, *lead: int) -> BranchExposure:
+        return BranchExposure(
+            self.child.view(*lead, self.child.shape[-1]), self.weight.view(*lead, *self.weight.shape[-2:])
+        )
 
     def dense(self, vocab: int) -> torch.Tensor:
         """(..., vocab, F): the weighted count of recent entries under every child (the features' meaning)."""
@@ -109,7 +111,12 @@ def level_children(policy: Any, index: Any, level: int, prefix: torch.Tensor) ->
 
 @torch.no_grad()
 def beam_search(
-    policy: Any, index: Any, state: torch.Tensor, k: int, beam: int, items: Any = None,
+    policy: Any,
+    index: Any,
+    state: torch.Tensor,
+    k: int,
+    beam: int,
+    items: Any = None,
     recent: RecentExposure | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Items (B, k) and their log pi (B, k); -1 items where fewer than k complete SIDs exist."""
@@ -145,7 +152,12 @@ def beam_search(
 
 @torch.no_grad()
 def sample_slate(
-    policy: Any, index: Any, state: torch.Tensor, k: int, generator: torch.Generator | None = None, items: Any = None,
+    policy: Any,
+    index: Any,
+    state: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    items: Any = None,
     recent: RecentExposure | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Items (B, k), their tokens (B, k, D) and per-token log pi (B, k, D), sampled without replacement."""

@@ -10,8 +10,9 @@ added later is scored like any other). Subclasses list their modules and optimis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,9 +22,10 @@ from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 
 
-
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out))
+    return nn.Sequential(
+        nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out)
+    )
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -76,7 +78,9 @@ class EncoderAgent(Agent):
         return [m for name, m in self.modules().items() if not name.startswith("target")]
 
     # ------------------------------------------------------------------ catalogue
-    def set_catalogue(self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None) -> None:
+    def set_catalogue(
+        self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None
+    ) -> None:
         """New items need only features; ``active`` defaults to the index's active mask when given one."""
         if active is None and index is not None and hasattr(index, "active"):
             active = torch.as_tensor(index.active, dtype=torch.bool, device=item_features.device)
@@ -121,7 +125,7 @@ class EncoderAgent(Agent):
     @classmethod
     def _construct(
         cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
-    ) -> "EncoderAgent":
+    ) -> EncoderAgent:
         cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
         return cls(features, slate_size, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from hsrl.agents.base import NEG, Agent, sample_without_replacement
 from hsrl.simulator.observation import Observation
-
 
 
 class RandomAgent(Agent):
@@ -50,7 +50,7 @@ class PopularAgent(Agent):
         return {**super().checkpoint_inputs(), "popularity": self.popularity.detach().cpu()}
 
     @classmethod
-    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> "PopularAgent":
+    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> PopularAgent:
         return cls(features, slate_size, inputs["popularity"].to(features.device))
 
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
@@ -81,8 +81,10 @@ class OracleGreedyAgent(Agent):
         self.chunk = chunk
 
     def checkpoint_inputs(self) -> dict[str, Any]:
-        raise TypeError("the oracle scores with its world's click model, which no file can hold; build it for an "
-                        "environment with hsrl.agents.registry.build('oracle', run_dir, env=env)")
+        raise TypeError(
+            "the oracle scores with its world's click model, which no file can hold; build it for an "
+            "environment with hsrl.agents.registry.build('oracle', run_dir, env=env)"
+        )
 
     @torch.no_grad()
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:

@@ -268,7 +268,9 @@ class HSRLAgent(Agent):
         encoder = StateEncoder(
             item_features.shape[1], profile_dim, history_length, cfg.dim, cfg.layers, cfg.heads, cfg.dropout
         )
-        codebooks = [torch.as_tensor(c) for c in index.codebooks] if cfg.token_heads == "semantic" or cfg.exposure else None
+        codebooks = (
+            [torch.as_tensor(c) for c in index.codebooks] if cfg.token_heads == "semantic" or cfg.exposure else None
+        )
         policy = HierarchicalPolicy(cfg.dim, index.vocab_sizes, cfg.residual, cfg.token_heads, codebooks, cfg.exposure)
         self.net = _Actor(encoder, policy).to(item_features.device)
         self.target = copy.deepcopy(self.net).requires_grad_(False)
@@ -286,11 +288,15 @@ class HSRLAgent(Agent):
         self.set_catalogue(item_features)
 
     # ------------------------------------------------------------------ catalogue
-    def set_catalogue(self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None) -> None:
+    def set_catalogue(
+        self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None
+    ) -> None:
         """New items only need features and SIDs from the frozen codebooks: no network change."""
         if index is not None:
             if list(index.vocab_sizes) != self.net.policy.vocab_sizes:
-                raise ValueError(f"index vocab sizes {index.vocab_sizes} differ from the policy's {self.net.policy.vocab_sizes}")
+                raise ValueError(
+                    f"index vocab sizes {index.vocab_sizes} differ from the policy's {self.net.policy.vocab_sizes}"
+                )
             self.index = index
         if active is None:
             active = torch.as_tensor(self.index.active, dtype=torch.bool, device=item_features.device)
@@ -314,7 +320,9 @@ class HSRLAgent(Agent):
             return None
         return RecentExposure.from_obs(obs, self.index, self.slate_size)
 
-    def _sample_slate(self, state: torch.Tensor, obs: Observation | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sample_slate(
+        self, state: torch.Tensor, obs: Observation | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """K SIDs sampled without replacement: items (B,K), tokens (B,K,D), per-token log pi (B,K,D)."""
         return sample_slate(
             self.net.policy, self.index, state, self.slate_size, self.generator, self.items(), self.recent(obs)
@@ -491,7 +499,7 @@ class HSRLAgent(Agent):
     @classmethod
     def _construct(
         cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
-    ) -> "HSRLAgent":
+    ) -> HSRLAgent:
         cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
         index = index_from_tensor(inputs["index"])
         return cls(features, slate_size, index, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)

@@ -242,8 +242,9 @@ def build(
 # ---------------------------------------------------------------------- the agents of this package
 def _hsrl(ctx: BuildContext) -> Agent:
     env = ctx.env
-    return HSRLAgent(ctx.features, ctx.slate_size, ctx.sid_index(), env.profile_dim, env.history_length,
-                     ctx.config.agent, ctx.seed)
+    return HSRLAgent(
+        ctx.features, ctx.slate_size, ctx.sid_index(), env.profile_dim, env.history_length, ctx.config.agent, ctx.seed
+    )
 
 
 def _sl(ctx: BuildContext) -> Agent:

@@ -10,8 +10,9 @@ same size from the logs. ``act`` is the top-K by predicted click logit, a myopic
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class LoggedSlates:
     weight: torch.Tensor | None = None
 
     @classmethod
-    def from_dataset(cls, dataset: Any, split: str = "train", device: str | torch.device = "cpu") -> "LoggedSlates":
+    def from_dataset(cls, dataset: Any, split: str = "train", device: str | torch.device = "cpu") -> LoggedSlates:
         """The impressions of ``split``'s users in a ``LogDataset`` (users index the profiles only)."""
         rows = dataset.rows_in(split)
         users = dataset.imp_user[rows]
@@ -59,7 +60,7 @@ class LoggedSlates:
     def __len__(self) -> int:
         return int(self.slate.shape[0])
 
-    def restricted(self, local_items: Callable[[torch.Tensor], torch.Tensor]) -> "LoggedSlates":
+    def restricted(self, local_items: Callable[[torch.Tensor], torch.Tensor]) -> LoggedSlates:
         """The logs re-indexed for a smaller catalogue: ``local_items`` maps item indices to the new ones,
         PAD for items not in it. Those items vanish from histories and their slots get weight 0; rows with
         no slot left are dropped."""
@@ -102,7 +103,7 @@ class SupervisedAgent(EncoderAgent):
     @classmethod
     def _construct(
         cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
-    ) -> "SupervisedAgent":
+    ) -> SupervisedAgent:
         cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
         return cls(features, slate_size, int(inputs["profile_dim"]), int(inputs["history_length"]), None, cfg)
 
@@ -136,8 +137,9 @@ class SupervisedAgent(EncoderAgent):
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One BCE step on a logged minibatch as large as the replay batch (which is ignored)."""
         if self.logs is None:
-            raise ValueError("this SL agent has no logged slates to learn from "
-                             "(set agent.logs = LoggedSlates.from_dataset(...))")
+            raise ValueError(
+                "this SL agent has no logged slates to learn from (set agent.logs = LoggedSlates.from_dataset(...))"
+            )
         n = int(batch["slate"].shape[0])
         idx = torch.randint(len(self.logs), (n,), generator=self.generator, device=self.device)
         self.train_mode(True)

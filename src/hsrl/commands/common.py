@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,11 +14,9 @@ from hsrl.config import RunConfig, load_config, load_run_config
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[
-    Optional[list[Path]], typer.Option("--config", "-c", help="YAML config file(s), applied in order.")
-]
+ConfigOpt = Annotated[list[Path] | None, typer.Option("--config", "-c", help="YAML config file(s), applied in order.")]
 SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", "-s", help="Override a config value: --set sid.levels=4 (repeatable).")
+    list[str] | None, typer.Option("--set", "-s", help="Override a config value: --set sid.levels=4 (repeatable).")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stage even if its artefact exists.")]
 RunDirArg = Annotated[Path, typer.Argument(help="Run directory (artefacts are read from and written to it).")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,15 +15,17 @@ app = new_group("Prepare and describe logged data (synthetic, MovieLens, RL4RS, 
 
 # the data options of `hsrl data prepare` and `hsrl run` (one definition, one meaning)
 DatasetOpt = Annotated[
-    Optional[str],
-    typer.Option("--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv (default: the run's, else synthetic)."),
+    str | None,
+    typer.Option(
+        "--dataset", "-d", help="synthetic | ml-100k | ml-1m | rl4rs | csv (default: the run's, else synthetic)."
+    ),
 ]
 SourceOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--source", help="Raw data: a file or folder (MovieLens files, RL4RS session CSV, csv/parquet logs)."),
 ]
 ItemsOpt = Annotated[
-    Optional[str], typer.Option("--items", help="Item feature file (RL4RS item_info.csv; csv/parquet item features).")
+    str | None, typer.Option("--items", help="Item feature file (RL4RS item_info.csv; csv/parquet item features).")
 ]
 
 
@@ -102,7 +104,9 @@ def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Pat
 
 @app.command("prepare")
 def prepare(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write data/ into.")] = Path("runs/synthetic"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write data/ into.")] = Path(
+        "runs/synthetic"
+    ),
     dataset: DatasetOpt = None,
     source: SourceOpt = None,
     items: ItemsOpt = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from hsrl.eval.churn import HeldOut
 
 AgentsOpt = Annotated[
-    Optional[str], typer.Option("--agents", "-a", help="Comma-separated agents (default: eval.agents of the config).")
+    str | None, typer.Option("--agents", "-a", help="Comma-separated agents (default: eval.agents of the config).")
 ]
-SeedsOpt = Annotated[Optional[int], typer.Option("--seeds", help="Seeds per agent (default: eval.seeds).")]
+SeedsOpt = Annotated[int | None, typer.Option("--seeds", help="Seeds per agent (default: eval.seeds).")]
 WorldOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--world",
         help="Judge: simulator | judge (second simulator, other seed) | true (synthetic data only), a comma list, "
@@ -138,9 +138,21 @@ def print_results(payload: dict) -> None:
 
     ceiling = payload.get("ceiling") or {}
     for world, table in payload["aggregate"].items():
-        t = Table(title=f"{payload['dataset']} — judged by: {world} — test users, mean ± 95% CI over seeds "
-                        f"(ceiling {ceiling.get('total_reward', float('nan')):.2f})")
-        for col in ("agent", "total reward", "depth", "avg reward", "click rate", "coverage", "diversity", "of ceiling", "episodes"):
+        t = Table(
+            title=f"{payload['dataset']} — judged by: {world} — test users, mean ± 95% CI over seeds "
+            f"(ceiling {ceiling.get('total_reward', float('nan')):.2f})"
+        )
+        for col in (
+            "agent",
+            "total reward",
+            "depth",
+            "avg reward",
+            "click rate",
+            "coverage",
+            "diversity",
+            "of ceiling",
+            "episodes",
+        ):
             t.add_column(col, justify="right" if col != "agent" else "left")
         for name, agg in table.items():
             label = f"{name} (privileged)" if name in payload.get("privileged", []) else name
@@ -158,7 +170,9 @@ def print_results(payload: dict) -> None:
         console.print(t)
 
 
-def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout: "HeldOut | None" = None) -> Path:
+def _train_one(
+    run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout: HeldOut | None = None
+) -> Path:
     """One seed in a worker process: one torch thread each, so seeds share the cores without contention."""
     import torch
 
@@ -169,7 +183,7 @@ def _train_one(run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool,
 
 
 def train_stage(
-    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout: "HeldOut | None" = None
+    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout: HeldOut | None = None
 ) -> None:
     """Train every learned agent for every seed; seeds run in parallel processes (eval.jobs).
 
@@ -180,9 +194,7 @@ def train_stage(
     from rich.progress import Progress
 
     from hsrl.agents import registry
-    from hsrl.workflow import train_agent
-
-    from hsrl.workflow import agent_dir, base_name
+    from hsrl.workflow import agent_dir, base_name, train_agent
 
     jobs, seen = [], set()
     for name in agents:
@@ -199,7 +211,9 @@ def train_stage(
         return
     with Progress(console=console) as progress, ProcessPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task(f"training {len(jobs)} agent-seeds on {workers} processes", total=len(jobs))
-        futures = {pool.submit(_train_one, run_dir, name, cfg, seed, force, holdout): (name, seed) for name, seed in jobs}
+        futures = {
+            pool.submit(_train_one, run_dir, name, cfg, seed, force, holdout): (name, seed) for name, seed in jobs
+        }
         for future in futures:
             name, seed = futures[future]
             path = future.result()
@@ -299,12 +313,21 @@ def register(app: typer.Typer) -> None:
             t.add_column(col)
         for arm in ("control", "treatment"):
             r = report[arm]
-            t.add_row(arm, r["agent"], str(r["users"]), str(r["sessions"]), f"{r['cvr']:.4f}",
-                      f"{r['cost_per_session']:.2f}", f"{r['total_reward']:.3f}")
+            t.add_row(
+                arm,
+                r["agent"],
+                str(r["users"]),
+                str(r["sessions"]),
+                f"{r['cvr']:.4f}",
+                f"{r['cost_per_session']:.2f}",
+                f"{r['total_reward']:.3f}",
+            )
         console.print(t)
         for key, label in (("cvr_lift", "CVR lift"), ("cost_lift", "cost lift")):
             lo, hi = report[key]["ci95"]
-            console.print(f"{label}: {100 * report[key]['point']:+.2f} % (95 % CI {100 * lo:+.2f} % .. {100 * hi:+.2f} %)")
+            console.print(
+                f"{label}: {100 * report[key]['point']:+.2f} % (95 % CI {100 * lo:+.2f} % .. {100 * hi:+.2f} %)"
+            )
         path = run_dir / "results" / f"abtest_{control}_vs_{treatment}.json".replace(":", "_")
         write_json(path, report)
         console.print(f"wrote {path}")
@@ -351,7 +374,9 @@ def register(app: typer.Typer) -> None:
         agents: AgentsOpt = None,
         seeds: SeedsOpt = None,
         world: WorldOpt = None,
-        holdout: Annotated[float, typer.Option("--holdout", help="Share of items held out, then added at evaluation.")] = 0.2,
+        holdout: Annotated[
+            float, typer.Option("--holdout", help="Share of items held out, then added at evaluation.")
+        ] = 0.2,
         holdout_seed: Annotated[int, typer.Option("--holdout-seed", help="Seed of the held-out draw.")] = 0,
         config: ConfigOpt = None,
         set_: SetOpt = None,
@@ -388,14 +413,21 @@ def register(app: typer.Typer) -> None:
             payload = evaluate_churn(run_dir, cfg, names, n_seeds, worlds, cfg.eval.episodes, held)
         paths = write_churn(held.root(run_dir) / "results", payload)
         for w, table in payload["aggregate"].items():
-            t = Table(title=f"catalogue churn — {held.held.size} of {held.n_items} items new — judged by: {w} — "
-                            "mean ± 95% CI over seeds")
+            t = Table(
+                title=f"catalogue churn — {held.held.size} of {held.n_items} items new — judged by: {w} — "
+                "mean ± 95% CI over seeds"
+            )
             for col in ("agent", "reward before", "reward after", "depth after", "new: slots", "new: clicks"):
                 t.add_column(col, justify="left" if col == "agent" else "right")
             for name, ph in table.items():
-                t.add_row(name, fmt(ph["before"]["total_reward"]), fmt(ph["after"]["total_reward"]),
-                          fmt(ph["after"]["depth"]), fmt(ph["after"]["new_slot_share"], 2),
-                          fmt(ph["after"]["new_click_share"], 2))
+                t.add_row(
+                    name,
+                    fmt(ph["before"]["total_reward"]),
+                    fmt(ph["after"]["total_reward"]),
+                    fmt(ph["after"]["depth"]),
+                    fmt(ph["after"]["new_slot_share"], 2),
+                    fmt(ph["after"]["new_click_share"], 2),
+                )
             console.print(t)
         console.print("wrote " + ", ".join(str(p) for p in paths.values()))
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +26,9 @@ def _printable(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: (" ".join(map(str, v)) if isinstance(v, list) else v) for k, v in stats.items()}
 
 
-def build_index(run_dir: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False):
+def build_index(
+    run_dir: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False
+):
     """Build RUN_DIR/sid/index.npz from RUN_DIR/data (skipped if present unless ``force``); returns the index."""
     from hsrl.data.schema import LogDataset
     from hsrl.io import write_json
@@ -53,10 +55,18 @@ def build_index(run_dir: Path, overrides: list[str] | None = None, config: list[
 @app.command("build")
 def build(
     run_dir: RunDirArg,
-    levels: Annotated[Optional[int], typer.Option("--levels", "-L", help="Semantic levels L (tokens before disambiguation).")] = None,
-    codes: Annotated[Optional[int], typer.Option("--codes", "-V", help="Codes per level V (default: from the catalogue size).")] = None,
-    balanced: Annotated[Optional[bool], typer.Option("--balanced/--plain", help="Capacity-constrained k-means (even code use).")] = None,
-    text: Annotated[Optional[bool], typer.Option("--text/--features", help="Embed item texts (needs the 'text' extra).")] = None,
+    levels: Annotated[
+        int | None, typer.Option("--levels", "-L", help="Semantic levels L (tokens before disambiguation).")
+    ] = None,
+    codes: Annotated[
+        int | None, typer.Option("--codes", "-V", help="Codes per level V (default: from the catalogue size).")
+    ] = None,
+    balanced: Annotated[
+        bool | None, typer.Option("--balanced/--plain", help="Capacity-constrained k-means (even code use).")
+    ] = None,
+    text: Annotated[
+        bool | None, typer.Option("--text/--features", help="Embed item texts (needs the 'text' extra).")
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,7 +30,9 @@ def print_fidelity(report: dict[str, Any]) -> None:
     if not check:
         return
     if check["ok"]:
-        console.print(f"[green]fidelity check passed[/]: the simulator beats every floor by >= {check['margin']:.2f} AUC")
+        console.print(
+            f"[green]fidelity check passed[/]: the simulator beats every floor by >= {check['margin']:.2f} AUC"
+        )
         return
     lines = [f"  {f['split']}: simulator AUC {f['simulator_auc']:.4f} vs {f['floor']} {f['floor_auc']:.4f}"
              for f in check["failing"]]  # fmt: skip
@@ -97,8 +99,15 @@ def train_simulator(
     from hsrl.io import read_json, write_json
     from hsrl.simulator import distributed
     from hsrl.simulator.response import (
-        JUDGE_DIR, JUDGE_SEED_OFFSET, MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, save_checkpoint,
-        select_response_model, train_response_model,
+        JUDGE_DIR,
+        JUDGE_SEED_OFFSET,
+        MODEL_FILE,
+        REPORT_FILE,
+        SIM_DIR,
+        fidelity_report,
+        save_checkpoint,
+        select_response_model,
+        train_response_model,
     )  # fmt: skip
 
     cfg = run_config(run_dir, config, overrides)
@@ -119,8 +128,12 @@ def train_simulator(
     sim = cfg.simulator
     if judge:
         main_report = Path(run_dir) / SIM_DIR / REPORT_FILE
-        chosen = ((read_json(main_report).get("training") or {}).get("selection") or {}) if main_report.is_file() else {}
-        sim = sim.model_copy(update={**chosen.get("changes", {}), "seed": sim.seed + JUDGE_SEED_OFFSET, "select": False})
+        chosen = (
+            ((read_json(main_report).get("training") or {}).get("selection") or {}) if main_report.is_file() else {}
+        )
+        sim = sim.model_copy(
+            update={**chosen.get("changes", {}), "seed": sim.seed + JUDGE_SEED_OFFSET, "select": False}
+        )
     rank = 0
     columns = (TextColumn("training simulator{task.fields[trial]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())  # fmt: skip
@@ -168,7 +181,7 @@ JudgeOpt = Annotated[
 
 
 SelectOpt = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option("--select/--no-select", help="Try a handful of settings (lr, weight decay, dropout, width, patience) "
                  "and keep the best validation AUC (default: simulator.select)."),
 ]  # fmt: skip

@@ -92,8 +92,12 @@ def keyed_slates(
     if bad.size:
         first_row = int(np.flatnonzero(key == bad[0])[0])
         who = table.text("user")[first_row]
-        table.fail(first_row, "slate", f"slate '{slate[first_row]}' of user '{who}' has "
-                   f"{sizes[bad[0]]} rows", f"exactly {k} rows per slate (data.slate_size)")
+        table.fail(
+            first_row,
+            "slate",
+            f"slate '{slate[first_row]}' of user '{who}' has {sizes[bad[0]]} rows",
+            f"exactly {k} rows per slate (data.slate_size)",
+        )
     order = np.lexsort((np.arange(len(key)), time, key))
     rows = order.reshape(-1, k)
     first = rows[:, 0]
@@ -118,7 +122,11 @@ def assemble(
 ) -> LogDataset:
     """Drop users without a complete slate, build histories (with feedback) and the user split."""
     kept, imp_user = np.unique(imp_user, return_inverse=True)
-    prior = None if prior_items is None else {int(j): prior_items[int(u)] for j, u in enumerate(kept) if int(u) in prior_items}
+    prior = (
+        None
+        if prior_items is None
+        else {int(j): prior_items[int(u)] for j, u in enumerate(kept) if int(u) in prior_items}
+    )
     hist_items, hist_fb = build_histories(
         imp_user,
         imp_time if history_time is None else history_time,
@@ -215,7 +223,9 @@ def read_items(path: str) -> tuple[np.ndarray, np.ndarray, list[str] | None, lis
     ids = unique_ids(table, "item")
     names = [c for c in table.frame.columns if c not in ("item", "text")]
     if not names:
-        raise InputError(str(table.path), "no feature columns besides 'item'", row=1, expected="numeric feature columns")
+        raise InputError(
+            str(table.path), "no feature columns besides 'item'", row=1, expected="numeric feature columns"
+        )
     features = np.stack([table.numbers(c) for c in names], axis=1)
     text = table.text("text", allow_empty=True).tolist() if "text" in table.frame.columns else None
     return ids, features, text, names
@@ -249,7 +259,9 @@ def read(config: DataConfig) -> LogDataset:
     feedback = table.numbers("feedback")
     out_of_range = np.flatnonzero((feedback < 0) | (feedback > 1))
     if out_of_range.size:
-        table.fail(out_of_range[0], "feedback", f"value {feedback[out_of_range[0]]:g}", "a number in [0, 1] (1 = click)")
+        table.fail(
+            out_of_range[0], "feedback", f"value {feedback[out_of_range[0]]:g}", "a number in [0, 1] (1 = click)"
+        )
     has_slates = "slate" in table.frame.columns
     slates = table.text("slate") if has_slates else None
     report = None
@@ -266,7 +278,9 @@ def read(config: DataConfig) -> LogDataset:
     else:
         imp = consecutive_slates(user, time, items, feedback, k)
     if len(imp[0]) == 0:
-        table.fail(None, "user", f"no user has {k} interactions", f"at least one complete slate of {k} (data.slate_size)")
+        table.fail(
+            None, "user", f"no user has {k} interactions", f"at least one complete slate of {k} (data.slate_size)"
+        )
     meta = {
         "name": "csv",
         "source": str(config.source),

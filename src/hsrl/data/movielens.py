@@ -114,7 +114,9 @@ def _read_100k(folder: Path) -> tuple[Ratings, Movies, Users | None]:
     )
     users = None
     if (folder / "u.user").is_file():
-        u = read_delimited(folder / "u.user", "|", names=["user", "age", "gender", "occupation", "zip"], encoding="latin-1")
+        u = read_delimited(
+            folder / "u.user", "|", names=["user", "age", "gender", "occupation", "zip"], encoding="latin-1"
+        )
         users = Users(u, unique_ids(u, "user"), u.numbers("age"), u.text("gender"), u.text("occupation"))
     return ratings, movies, users
 
@@ -123,7 +125,9 @@ def _read_100k(folder: Path) -> tuple[Ratings, Movies, Users | None]:
 def _read_1m(folder: Path) -> tuple[Ratings, Movies, Users | None]:
     t = read_delimited(folder / "ratings.dat", "::", names=["user", "item", "rating", "time"], encoding="latin-1")
     ratings = Ratings(t, t.text("user"), t.text("item"), t.numbers("rating"), t.numbers("time", integer=True))
-    m = read_delimited(_need(folder, "movies.dat", "ratings.dat"), "::", names=["item", "title", "genres"], encoding="latin-1")
+    m = read_delimited(
+        _need(folder, "movies.dat", "ratings.dat"), "::", names=["item", "title", "genres"], encoding="latin-1"
+    )
     titles = m.text("title").tolist()
     movies = Movies(
         ids=unique_ids(m, "item"),
@@ -133,7 +137,9 @@ def _read_1m(folder: Path) -> tuple[Ratings, Movies, Users | None]:
     )
     users = None
     if (folder / "users.dat").is_file():
-        u = read_delimited(folder / "users.dat", "::", names=["user", "gender", "age", "occupation", "zip"], encoding="latin-1")
+        u = read_delimited(
+            folder / "users.dat", "::", names=["user", "gender", "age", "occupation", "zip"], encoding="latin-1"
+        )
         users = Users(u, unique_ids(u, "user"), u.numbers("age"), u.text("gender"), u.text("occupation"))
     return ratings, movies, users
 
@@ -214,8 +220,12 @@ def user_profiles(users: Users, user_ids: np.ndarray, ratings: Ratings) -> tuple
     if (where < 0).any():
         missing = user_ids[int(np.flatnonzero(where < 0)[0])]
         first_row = int(np.flatnonzero(ratings.user == missing)[0])
-        ratings.table.fail(first_row, ratings.user_field, f"user '{missing}' is not in {users.table.path.name}",
-                           "every rating's user listed in the user file")
+        ratings.table.fail(
+            first_row,
+            ratings.user_field,
+            f"user '{missing}' is not in {users.table.path.name}",
+            "every rating's user listed in the user file",
+        )
     gender = np.char.upper(users.gender.astype(str))
     bad = np.flatnonzero((gender != "M") & (gender != "F"))
     if bad.size:
@@ -231,7 +241,9 @@ def user_profiles(users: Users, user_ids: np.ndarray, ratings: Ratings) -> tuple
 # ---------------------------------------------------------------- reader
 def read(config: DataConfig) -> LogDataset:
     if config.unknown_items != "error":  # GroupLens files are consistent; a RecBole export that is not is an error
-        raise ConfigError(f"data.unknown_items={config.unknown_items} applies to csv and rl4rs logs, not {config.dataset}")
+        raise ConfigError(
+            f"data.unknown_items={config.unknown_items} applies to csv and rl4rs logs, not {config.dataset}"
+        )
     if config.source:
         source = Path(config.source).expanduser()
     elif config.dataset == "ml-100k":

@@ -166,7 +166,7 @@ class LogDataset:
         return target
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> "LogDataset":
+    def load(cls, run_dir: str | Path) -> LogDataset:
         """Read ``RUN_DIR/data/``; a missing, corrupt or other-version dataset is an ArtifactError."""
         folder = Path(run_dir) / DATA_DIR
         npz_path, json_path = folder / "dataset.npz", folder / "dataset.json"
@@ -247,7 +247,9 @@ def split_users(n_users: int, fractions: tuple[float, float, float], seed: int) 
         raise InputError(None, f"only {n_users} users", field="users", expected="at least 3 users to split")
     fr = np.asarray(fractions, dtype=np.float64)
     if (fr < 0).any() or fr.sum() <= 0:
-        raise InputError(None, f"bad split fractions {fractions}", field="data.split", expected="three non-negative numbers")
+        raise InputError(
+            None, f"bad split fractions {fractions}", field="data.split", expected="three non-negative numbers"
+        )
     fr = fr / fr.sum()
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_users)

@@ -77,23 +77,27 @@ class SyntheticWorld:
         return torch.sigmoid(self.click_logits(users, hist_items, slate, slots))
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    user_latent=self.user_latent,
-                    item_latent=self.item_latent,
-                    item_topic=self.item_topic,
-                    item_quality=self.item_quality,
-                    scalars=np.array(
-                        [self.affinity_scale, self.base_logit, self.boredom_per_repeat, self.boredom_window,
-                         self.position_bias],
-                        dtype=np.float64,
-                    ),
-                )
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                user_latent=self.user_latent,
+                item_latent=self.item_latent,
+                item_topic=self.item_topic,
+                item_quality=self.item_quality,
+                scalars=np.array(
+                    [
+                        self.affinity_scale,
+                        self.base_logit,
+                        self.boredom_per_repeat,
+                        self.boredom_window,
+                        self.position_bias,
+                    ],
+                    dtype=np.float64,
+                ),
+            )
 
     @classmethod
-    def load(cls, path: str | Path) -> "SyntheticWorld":
+    def load(cls, path: str | Path) -> SyntheticWorld:
         path = Path(path)
         if path.is_dir():
             path = path / WORLD_FILE

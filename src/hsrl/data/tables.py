@@ -58,7 +58,7 @@ class Table:
                 return int(starts[record])
         return record + 1
 
-    def subset(self, keep: np.ndarray) -> "Table":
+    def subset(self, keep: np.ndarray) -> Table:
         """The rows where boolean ``keep`` is true, with their line numbers (e.g. rows dropped by policy)."""
         return Table(self.path, self.frame.loc[self.frame.index[keep]], self.first_line, self.quoted, self._starts)
 
@@ -247,7 +247,7 @@ def _parse(path: Path, sep: str, encoding: str, **kwargs) -> pd.DataFrame:
                 str(path),
                 "unterminated quoted field: the '\"' that opens it is never closed",
                 row=_record_line(path, sep, encoding, int(match.group(1))),
-                expected="a closing '\"'; a quote inside a quoted field is doubled: \"\"",
+                expected='a closing \'"\'; a quote inside a quoted field is doubled: ""',
             ) from None
         raise InputError(str(path), f"cannot be parsed ({exc})") from None
     except pd.errors.EmptyDataError:
@@ -302,8 +302,12 @@ def _check_separator_counts(path: Path, sep: str, n_fields: int, chunk: int = 1 
     def check(counts: np.ndarray, lengths: np.ndarray, first_line: int) -> None:
         bad = np.flatnonzero((counts != n_fields - 1) & ((counts > 0) | (lengths > 2)))  # blank: "", "\r"
         if bad.size:
-            raise InputError(str(path), f"{counts[bad[0]] + 1} fields", row=first_line + int(bad[0]),
-                             expected=f"{n_fields} fields separated by {_SEPARATORS.get(sep, repr(sep))}")
+            raise InputError(
+                str(path),
+                f"{counts[bad[0]] + 1} fields",
+                row=first_line + int(bad[0]),
+                expected=f"{n_fields} fields separated by {_SEPARATORS.get(sep, repr(sep))}",
+            )
 
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -336,10 +340,20 @@ def _check_field_counts(table: Table, sep: str) -> None:
     if last.any():
         i = int(np.flatnonzero(last)[0])
         first = str(table.frame.iloc[i, 0])
-        hint = next((f" (the line seems separated by {name})" for o, name in _SEPARATORS.items()
-                     if o != sep and o != " " and o in first), "")
-        table.fail(i, None, f"too few fields{hint}",
-                   f"{table.frame.shape[1]} fields separated by {_SEPARATORS.get(sep, repr(sep))}")
+        hint = next(
+            (
+                f" (the line seems separated by {name})"
+                for o, name in _SEPARATORS.items()
+                if o != sep and o != " " and o in first
+            ),
+            "",
+        )
+        table.fail(
+            i,
+            None,
+            f"too few fields{hint}",
+            f"{table.frame.shape[1]} fields separated by {_SEPARATORS.get(sep, repr(sep))}",
+        )
 
 
 def _bad_text_line(path: Path, encoding: str) -> int | None:

@@ -8,7 +8,8 @@ percentile-bootstrap 95 % intervals, resampling sessions within each arm indepen
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -36,7 +36,7 @@ class HeldOut:
     n_kept: int
 
     @classmethod
-    def draw(cls, n_items: int, share: float, seed: int = 0) -> "HeldOut":
+    def draw(cls, n_items: int, share: float, seed: int = 0) -> HeldOut:
         if not 0.0 < share < 1.0:
             raise ValueError(f"held-out share must be in (0, 1), got {share}")
         n_held = int(round(share * n_items))
@@ -66,7 +66,9 @@ class HeldOut:
     def save(self, run_dir: Path) -> Path:
         path = self.root(run_dir) / "holdout.json"
         if not path.is_file():
-            write_json(path, {"share": self.share, "seed": self.seed, "n_kept": self.n_kept, "order": self.order.tolist()})
+            write_json(
+                path, {"share": self.share, "seed": self.seed, "n_kept": self.n_kept, "order": self.order.tolist()}
+            )
         return path
 
     def check(self, run_dir: Path) -> None:
@@ -84,7 +86,8 @@ def churn_markdown(payload: dict[str, Any]) -> str:
     lines = [
         f"# Catalogue churn — {payload['dataset']}",
         "",
-        f"{h['held']} of {h['n_items']} items ({h['share']:.0%}, seed {h['seed']}) held out of the Semantic ID codebooks "
+        f"{h['held']} of {h['n_items']} items ({h['share']:.0%}, seed {h['seed']}) held out of the Semantic ID"
+        " codebooks "
         "and of training, then added at evaluation without retraining. Test users, mean ± 95% CI over "
         f"{payload['seeds']} seeds; the oracle is privileged.",
     ]

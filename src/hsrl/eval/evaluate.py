@@ -113,7 +113,10 @@ def evaluate(
     n_active = int(getattr(agent, "active", torch.ones(env.n_items, dtype=torch.bool)).sum())
     extra: dict[str, Any] = {}
     if is_new is not None:
-        extra = {"new_slot_share": new_shown / max(shown_total, 1.0), "new_click_share": new_clicked / max(clicks_total, 1.0)}
+        extra = {
+            "new_slot_share": new_shown / max(shown_total, 1.0),
+            "new_click_share": new_clicked / max(clicks_total, 1.0),
+        }
     for name, (hits, total) in repeats.items():
         extra[name] = hits / total if total else float("nan")
     extra["ctr_by_step"] = [float(c / n) if n > 0 else None for c, n in zip(step_clicks, step_shown)]

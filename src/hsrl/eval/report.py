@@ -36,7 +36,12 @@ def versions() -> dict[str, str]:
 
     import hsrl
 
-    return {"hsrl": hsrl.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {
+        "hsrl": hsrl.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def fmt(cell: dict[str, float], digits: int = 2) -> str:
@@ -49,7 +54,9 @@ def markdown_table(results: dict[str, dict[str, Any]], world: str) -> str:
     lines = [f"### world: {world}", "", head, "|" + "---|" * (len(cols) + 4)]
     for name, agg in results.items():
         share = fmt(agg["share_of_ceiling"], 3) if "share_of_ceiling" in agg else "-"
-        cells = " | ".join(fmt(agg[c], 3 if c in ("click_rate", "coverage", "diversity", "avg_reward") else 2) for c in cols)
+        cells = " | ".join(
+            fmt(agg[c], 3 if c in ("click_rate", "coverage", "diversity", "avg_reward") else 2) for c in cols
+        )
         lines.append(f"| {name} | {cells} | {share} | {agg['seeds']} | {agg['episodes']} |")
     return "\n".join(lines) + "\n"
 
@@ -65,12 +72,17 @@ def dynamics_table(results: dict[str, dict[str, Any]], world: str, steps: tuple[
     for name, agg in results.items():
         cells = [fmt(agg[m], 3) for m in repeat_cols]
         curve = agg["ctr_by_step"]
-        cells += [fmt(curve[t - 1], 3) if t <= len(curve) and curve[t - 1]["mean"] == curve[t - 1]["mean"] else "-" for t in steps]
+        cells += [
+            fmt(curve[t - 1], 3) if t <= len(curve) and curve[t - 1]["mean"] == curve[t - 1]["mean"] else "-"
+            for t in steps
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("repeat_share: share of slate items whose level-1 SID token was in the user's previous slate; "
-                 "topic_repeat_share: the same by true topic (synthetic data). A policy that ignores what its "
-                 "slates do to the user repeats itself and its CTR falls along the session.")
+    lines.append(
+        "repeat_share: share of slate items whose level-1 SID token was in the user's previous slate; "
+        "topic_repeat_share: the same by true topic (synthetic data). A policy that ignores what its "
+        "slates do to the user repeats itself and its CTR falls along the session."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -93,8 +105,10 @@ def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path
     paths = {"json": out_dir / "results.json", "markdown": out_dir / "report.md"}
     write_json(paths["json"], payload)
     md = [f"# hsrl results: {payload.get('dataset', '?')}", ""]
-    md.append(f"Held-out test users; mean ± 95 % CI over seeds. Ceiling (best possible total reward): "
-              f"{payload.get('ceiling', {}).get('total_reward', 'n/a')}.")
+    md.append(
+        f"Held-out test users; mean ± 95 % CI over seeds. Ceiling (best possible total reward): "
+        f"{payload.get('ceiling', {}).get('total_reward', 'n/a')}."
+    )
     md.append("")
     md.append(overview_table(payload["aggregate"]))
     for world, table in payload["aggregate"].items():
@@ -144,8 +158,11 @@ def plot_results(out_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for name, agg in table.items():
             # steps that a session of every seed reached (later steps: few survivors, intervals explode)
-            curve = [(t + 1, c["mean"], c["ci95"]) for t, c in enumerate(agg["ctr_by_step"])
-                     if c.get("seeds", agg["seeds"]) == agg["seeds"] and c["mean"] == c["mean"]]
+            curve = [
+                (t + 1, c["mean"], c["ci95"])
+                for t, c in enumerate(agg["ctr_by_step"])
+                if c.get("seeds", agg["seeds"]) == agg["seeds"] and c["mean"] == c["mean"]
+            ]
             if not curve:
                 continue
             t, mean, half = (np.array(x, dtype=float) for x in zip(*curve))

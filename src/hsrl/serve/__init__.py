@@ -6,6 +6,13 @@ from hsrl.serve.export import ExportedPolicy, export_policy, load_export
 from hsrl.serve.recommender import MicroBatcher, Recommender, Slates, UserQuery
 
 __all__ = [
-    "ChangeLog", "ExportedPolicy", "LiveCatalogue", "MicroBatcher", "Recommender", "Slates", "UserQuery",
-    "export_policy", "load_export",
+    "ChangeLog",
+    "ExportedPolicy",
+    "LiveCatalogue",
+    "MicroBatcher",
+    "Recommender",
+    "Slates",
+    "UserQuery",
+    "export_policy",
+    "load_export",
 ]

@@ -21,14 +21,15 @@ import gc
 import hmac
 import random
 import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
@@ -53,8 +54,11 @@ class HistoryEntry(Strict):
 
 
 class UserRequest(Strict):
-    history: list[HistoryEntry] = Field(default_factory=list, max_length=MAX_HISTORY_ENTRIES,
-                                        description="oldest first; only the most recent entries the model reads are used")
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_ENTRIES,
+        description="oldest first; only the most recent entries the model reads are used",
+    )
     profile: list[FiniteFloat] | None = Field(None, description="user profile features (zeros when omitted)")
 
 
@@ -135,8 +139,13 @@ class BodyLimit:
 
     async def _reject(self, send: Any) -> None:
         body = f'{{"detail":"request body over {self.limit} bytes"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -144,7 +153,9 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
-            parts.append(f"body is not valid JSON (at character {err['loc'][-1]}: {err.get('ctx', {}).get('error', '?')})")
+            parts.append(
+                f"body is not valid JSON (at character {err['loc'][-1]}: {err.get('ctx', {}).get('error', '?')})"
+            )
             continue
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
@@ -211,8 +222,11 @@ def create_app(
         if admin_token is None:
             return
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise HTTPException(401, "catalogue changes need 'Authorization: Bearer <admin token>'",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "catalogue changes need 'Authorization: Bearer <admin token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(authorization[7:].strip().encode(), admin_token.encode()):
             raise HTTPException(403, "wrong admin token")
 
@@ -221,10 +235,13 @@ def create_app(
         try:
             return await batcher.write(change)
         except (OSError, ArtifactError) as exc:
-            raise HTTPException(503, f"the catalogue change was not made (its log record could not be written: {exc})") from None
+            raise HTTPException(
+                503, f"the catalogue change was not made (its log record could not be written: {exc})"
+            ) from None
 
     def maybe_compact() -> None:
         if log is not None and log.due() and compacting.acquire(blocking=False):
+
             def run() -> None:
                 try:
                     log.compact(catalogue)
@@ -250,10 +267,18 @@ def create_app(
                     "source": export.manifest.get("source"),
                     "export_version": export.manifest.get("version"),
                 },
-                "limits": {"max_batch": max_batch, "max_new_items": max_new_items, "slate_size": arch.slate_size,
-                           "max_body_bytes": max_body_bytes},
-                "batching": {"batch_users": batch_users, "batch_wait_ms": batch_wait_ms,
-                             "batches": batcher.batches, "users": batcher.batched_users},
+                "limits": {
+                    "max_batch": max_batch,
+                    "max_new_items": max_new_items,
+                    "slate_size": arch.slate_size,
+                    "max_body_bytes": max_body_bytes,
+                },
+                "batching": {
+                    "batch_users": batch_users,
+                    "batch_wait_ms": batch_wait_ms,
+                    "batches": batcher.batches,
+                    "users": batcher.batched_users,
+                },
             }
 
     @app.post("/recommend", response_model=RecommendResponse)
@@ -269,21 +294,33 @@ def create_app(
         for u, user in enumerate(req.users):
             if user.profile is not None:
                 if len(user.profile) != arch.profile_dim:
-                    raise HTTPException(422, f"users.{u}.profile: {len(user.profile)} values, expected {arch.profile_dim}")
+                    raise HTTPException(
+                        422, f"users.{u}.profile: {len(user.profile)} values, expected {arch.profile_dim}"
+                    )
                 if any(abs(v) > MAX_PROFILE_VALUE for v in user.profile):
                     raise HTTPException(422, f"users.{u}.profile: values must be within ±{MAX_PROFILE_VALUE:g}")
             recent = user.history[-h:]
-            queries.append(UserQuery([e.item for e in recent], [float(e.feedback) for e in recent], user.profile,
-                                     offset=len(user.history) - len(recent)))
+            queries.append(
+                UserQuery(
+                    [e.item for e in recent],
+                    [float(e.feedback) for e in recent],
+                    user.profile,
+                    offset=len(user.history) - len(recent),
+                )
+            )
         seed_value = None if req.greedy else (req.seed if req.seed is not None else seeds.getrandbits(63))
         try:
             slates = await batcher.recommend(queries, k, req.greedy, seed_value)
         except UnknownItem as exc:
             raise HTTPException(422, str(exc)) from None
-        return JSONResponse({
-            "catalogue_version": slates.version,
-            "users": [{"items": [{"item": i, "score": s, "sid": sid} for i, s, sid in user]} for user in slates.users],
-        })
+        return JSONResponse(
+            {
+                "catalogue_version": slates.version,
+                "users": [
+                    {"items": [{"item": i, "score": s, "sid": sid} for i, s, sid in user]} for user in slates.users
+                ],
+            }
+        )
 
     @app.post("/items", response_model=ItemsResponse, status_code=201, dependencies=[Depends(admin)])
     async def add_items(req: AddItemsRequest) -> ItemsResponse:
@@ -342,7 +379,11 @@ def create_app(
                 info = item_info(item_id)
                 if not info.active:
                     raise HTTPException(409, f"item '{item_id}' is already deleted")
-                with log.append({"version": catalogue.version + 1, "op": "delete", "ids": [item_id]}) if log is not None else nullcontext():
+                with (
+                    log.append({"version": catalogue.version + 1, "op": "delete", "ids": [item_id]})
+                    if log is not None
+                    else nullcontext()
+                ):
                     catalogue.remove([item_id])
                 info.active = False
                 return ItemsResponse(catalogue_version=catalogue.version, items=[info])
@@ -361,6 +402,8 @@ def create_app(
         idx = catalogue.lookup.get(item)
         if idx is None:
             raise HTTPException(404, f"item '{item}' is not in the catalogue")
-        return ItemInfo(id=item, sid=catalogue.index.sid_of(np.array([idx]))[0].tolist(), active=bool(catalogue.index.active[idx]))
+        return ItemInfo(
+            id=item, sid=catalogue.index.sid_of(np.array([idx]))[0].tolist(), active=bool(catalogue.index.active[idx])
+        )
 
     return app

@@ -21,10 +21,11 @@ import os
 import shutil
 import threading
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,7 +179,9 @@ class ChangeLog:
                 if record is None:
                     if number == len(lines):  # a torn last write: the change was never acknowledged
                         break
-                    raise ArtifactError(f"{self.path}: line {number} is damaged (checksum or format) and later lines follow")
+                    raise ArtifactError(
+                        f"{self.path}: line {number} is damaged (checksum or format) and later lines follow"
+                    )
                 self._replay(catalogue, record, number)
                 good_bytes += len(line)
                 records += 1
@@ -265,9 +268,8 @@ class ChangeLog:
                         record = _decode(line)
                         if record is not None and int(record["version"]) > version:
                             keep.append(line)
-                with atomic_path(self.path, durable=True) as tmp:
-                    with open(tmp, "wb") as fh:
-                        fh.writelines(keep)
+                with atomic_path(self.path, durable=True) as tmp, open(tmp, "wb") as fh:
+                    fh.writelines(keep)
                 self.records = len(keep)
             for old in self.directory.glob("snapshot-*"):
                 if old.name != target.name and old.is_dir():

@@ -11,8 +11,9 @@ RUN_DIR/serve/:
 
 No optimiser, target network, replay buffer or simulator: a server needs none of them, so it builds the
 two network modules from the manifest and decodes with ``hsrl.agents.decoding`` (the same trie
-decoding as ``HSRLAgent``, whose SID log-probabilities the service returns as scores). ``load_export`` checks the checksums and that model, index and item table agree, and raises
-``ArtifactError`` naming the file otherwise.
+decoding as ``HSRLAgent``, whose SID log-probabilities the service returns as scores). ``load_export``
+checks the checksums and that model, index and item table agree, and raises ``ArtifactError`` naming
+the file otherwise.
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
     index = load_index(run_dir)
     ds = LogDataset.load(run_dir)
     if index.n_items != ds.n_items:
-        raise ArtifactError(f"{run_dir}: the SID index has {index.n_items} items, the dataset {ds.n_items} (rebuild the index)")
+        raise ArtifactError(
+            f"{run_dir}: the SID index has {index.n_items} items, the dataset {ds.n_items} (rebuild the index)"
+        )
     if vocab != index.vocab_sizes:
         raise ArtifactError(f"{ckpt}: policy SID vocabulary {vocab} differs from the index's {index.vocab_sizes}")
     arch = Architecture(
@@ -191,7 +194,10 @@ def load_export(path: str | Path) -> ExportedPolicy:
         if not file.is_file():
             raise ArtifactError(f"{file}: missing from the export (re-export with --force)")
         if _sha256(file) != sums.get(name):
-            raise ArtifactError(f"{file}: checksum differs from {MANIFEST}: the file is corrupt or was replaced (re-export with --force)")
+            raise ArtifactError(
+                f"{file}: checksum differs from {MANIFEST}: the file is corrupt or was replaced"
+                " (re-export with --force)"
+            )
     net = PolicyNet(arch)
     try:
         blob = torch.load(path / POLICY, map_location="cpu", weights_only=True)

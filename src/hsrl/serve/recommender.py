@@ -11,11 +11,13 @@ and the beam once per batch instead of once per request; answers are the same as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -23,7 +25,6 @@ from hsrl.agents.decoding import RecentExposure, beam_search, sample_slate
 from hsrl.agents.hsrl import ItemTable
 from hsrl.serve.catalogue import LiveCatalogue
 from hsrl.simulator.observation import Observation
-
 
 OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
 
@@ -76,7 +77,7 @@ class Recommender:
         self.exposure = exposure
 
     @classmethod
-    def from_export(cls, export: Any, catalogue: LiveCatalogue | None = None) -> "Recommender":
+    def from_export(cls, export: Any, catalogue: LiveCatalogue | None = None) -> Recommender:
         arch = export.arch
         catalogue = catalogue or LiveCatalogue(export.index, export.item_ids, export.features)
         return cls(
@@ -188,10 +189,8 @@ _WAKE = object()
 
 def _notify(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, error: BaseException | None) -> None:
     """Settle ``future`` on its loop from the worker; a loop that has closed (client gone) is ignored."""
-    try:
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, future, result, error)
-    except RuntimeError:
-        pass
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

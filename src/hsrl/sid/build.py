@@ -16,12 +16,18 @@ def index_features(ds: LogDataset, sid: SIDConfig, where: str = "data") -> tuple
     if not sid.text:
         return ds.item_features, "features"
     if ds.item_text is None:
-        raise InputError(where, "the dataset has no item text", field="item_text",
-                         expected="a dataset with item texts for --text (or build without --text)")
+        raise InputError(
+            where,
+            "the dataset has no item text",
+            field="item_text",
+            expected="a dataset with item texts for --text (or build without --text)",
+        )
     return text_embeddings(ds.item_text), "text"
 
 
-def build_for_dataset(ds: LogDataset, sid: SIDConfig, items: np.ndarray | None = None, where: str = "data") -> SemanticIDIndex:
+def build_for_dataset(
+    ds: LogDataset, sid: SIDConfig, items: np.ndarray | None = None, where: str = "data"
+) -> SemanticIDIndex:
     """Codebooks and SIDs for the items ``items`` of ``ds`` (all when None), in that order."""
     features, source = index_features(ds, sid, where)
     if items is not None:

@@ -9,8 +9,8 @@ ones the codebooks were trained on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -29,10 +29,14 @@ def check_features(features: np.ndarray, dim: int | None = None, what: str = "fe
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(None, f"shape {x.shape}", field=what, expected="a non-empty (N, F) matrix")
     if dim is not None and x.shape[1] != dim:
-        raise InputError(None, f"{x.shape[1]} columns", field=what, expected=f"{dim} columns, as when the index was built")
+        raise InputError(
+            None, f"{x.shape[1]} columns", field=what, expected=f"{dim} columns, as when the index was built"
+        )
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
-        raise InputError(None, "NaN or infinite value", row=int(np.flatnonzero(~finite)[0]), field=what, expected="finite numbers")
+        raise InputError(
+            None, "NaN or infinite value", row=int(np.flatnonzero(~finite)[0]), field=what, expected="finite numbers"
+        )
     return x
 
 
@@ -45,7 +49,7 @@ class FeatureTransform:
     normalize: bool = True
 
     @classmethod
-    def fit(cls, features: np.ndarray, normalize: bool = True) -> "FeatureTransform":
+    def fit(cls, features: np.ndarray, normalize: bool = True) -> FeatureTransform:
         x = check_features(features)
         mean = x.mean(axis=0, dtype=np.float64)
         sq = np.zeros(x.shape[1], dtype=np.float64)

@@ -29,7 +29,6 @@ Not thread-safe: a service must serialise ``add_items``/``remove_items`` against
 from __future__ import annotations
 
 import copy
-
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,7 +238,7 @@ class SemanticIDIndex:
         kmeans_iters: int = 25,
         disambiguation: int | None = None,
         source: str = "features",
-    ) -> "SemanticIDIndex":
+    ) -> SemanticIDIndex:
         """Train residual codebooks on ``features`` (N, F) and give every item a unique SID.
 
         ``codes`` None -> ``default_codes(N)``; ``disambiguation`` None -> ``disambiguation_capacity``
@@ -255,7 +254,9 @@ class SemanticIDIndex:
         if v < 2:
             raise InputError(None, f"codes={v}", field="sid.codes", expected="at least 2")
         if v > n:
-            raise InputError(None, f"codes={v} per level but only {n} items", field="sid.codes", expected=f"at most {n}")
+            raise InputError(
+                None, f"codes={v} per level but only {n} items", field="sid.codes", expected=f"at most {n}"
+            )
         transform = FeatureTransform.fit(x_raw, normalize)
         x = transform(x_raw)
         del x_raw
@@ -271,14 +272,21 @@ class SemanticIDIndex:
             else int(disambiguation)
         )
         if float(v) ** levels * d >= MAX_KEY:
-            raise InputError(None, f"{v}^{levels} x {d} SIDs do not fit an int64 key", field="sid.codes", expected="fewer codes or levels")
+            raise InputError(
+                None,
+                f"{v}^{levels} x {d} SIDs do not fit an int64 key",
+                field="sid.codes",
+                expected="fewer codes or levels",
+            )
         before_last = residual
         before_last += books[-1][sem[:, -1]]
         empty = np.zeros(0, dtype=np.int64)
         disamb, spilled, _, _ = _allocate_slots(before_last, books[-1], sem, [v] * levels, d, empty, empty)
         residual = before_last - books[-1][sem[:, -1]]
         del before_last
-        config = dict(levels=levels, codes=v, balanced=balanced, normalize=normalize, seed=seed, kmeans_iters=kmeans_iters)
+        config = dict(
+            levels=levels, codes=v, balanced=balanced, normalize=normalize, seed=seed, kmeans_iters=kmeans_iters
+        )
         return cls(
             transform=transform,
             codebooks=books,
@@ -417,7 +425,9 @@ class SemanticIDIndex:
         """
         prefix = torch.as_tensor(prefix)
         if prefix.dim() != 2 or not 0 <= prefix.shape[1] < self.depth:
-            raise ValueError(f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}")
+            raise ValueError(
+                f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}"
+            )
         t = self._tables(prefix.device)
         key, ok = self._torch_keys(prefix, t["vocab"])
         if prefix.shape[1] < self.levels:
@@ -449,7 +459,7 @@ class SemanticIDIndex:
         out.scatter_(1, torch.where(live, token, torch.full_like(token, d)), torch.where(live, item, -1))
         return out[:, :d]
 
-    def copy(self) -> "SemanticIDIndex":
+    def copy(self) -> SemanticIDIndex:
         """An independent copy (array copies; the derived torch tables are rebuilt lazily)."""
         return copy.deepcopy(self, {id(self._cache): {}})  # the memo maps the cache to a fresh empty one
 
@@ -460,8 +470,13 @@ class SemanticIDIndex:
             x = self.transform(features)
         if not np.isfinite(x).all():  # finite but huge values overflow the z-score / normalisation
             row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-            raise InputError(None, "a value too large to embed", row=row, field="features",
-                             expected="finite values well inside float32 range")
+            raise InputError(
+                None,
+                "a value too large to embed",
+                row=row,
+                field="features",
+                expected="finite values well inside float32 range",
+            )
         sem, residual = quantize(x, self.codebooks)
         last = self.codebooks[-1]
         before_last = residual + last[sem[:, -1]]
@@ -490,7 +505,9 @@ class SemanticIDIndex:
             np.add.at(table.counts, (np.searchsorted(table.keys, prefix), new_codes[:, level]), 1)
         self._group_keys, self._group_next = group_keys, group_next
         self._append_rows(
-            codes=new_codes, active=np.ones(m, dtype=bool), residual_sq=np.einsum("ij,ij->i", residual, residual),
+            codes=new_codes,
+            active=np.ones(m, dtype=bool),
+            residual_sq=np.einsum("ij,ij->i", residual, residual),
             spilled=spilled,
         )
         self.version += 1
@@ -520,10 +537,14 @@ class SemanticIDIndex:
             return
         bad = ids[(ids < 0) | (ids >= self.n_items)]
         if bad.size:
-            raise InputError(None, f"unknown item index {int(bad[0])}", field="items", expected=f"0..{self.n_items - 1}")
+            raise InputError(
+                None, f"unknown item index {int(bad[0])}", field="items", expected=f"0..{self.n_items - 1}"
+            )
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
-            raise InputError(None, f"item {int(uniq[counts > 1][0])} listed twice", field="items", expected="distinct ids")
+            raise InputError(
+                None, f"item {int(uniq[counts > 1][0])} listed twice", field="items", expected="distinct ids"
+            )
         gone = ids[~self.active[ids]]
         if gone.size:
             raise InputError(None, f"item {int(gone[0])} is already removed", field="items", expected="active items")
@@ -567,7 +588,9 @@ class SemanticIDIndex:
             unique_sid_ratio_after=float(full_sizes.size / max(n, 1)),
             disambiguation_capacity=self.disambiguation,
             spilled_items=int(self.spilled[self.active].sum()),
-            reconstruction_error=float(self.residual_sq[self.active].mean() / max(self.embedding_var, 1e-12)) if n else 0.0,
+            reconstruction_error=float(self.residual_sq[self.active].mean() / max(self.embedding_var, 1e-12))
+            if n
+            else 0.0,
         )
         return out
 
@@ -590,13 +613,12 @@ class SemanticIDIndex:
             "version": np.int64(self.version),
             "meta": np.array(json.dumps({"source": self.source, "build_config": self.build_config})),
         }
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SemanticIDIndex":
+    def load(cls, path: str | Path) -> SemanticIDIndex:
         """Read a saved index; a missing, corrupt or other-version file is an ArtifactError."""
         path = Path(path)
         if not path.is_file():

@@ -3,15 +3,16 @@
 Level 1 clusters the item embeddings into V codes, level l clusters what is left after levels 1..l-1
 (the residuals). Each level's k-means is trained on at most ``max_points_per_centroid`` × V points
 (faiss samples them), then every item is assigned with an exact faiss search, so the training cost
-does not grow with the catalogue (see bench/sid_build.py for 10^6 items). The optional balanced mode caps every code at ceil(N / V) items so that
-the codes are used evenly (the reference's "balanced" variant never reset its cluster sizes).
+does not grow with the catalogue (see bench/sid_build.py for 10^6 items). The optional balanced mode
+caps every code at ceil(N / V) items so that the codes are used evenly (the reference's "balanced"
+variant never reset its cluster sizes).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import faiss
 import numpy as np

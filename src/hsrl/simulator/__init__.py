@@ -4,12 +4,11 @@
 importing hsrl first, ``gymnasium.make("hsrl:hsrl/Slate-v0", run=...)`` imports it.
 """
 
+from hsrl.gym_registration import GYM_ID  # registered by ``import hsrl``, which any hsrl import runs first
 from hsrl.simulator.env import SlateEnv, TrueWorldResponse, make_env
 from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import ResponseModel, UserResponseModel, load_checkpoint, train_response_model
 from hsrl.simulator.reward import make_reward, reward_ceiling
-
-from hsrl.gym_registration import GYM_ID  # registered by ``import hsrl``, which any hsrl import runs first
 
 __all__ = [
     "GYM_ID",

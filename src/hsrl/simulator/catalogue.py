@@ -97,13 +97,15 @@ class CatalogueView:
         final = self.local_items(info["final_obs"].hist_items)
         info = dict(info)
         info["final_obs"] = Observation(
-            info["final_obs"].user, info["final_obs"].profile, final,
+            info["final_obs"].user,
+            info["final_obs"].profile,
+            final,
             torch.where(final == PAD, 0.0, info["final_obs"].hist_feedback),
         )
         return self._local(next_obs), reward, done, info
 
     @property
-    def response(self) -> "CatalogueView":
+    def response(self) -> CatalogueView:
         return self
 
     @torch.no_grad()

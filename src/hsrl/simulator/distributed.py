@@ -15,10 +15,11 @@ import os
 import queue as queue_lib
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -117,7 +118,9 @@ def train_distributed(
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix=".ddp-", dir=run_dir) as out:
         procs = [
-            ctx.Process(target=_worker, args=(r, nproc, port, str(run_dir), config.model_dump(mode="json"), out, events))
+            ctx.Process(
+                target=_worker, args=(r, nproc, port, str(run_dir), config.model_dump(mode="json"), out, events)
+            )
             for r in range(nproc)
         ]
         errors: list[str] = []

@@ -16,8 +16,8 @@ import torch
 
 from hsrl.config import load_run_config
 from hsrl.data.schema import SPLITS, LogDataset
-from hsrl.simulator.observation import Observation
 from hsrl.errors import ArtifactError
+from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, ResponseModel, load_checkpoint
 from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
 
@@ -112,7 +112,7 @@ class SlateEnv:
         split: str = "test",
         world: Literal["simulator", "judge", "true"] = "simulator",
         **kwargs: Any,
-    ) -> "SlateEnv":
+    ) -> SlateEnv:
         """The environment of a run directory (its data and simulator, or the true world): ``make_env``'s
         keywords (``batch_users``, ``seed``, ``reward``, ``device``, ``users``) pass through."""
         return make_env(run, split=split, world=world, **kwargs)

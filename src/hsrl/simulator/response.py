@@ -22,9 +22,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class DatasetShape:
     slate_size: int
 
     @classmethod
-    def of(cls, ds: LogDataset) -> "DatasetShape":
+    def of(cls, ds: LogDataset) -> DatasetShape:
         return cls(ds.n_items, ds.feature_dim, ds.profile_dim, ds.history_length, ds.slate_size)
 
 
@@ -147,7 +148,7 @@ class UserResponseModel(nn.Module):
             nn.init.zeros_(self.slot_user.weight)
 
     @classmethod
-    def from_dataset(cls, ds: LogDataset, config: SimulatorConfig) -> "UserResponseModel":
+    def from_dataset(cls, ds: LogDataset, config: SimulatorConfig) -> UserResponseModel:
         """A fresh model whose feature and profile normalisation come from ``ds`` (profiles: train users)."""
         model = cls(DatasetShape.of(ds), config)
         feats = torch.as_tensor(ds.item_features, dtype=torch.float32)
@@ -265,7 +266,7 @@ class Rows:
     clicks: torch.Tensor
 
     @classmethod
-    def of(cls, ds: LogDataset, rows: np.ndarray) -> "Rows":
+    def of(cls, ds: LogDataset, rows: np.ndarray) -> Rows:
         user = ds.imp_user[rows]
         profile = ds.user_profiles[user] if ds.user_profiles is not None else np.zeros((len(rows), 0), np.float32)
         return cls(
@@ -280,7 +281,7 @@ class Rows:
     def __len__(self) -> int:
         return int(self.slate.shape[0])
 
-    def batch(self, idx: torch.Tensor | slice, device: torch.device | None = None) -> "Rows":
+    def batch(self, idx: torch.Tensor | slice, device: torch.device | None = None) -> Rows:
         fields = (self.user, self.profile, self.hist_items, self.hist_feedback, self.slate, self.clicks)
         return Rows(*(t[idx] if device is None else t[idx].to(device, non_blocking=True) for t in fields))
 
@@ -492,7 +493,9 @@ def load_checkpoint(path: str | Path, expect: LogDataset | DatasetShape | None =
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file: one clear message, no traceback
-        raise ArtifactError(f"{path}: corrupt simulator checkpoint ({type(exc).__name__}); retrain with --force") from None
+        raise ArtifactError(
+            f"{path}: corrupt simulator checkpoint ({type(exc).__name__}); retrain with --force"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{path}: not an hsrl simulator checkpoint")
     if payload.get("version") != CHECKPOINT_VERSION:
@@ -514,13 +517,16 @@ def load_checkpoint(path: str | Path, expect: LogDataset | DatasetShape | None =
                 if getattr(shape, k) != getattr(want, k)
             )
             raise ArtifactError(
-                f"{path}: the simulator was trained on another dataset: {diff}; retrain with `hsrl simulator train --force`"
+                f"{path}: the simulator was trained on another dataset: {diff};"
+                " retrain with `hsrl simulator train --force`"
             )
     model = UserResponseModel(shape, config)
     try:
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
-        raise ArtifactError(f"{path}: simulator weights do not fit the model ({type(exc).__name__}); retrain with --force") from None
+        raise ArtifactError(
+            f"{path}: simulator weights do not fit the model ({type(exc).__name__}); retrain with --force"
+        ) from None
     return model.eval()
 
 
@@ -594,7 +600,9 @@ def fidelity_check(report: dict[str, Any], margin: float) -> dict[str, Any]:
     return {"ok": not failing, "margin": margin, "failing": failing}
 
 
-def fidelity_report(model: UserResponseModel, ds: LogDataset, world: Any = None, margin: float = 0.01) -> dict[str, Any]:
+def fidelity_report(
+    model: UserResponseModel, ds: LogDataset, world: Any = None, margin: float = 0.01
+) -> dict[str, Any]:
     """Metrics on val and test users for the simulator, the floors and (synthetic) the true world, and the
     fidelity check against the floors (``report["fidelity"]``)."""
     counts, pop_rate = popularity_scorer(ds)

@@ -7,7 +7,7 @@ and the user leaves once it falls below 1; so a better slate both pays more and 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -6,6 +6,7 @@ so that a run can be reproduced and later stages use what earlier ones used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -328,7 +329,7 @@ def _validate(tree: dict[str, Any], origin: str) -> RunConfig:
 
 
 def load_config(
-    files: list[str | Path] | None = None,
+    files: Sequence[str | Path] | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     base: RunConfig | None = None,
 ) -> RunConfig:

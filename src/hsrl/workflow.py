@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, get_args
 
 import torch
+from pydantic import BaseModel
 
 from hsrl.agents import Agent, registry
 from hsrl.agents.registry import base_name, fatigue_blind_probs, parse_agent  # noqa: F401  (names used by importers)
@@ -25,7 +26,7 @@ from hsrl.eval.report import aggregate, versions, write_report
 from hsrl.sid.build import build_for_dataset, index_features
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.catalogue import CatalogueView
-from hsrl.simulator.env import make_env
+from hsrl.simulator.env import World, make_env
 from hsrl.train.loop import Trainer
 
 INDEX_PATH = Path("sid") / "index.npz"
@@ -87,7 +88,7 @@ def agent_config(spec: str, cfg: RunConfig):
     if not options:
         return cfg.agent
     own = getattr(cfg.agent, name, None)  # a baseline's own section: hac:actor_lr=3e-4 is agent.hac.actor_lr
-    own_keys = type(own).model_fields if hasattr(type(own), "model_fields") else {}
+    own_keys = own.model_fields if isinstance(own, BaseModel) else {}
     keys = [f"agent.{name}.{k}" if k in own_keys else f"agent.{k}" for k in options]
     return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent
 
@@ -99,11 +100,17 @@ def load_index(run_dir: Path) -> SemanticIDIndex:
     return SemanticIDIndex.load(path)
 
 
+WORLDS = get_args(World)
+
+
 def env_for(run_dir: Path, cfg: RunConfig, split: str, seed: int, world: str | None = None):
+    """The run's environment for one split, seed and judge (default: the config's ``env.world``)."""
+    if world is not None and world not in WORLDS:
+        raise ConfigError(f"unknown world '{world}' (expected one of {', '.join(WORLDS)})")
     return make_env(
         run_dir,
         split=split,
-        world=world or cfg.env.world,
+        world=cast(World, world or cfg.env.world),
         batch_users=cfg.env.batch_users,
         seed=seed,
         reward=cfg.env.reward,
@@ -236,7 +243,7 @@ def evaluate_churn(
                     summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups)) | {"seed": seed}
                 )
                 env.reveal()  # the trained policy as it is; HSRL's new SIDs come from the frozen codebooks
-                if index is not None:
+                if index is not None and new_features is not None:
                     index.add_items(new_features)
                 agent.set_catalogue(env.item_features, index)
                 after = evaluate(agent, env, episodes, new_items=holdout.new_items(), seed=env_seed, groups=groups)
@@ -273,7 +280,7 @@ def evaluate_agents(
     """Every agent × seed × world on held-out test users; per-seed metrics and aggregates."""
     per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
     aggregates: dict[str, dict[str, Any]] = {}
-    ceiling = None
+    ceiling: dict[str, Any] = {}
     groups = diagnostic_groups(run_dir)
     for world in worlds:
         per_seed[world] = {}
@@ -288,7 +295,7 @@ def evaluate_agents(
                 rows.append(summary(result) | {"seed": seed})
             per_seed[world][name] = rows
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
-    curves = {}
+    curves: dict[str, Any] = {}
     for name in agents:
         if not registry.get(base_name(name)).learned:
             continue
@@ -314,7 +321,7 @@ def evaluate_agents(
 
 
 def ab_test_agents(
-    run_dir: Path, cfg: RunConfig, control: str, treatment: str, world: str, episodes: int, seed: int = 0
+    run_dir: Path, cfg: RunConfig, control: str, treatment: str, world: World, episodes: int, seed: int = 0
 ) -> dict[str, Any]:
     """Control vs treatment on disjoint halves of the test users (seed-0 checkpoints)."""
     from hsrl.eval.abtest import ab_test

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -28,7 +28,10 @@ def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     )
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def frozen_copy(module: ModuleT) -> ModuleT:
     """A target network: a copy without gradients, always in eval mode (no dropout in TD targets)."""
     import copy
 

@@ -72,8 +72,10 @@ class HACAgent(DDPGAgent):
     def action(self, state: torch.Tensor, actor: nn.Module | None = None) -> torch.Tensor:
         return (actor or self.actor)(state)
 
-    def perturb(self, action: torch.Tensor) -> torch.Tensor:
-        return action + self.gaussian(action, self.exploration_noise)
+    def perturb(self, action: torch.Tensor, std: float | None = None, clip: float | None = None) -> torch.Tensor:
+        """Gaussian noise on the hyper-action, unprojected: it is a scorer (weights and bias), not a point
+        on the sphere; HAC has no target smoothing, so ``clip`` is never asked for."""
+        return action + self.gaussian(action, self.exploration_noise if std is None else std)
 
     def slate_of(self, action: torch.Tensor) -> torch.Tensor:
         """Effect-action: top-K by the hyper-action's linear scorer (the bias does not change the order)."""

@@ -29,7 +29,7 @@ Read top to bottom:
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -103,10 +103,11 @@ class HierarchicalPolicy(nn.Module):
             # of the catalogue may span several codes: exposure to a neighbour code fatigues this one too.
             semantic_levels = len(vocab_sizes) - 1
             features = [2 * EXPOSURE_FEATURES] * semantic_levels + [EXPOSURE_FEATURES]
-            self.exposure_coef = nn.ModuleList(nn.Linear(dim, f) for f in features)
-            for layer in self.exposure_coef:
+            layers = [nn.Linear(dim, f) for f in features]
+            for layer in layers:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+            self.exposure_coef = nn.ModuleList(layers)
             for level in range(semantic_levels):
                 sim = torch.zeros(vocab_sizes[level], vocab_sizes[level])
                 if codebooks is not None:
@@ -204,7 +205,7 @@ class HierarchicalPolicy(nn.Module):
     ) -> torch.Tensor:
         """(V, dim), or (M, D, dim) at a semantic last level, the embeddings subtracted by the residual."""
         if not self.semantic:
-            return self.token_emb[level].weight
+            return cast(nn.Embedding, self.token_emb[level]).weight
         return self.embed[level](self._content(level, children, items))
 
     def next_context(

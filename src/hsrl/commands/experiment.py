@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.table import Table
@@ -20,6 +20,7 @@ from hsrl.config import RunConfig, save_config
 
 if TYPE_CHECKING:
     from hsrl.eval.churn import HeldOut
+    from hsrl.simulator.env import World
 
 AgentsOpt = Annotated[
     str | None, typer.Option("--agents", "-a", help="Comma-separated agents (default: eval.agents of the config).")
@@ -307,7 +308,7 @@ def register(app: typer.Typer) -> None:
         _require_trained(run_dir, cfg, arms, 1)
         ensure_stages(run_dir, worlds, config, set_)
         with console.status("running both arms ..."):
-            report = ab_test_agents(run_dir, cfg, control, treatment, world, episodes, seed)
+            report = ab_test_agents(run_dir, cfg, control, treatment, cast("World", worlds[0]), episodes, seed)
         t = Table(title=f"A/B test ({world}): {control} (control) vs {treatment} (treatment)")
         for col in ("arm", "agent", "users", "sessions", "CVR", "impressions/session", "total reward"):
             t.add_column(col)

@@ -148,14 +148,17 @@ def train_simulator(
             progress.reset(task, total=sim.epochs, status="", trial="")
 
         if do_select:
+            assert dataset is not None  # one process: read above
             model, training = select_response_model(dataset, sim, on_trial=on_trial, on_epoch=on_epoch)
         elif nproc > 1:
             model, training = distributed.train_distributed(run_dir, sim, nproc, on_epoch)
         elif launched > 1:
+            assert dataset is not None
             rank, device = distributed.join_launched_group()
             model, training = train_response_model(dataset, sim, on_epoch if rank == 0 else None, device)
             distributed.leave_group()
         else:
+            assert dataset is not None
             model, training = train_response_model(dataset, sim, on_epoch, distributed.backend_and_device()[1])
     if rank != 0:
         return {}

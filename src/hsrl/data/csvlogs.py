@@ -266,7 +266,7 @@ def read(config: DataConfig) -> LogDataset:
     slates = table.text("slate") if has_slates else None
     report = None
     if config.unknown_items == "drop":
-        keep, report = _drop_unknown(table, items, raw_items, slate_keys(users, slates) if has_slates else None)
+        keep, report = _drop_unknown(table, items, raw_items, slate_keys(users, slates) if slates is not None else None)
         if not keep.all():
             table, users, items = table.subset(keep), users[keep], items[keep]
             time, feedback = time[keep], feedback[keep]

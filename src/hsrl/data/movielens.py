@@ -166,6 +166,7 @@ def _read_recbole(folder: Path, dataset: str) -> tuple[Ratings, Movies, Users | 
     genre_col = next((c for c in ("class", "genre", "genres") if c in m.frame.columns), None)
     if genre_col is None:
         m.require(["item_id", "movie_title", "class"], sep="\t")
+        raise AssertionError("unreachable: require() raised for the missing genre column")
     years = m.text("release_year", allow_empty=True) if "release_year" in m.frame.columns else None
     titles = m.text("movie_title", allow_empty=True).tolist()
     movies = Movies(
@@ -263,7 +264,8 @@ def read(config: DataConfig) -> LogDataset:
     feedback = (ratings.rating >= config.click_threshold).astype(np.float32)
     k = config.slate_size
     imp_user, imp_time, imp_items, imp_fb = consecutive_slates(user, ratings.time, items, feedback, k)
-    profiles, profile_names = (None, [])
+    profiles: np.ndarray | None = None
+    profile_names: list[str] = []
     if users is not None:
         profiles, profile_names = user_profiles(users, user_ids, ratings)
     meta = {

@@ -154,7 +154,7 @@ def read(config: DataConfig) -> LogDataset:
     if dropped.all():
         all_dropped(t, "exposed_items", unknown_report(exposed_ids[unknown], int(dropped.sum())), "step")
     if dropped.any():
-        keep = ~dropped
+        keep = np.asarray(~dropped)
         t, timestamp, sessions, step = t.subset(keep), timestamp[keep], sessions[keep], step[keep]
         exposed, feedback, portrait = exposed[keep], feedback[keep], portrait[keep]
 

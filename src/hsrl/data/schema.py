@@ -144,7 +144,7 @@ class LogDataset:
     def save(self, run_dir: str | Path) -> Path:
         """Write ``RUN_DIR/data/`` atomically (arrays in one .npz, metadata in JSON)."""
         target = Path(run_dir) / DATA_DIR
-        arrays = {
+        arrays: dict[str, Any] = {
             "item_ids": self.item_ids.astype(str),
             "item_features": self.item_features.astype(np.float32),
             "user_ids": self.user_ids.astype(str),

@@ -272,8 +272,8 @@ def record_lines(path: Path, sep: str, encoding: str, chunk: int = 1 << 24) -> n
     try:
         with open(path, "rb") as raw:
             raw.seek(len(_BOM) if _has_bom(path) else 0)  # as _parse: the BOM is not part of the header
-            fh = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-            reader = csv.reader(fh, delimiter=sep, quotechar='"', doublequote=True, strict=False)
+            text = io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
+            reader = csv.reader(text, delimiter=sep, quotechar='"', doublequote=True, strict=False)
             while True:
                 start = reader.line_num + 1
                 try:

@@ -25,7 +25,7 @@ def split_users(users: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def lift_ci(
     control: dict[str, np.ndarray], treatment: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """CVR and cost lifts (point, 95 % CI) from per-session clicks and impressions of each arm."""
     rng = np.random.default_rng(seed)
 

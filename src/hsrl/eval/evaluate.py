@@ -58,7 +58,9 @@ def evaluate(
     ret = torch.zeros(b)
     depth = torch.zeros(b, dtype=torch.long)
     ep_clicks = torch.zeros(b)
-    returns, depths, episode_clicks = [], [], []
+    returns: list[float] = []
+    depths: list[float] = []
+    episode_clicks: list[float] = []
     clicks_total = shown_total = new_shown = new_clicked = 0.0
     is_new = None if new_items is None else new_items.to(torch.bool).cpu()
     shown = torch.zeros(env.n_items, dtype=torch.bool)
@@ -67,7 +69,7 @@ def evaluate(
     step_clicks = torch.zeros(CURVE_STEPS)
     step_shown = torch.zeros(CURVE_STEPS)
     group_of = {name: g.to(torch.long).cpu() for name, g in (groups or {}).items()}
-    previous = {name: None for name in group_of}  # (B, K) groups of each row's previous slate
+    previous: dict[str, torch.Tensor | None] = {name: None for name in group_of}  # (B, K) groups, previous slate
     repeats = {name: [0.0, 0.0] for name in group_of}  # repeated items, items with a previous slate
     while len(returns) < episodes and steps < max_steps:
         slate = agent.act(obs, greedy=greedy)
@@ -79,10 +81,10 @@ def evaluate(
         step_clicks.index_add_(0, depth[in_curve], clicks.cpu().sum(1)[in_curve].float())
         step_shown.index_add_(0, depth[in_curve], torch.full((int(in_curve.sum()),), float(slate.shape[1])))
         for name, group in group_of.items():
-            now = group[slate.cpu()]
-            if previous[name] is not None:
+            now, before = group[slate.cpu()], previous[name]
+            if before is not None:
                 rows = here & (depth > 0)  # a previous slate exists in this row's current session
-                hit = (now.unsqueeze(2) == previous[name].unsqueeze(1)).any(2)
+                hit = (now.unsqueeze(2) == before.unsqueeze(1)).any(2)
                 repeats[name][0] += float(hit[rows].sum())
                 repeats[name][1] += float(rows.sum()) * slate.shape[1]
             previous[name] = now

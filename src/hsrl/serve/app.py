@@ -346,7 +346,8 @@ def create_app(
                 raise HTTPException(422, f"items.{missing[0]}.text: required, the index was built on item texts")
             from hsrl.sid.embeddings import text_embeddings
 
-            sid_input = await run_in_threadpool(text_embeddings, [it.text for it in req.items])
+            texts = [it.text for it in req.items if it.text is not None]  # every one is set (checked above)
+            sid_input = await run_in_threadpool(text_embeddings, texts)
         else:
             sid_input = features
 

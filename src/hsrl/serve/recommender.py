@@ -169,7 +169,7 @@ class Recommender:
                 for i in good:
                     out[i] = Slates(slates[start : start + len(groups[i])], version)
                     start += len(groups[i])
-        return out  # type: ignore[return-value]  (every entry is set above)
+        return out  # type: ignore[return-value]  # every entry is set above
 
 
 # ---------------------------------------------------------------------- micro-batching

@@ -21,6 +21,8 @@ from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, ResponseModel, load_checkpoint
 from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
 
+World = Literal["simulator", "judge", "true"]  # who answers: the trained simulator, the judge, the truth
+
 
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
@@ -110,7 +112,7 @@ class SlateEnv:
         cls,
         run: str | Path,
         split: str = "test",
-        world: Literal["simulator", "judge", "true"] = "simulator",
+        world: World = "simulator",
         **kwargs: Any,
     ) -> SlateEnv:
         """The environment of a run directory (its data and simulator, or the true world): ``make_env``'s

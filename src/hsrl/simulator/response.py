@@ -98,6 +98,10 @@ class Attention(nn.Module):
 class UserResponseModel(nn.Module):
     """Click logits of exposed items given the user's profile and history with feedback."""
 
+    item_feat: torch.Tensor  # buffers (register_buffer), declared for the type checker
+    profile_mean: torch.Tensor
+    profile_std: torch.Tensor
+
     def __init__(self, shape: DatasetShape, config: SimulatorConfig) -> None:
         super().__init__()
         d = config.dim

@@ -206,6 +206,7 @@ class Trainer:
         with progress_bar(disable=not self.show_progress) as progress:
             task = progress.add_task(f"train {self.agent.name}", total=total, completed=self.step, info="")
             while self.step < total:
+                assert self.obs is not None, "fit() resets the environment before the loop"
                 slate, extras = self.agent.explore(self.obs)
                 next_obs, reward, done, info = self.env.step(slate)
                 # per-slot feedback, for agents with a supervised term (HAC) or item-level credit (HSRL)

@@ -85,11 +85,11 @@ def load_dataset(source: str | Path, **data_options: Any) -> LogDataset:
             f"({', '.join(datasets)}), "
             "a run directory's data is already prepared"
         )
-    from hsrl.commands.data import require_dataset
     from hsrl.data.schema import LogDataset
+    from hsrl.rundir import RunDir
 
-    require_dataset(Path(source))
-    return LogDataset.load(Path(source))
+    RunDir(source).require_dataset()
+    return LogDataset.load(Path(source))  # a copy of its own: the caller may change it
 
 
 def load_agent(path: str | Path, device: Any = None) -> Agent:

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any, cast, get_args
 
 import torch
-from pydantic import BaseModel
 
 from hsrl.agents import Agent, registry
-from hsrl.agents.registry import base_name, fatigue_blind_probs, parse_agent  # noqa: F401  (names used by importers)
+from hsrl.agents.registry import agent_config, base_name, fatigue_blind_probs, parse_agent  # noqa: F401  (names used by importers)
 from hsrl.config import RunConfig
 from hsrl.data.schema import LogDataset
-from hsrl.errors import ArtifactError, ConfigError
+from hsrl.errors import ConfigError
 from hsrl.eval.churn import PHASES, HeldOut
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
+from hsrl.rundir import RunDir
 from hsrl.sid.build import build_for_dataset, index_features
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.catalogue import CatalogueView
@@ -70,34 +70,11 @@ def agent_dir(
     kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
     folder = name + ("-" + "-".join(kept) if kept else "")
     root = holdout.root(run_dir) if holdout is not None else Path(run_dir)
-    return root / "agents" / folder / f"seed{seed}"
-
-
-def agent_config(spec: str, cfg: RunConfig):
-    """The agent section with the spec's options applied (validated like any override)."""
-    from hsrl.config import load_config
-
-    name, options = parse_agent(spec)
-    allowed = registry.get(name).choices  # options of a reference agent that are not config fields
-    if allowed:
-        for key, value in options.items():
-            if key not in allowed or value not in allowed[key]:
-                choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items())
-                raise ConfigError(f"agent '{spec}': unknown option {key}={value} (expected {choices})")
-        return cfg.agent
-    if not options:
-        return cfg.agent
-    own = getattr(cfg.agent, name, None)  # a baseline's own section: hac:actor_lr=3e-4 is agent.hac.actor_lr
-    own_keys = own.model_fields if isinstance(own, BaseModel) else {}
-    keys = [f"agent.{name}.{k}" if k in own_keys else f"agent.{k}" for k in options]
-    return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent
+    return RunDir(root).agent_dir(folder, seed)
 
 
 def load_index(run_dir: Path) -> SemanticIDIndex:
-    path = Path(run_dir) / INDEX_PATH
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no Semantic ID index (run `hsrl sid build {run_dir}` first)")
-    return SemanticIDIndex.load(path)
+    return RunDir(run_dir).index()
 
 
 WORLDS = get_args(World)
@@ -133,13 +110,13 @@ def diagnostic_groups(run_dir: Path, order: Any = None) -> dict[str, torch.Tenso
     """Item groups for the dynamics diagnostics: the level-1 token of the run's Semantic IDs
     (``repeat_share``) and, on synthetic data, the true topic (``topic_repeat_share``). Over the world's
     item indices, or a ``CatalogueView``'s when given its ``order``. Read once per evaluation."""
-    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+    from hsrl.data.synthetic import WORLD_FILE
 
     groups = {}
     if (Path(run_dir) / INDEX_PATH).is_file():
         groups["repeat_share"] = torch.as_tensor(load_index(run_dir).codes[:, 0])
     if (Path(run_dir) / WORLD_FILE).is_file():
-        groups["topic_repeat_share"] = torch.as_tensor(SyntheticWorld.load(run_dir).item_topic)
+        groups["topic_repeat_share"] = torch.as_tensor(RunDir(run_dir).world().item_topic)
     if order is not None:
         groups = {name: g[torch.as_tensor(order)] for name, g in groups.items()}
     return groups
@@ -308,7 +285,7 @@ def evaluate_agents(
                 records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
                 curves[name].append([(r["step"], r["eval_total_reward"]) for r in records if "eval_total_reward" in r])
     return {
-        "dataset": LogDataset.load(run_dir).meta.get("name", "?"),
+        "dataset": RunDir(run_dir).dataset().meta.get("name", "?"),
         "config": cfg.model_dump(mode="json"),
         "versions": versions(),
         "ceiling": ceiling,
@@ -339,7 +316,7 @@ def ab_test_agents(
 
     probe = env_for(run_dir, cfg, TEST_SPLIT, seed=0, world=world)
     agents = [load_agent(spec, run_dir, cfg, probe, seed) for spec in (control, treatment)]
-    users = LogDataset.load(run_dir).users_in(TEST_SPLIT)
+    users = RunDir(run_dir).dataset().users_in(TEST_SPLIT)
     report = ab_test(arm_env, agents[0], agents[1], users, episodes, seed)
     report["world"] = world
     report["control"]["agent"], report["treatment"]["agent"] = control, treatment

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -24,6 +24,8 @@ from hsrl.simulator.observation import Observation
 
 if TYPE_CHECKING:
     from hsrl.config import AgentConfig, TrainConfig
+    from hsrl.sid.index import SemanticIDIndex
+    from hsrl.simulator.protocols import SlateEnvironment
 
 # 2: the file carries the constructor inputs (``Agent.load`` needs no run directory); 1 had the state only
 CHECKPOINT_VERSION = 2
@@ -50,7 +52,7 @@ class Agent(ABC):
         return int(self.item_features.shape[0])
 
     def set_catalogue(
-        self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None
+        self, item_features: torch.Tensor, index: SemanticIDIndex | None = None, active: torch.Tensor | None = None
     ) -> None:
         """Point the agent at a (possibly changed) catalogue: features of every item index, which are
         recommendable (``active``; default all), and for SID agents the updated index."""
@@ -84,9 +86,9 @@ class Agent(ABC):
     # -- the Python API ------------------------------------------------------------------------
     def fit(
         self,
-        env: Any,
+        env: SlateEnvironment,
         steps: int,
-        eval_env: Any | Callable[[], Any] | None = None,
+        eval_env: SlateEnvironment | Callable[[], SlateEnvironment] | None = None,
         callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
         out_dir: str | Path | None = None,
         config: TrainConfig | None = None,
@@ -103,8 +105,11 @@ class Agent(ABC):
         from hsrl.train.loop import Trainer
 
         cfg = (config or TrainConfig.model_validate({})).model_copy(update={"steps": int(steps)})
-        given_env = eval_env is not None and hasattr(eval_env, "reset")
-        factory = _reseeded(eval_env, 10_000 + cfg.seed) if given_env else eval_env
+        factory: Callable[[], SlateEnvironment] | None
+        if eval_env is None or callable(eval_env) and not hasattr(eval_env, "reset"):
+            factory = eval_env  # a factory of fresh environments (or none)
+        else:
+            factory = _reseeded(cast("SlateEnvironment", eval_env), 10_000 + cfg.seed)
         trainer = Trainer(self, env, cfg, out_dir=out_dir, eval_env=factory, show_progress=False, callbacks=callbacks)
         trainer.fit(steps=int(steps))
         return self
@@ -211,10 +216,10 @@ class Agent(ABC):
         return agent
 
 
-def _reseeded(env: Any, seed: int) -> Callable[[], Any]:
+def _reseeded(env: SlateEnvironment, seed: int) -> Callable[[], SlateEnvironment]:
     """A factory that hands out ``env`` reseeded, so every evaluation in it meets the same users."""
 
-    def fresh() -> Any:
+    def fresh() -> SlateEnvironment:
         env.reset(seed=seed)
         return env
 

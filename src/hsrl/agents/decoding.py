@@ -16,11 +16,15 @@ exposure-aware heads, per branch of the trie, how much of it the user was just s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hsrl.agents.base import NEG
+
+if TYPE_CHECKING:
+    from hsrl.agents.hsrl import HierarchicalPolicy
+    from hsrl.sid.index import SemanticIDIndex
 
 
 class RecentExposure:
@@ -38,7 +42,7 @@ class RecentExposure:
         self.weights = weights  # (B, W, F) feature weight of each entry (0 where padded)
 
     @classmethod
-    def from_obs(cls, obs: Any, index: Any, slate_size: int, slates: int = 3) -> RecentExposure:
+    def from_obs(cls, obs: Any, index: SemanticIDIndex, slate_size: int, slates: int = 3) -> RecentExposure:
         window = min(slates * slate_size, obs.hist_items.shape[1])
         hist = obs.hist_items[:, -window:]
         real = (hist >= 0).float()
@@ -93,7 +97,7 @@ class BranchExposure:
 
 
 def level_exposure(
-    policy: Any, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
+    policy: HierarchicalPolicy, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
 ) -> BranchExposure | None:
     """Exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
     Shared by the decoders and the learner's teacher-forced pass, so both see the same logits."""
@@ -102,7 +106,9 @@ def level_exposure(
     return recent.branches(prefix, rows)
 
 
-def level_children(policy: Any, index: Any, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
+def level_children(
+    policy: HierarchicalPolicy, index: SemanticIDIndex, level: int, prefix: torch.Tensor
+) -> torch.Tensor | None:
     """(M, D) item indices behind the last level's tokens (semantic heads only; None elsewhere)."""
     if policy.semantic and level == len(policy.vocab_sizes) - 1:
         return index.child_items(prefix).to(prefix.device)
@@ -111,8 +117,8 @@ def level_children(policy: Any, index: Any, level: int, prefix: torch.Tensor) ->
 
 @torch.no_grad()
 def beam_search(
-    policy: Any,
-    index: Any,
+    policy: HierarchicalPolicy,
+    index: SemanticIDIndex,
     state: torch.Tensor,
     k: int,
     beam: int,
@@ -152,8 +158,8 @@ def beam_search(
 
 @torch.no_grad()
 def sample_slate(
-    policy: Any,
-    index: Any,
+    policy: HierarchicalPolicy,
+    index: SemanticIDIndex,
     state: torch.Tensor,
     k: int,
     generator: torch.Generator | None = None,
@@ -190,7 +196,11 @@ def sample_slate(
 
 @torch.no_grad()
 def score_all(
-    policy: Any, index: Any, state: torch.Tensor, items: Any = None, recent: RecentExposure | None = None
+    policy: HierarchicalPolicy,
+    index: SemanticIDIndex,
+    state: torch.Tensor,
+    items: Any = None,
+    recent: RecentExposure | None = None,
 ) -> torch.Tensor:
     """log pi(SID_i | s) for every item index (B, N), inactive items included (mask them yourself).
 
@@ -226,7 +236,11 @@ def score_all(
 
 @torch.no_grad()
 def score_all_naive(
-    policy: Any, index: Any, state: torch.Tensor, items: Any = None, recent: RecentExposure | None = None
+    policy: HierarchicalPolicy,
+    index: SemanticIDIndex,
+    state: torch.Tensor,
+    items: Any = None,
+    recent: RecentExposure | None = None,
 ) -> torch.Tensor:
     """``score_all`` recomputing the policy for every item (B × N contexts per level): the check that the
     shared-prefix version is exact, and the slow baseline bench/decode.py keeps out of its headline."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from torch import nn
 from hsrl.agents.base import NEG, Agent
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
+
+if TYPE_CHECKING:
+    from hsrl.sid.index import SemanticIDIndex
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
@@ -82,7 +85,7 @@ class EncoderAgent(Agent):
 
     # ------------------------------------------------------------------ catalogue
     def set_catalogue(
-        self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None
+        self, item_features: torch.Tensor, index: SemanticIDIndex | None = None, active: torch.Tensor | None = None
     ) -> None:
         """New items need only features; ``active`` defaults to the index's active mask when given one."""
         if active is None and index is not None and hasattr(index, "active"):

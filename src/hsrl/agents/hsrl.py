@@ -29,7 +29,7 @@ Read top to bottom:
 from __future__ import annotations
 
 import copy
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,9 @@ from hsrl.agents.decoding import (
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 from hsrl.simulator.observation import Observation
+
+if TYPE_CHECKING:
+    from hsrl.sid.index import SemanticIDIndex
 
 EXPOSURE_FEATURES = RecentExposure.FEATURES
 
@@ -290,7 +293,7 @@ class HSRLAgent(Agent):
 
     # ------------------------------------------------------------------ catalogue
     def set_catalogue(
-        self, item_features: torch.Tensor, index: Any | None = None, active: torch.Tensor | None = None
+        self, item_features: torch.Tensor, index: SemanticIDIndex | None = None, active: torch.Tensor | None = None
     ) -> None:
         """New items only need features and SIDs from the frozen codebooks: no network change."""
         if index is not None:

@@ -80,17 +80,17 @@ class BuildContext:
     def dataset(self) -> LogDataset:
         """The run's prepared logs (read once per context)."""
         if self._dataset is None:
-            from hsrl.data.schema import LogDataset
+            from hsrl.rundir import RunDir
 
-            self._dataset = LogDataset.load(self.need_run("its logged data"))
+            self._dataset = RunDir(self.need_run("its logged data")).dataset()
         return self._dataset
 
     def sid_index(self) -> SemanticIDIndex:
         if self.index is not None:
             return self.index
-        from hsrl.workflow import load_index
+        from hsrl.rundir import RunDir
 
-        return load_index(self.need_run("its Semantic ID index"))
+        return RunDir(self.need_run("its Semantic ID index")).index()
 
 
 Factory = Callable[[BuildContext], Agent]
@@ -222,7 +222,6 @@ def build(
     ``index`` is the Semantic ID index of those items (default: the run's index).
     """
     from hsrl.config import load_run_config
-    from hsrl.workflow import agent_config
 
     name, options = parse_agent(spec)
     entry = get(name)
@@ -279,12 +278,13 @@ def _oracle(ctx: BuildContext) -> Agent:
 
 def fatigue_blind_probs(run_dir: Path, env: Any) -> Callable[..., torch.Tensor]:
     """The true world's click probabilities without the repeat-topic fatigue term, for env's item indices."""
-    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+    from hsrl.data.synthetic import WORLD_FILE
+    from hsrl.rundir import RunDir
     from hsrl.simulator.catalogue import CatalogueView
 
     if not (Path(run_dir) / WORLD_FILE).is_file():
         raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
-    blind = dataclasses.replace(SyntheticWorld.load(run_dir), boredom_per_repeat=0.0)
+    blind = dataclasses.replace(RunDir(run_dir).world(), boredom_per_repeat=0.0)
     order = env.order if isinstance(env, CatalogueView) else None
 
     def click_probs(obs: Any, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
@@ -302,3 +302,23 @@ register("hac", HACAgent, options=HACConfig)
 register("random", RandomAgent, _random)
 register("popular", PopularAgent, _popular)
 register("oracle", OracleGreedyAgent, _oracle, choices={"fatigue": ("aware", "blind")})
+
+
+def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
+    """The agent section with the spec's options applied (validated like any override)."""
+    from hsrl.config import load_config
+
+    name, options = parse_agent(spec)
+    allowed = get(name).choices  # options of a reference agent that are not config fields
+    if allowed:
+        for key, value in options.items():
+            if key not in allowed or value not in allowed[key]:
+                choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items())
+                raise ConfigError(f"agent '{spec}': unknown option {key}={value} (expected {choices})")
+        return cfg.agent
+    if not options:
+        return cfg.agent
+    own = getattr(cfg.agent, name, None)  # a baseline's own section: hac:actor_lr=3e-4 is agent.hac.actor_lr
+    own_keys = own.model_fields if isinstance(own, BaseModel) else {}
+    keys = [f"agent.{name}.{k}" if k in own_keys else f"agent.{k}" for k in options]
+    return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent

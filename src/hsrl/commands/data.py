@@ -9,7 +9,6 @@ import typer
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, print_mapping, run_config
 from hsrl.config import save_config
-from hsrl.errors import ArtifactError
 
 app = new_group("Prepare and describe logged data (synthetic, MovieLens, RL4RS, your own CSV/Parquet).")
 
@@ -41,19 +40,16 @@ def data_overrides(
 
 
 def has_dataset(run_dir: Path) -> bool:
-    from hsrl.data.schema import DATA_DIR
+    from hsrl.rundir import RunDir
 
-    return (Path(run_dir) / DATA_DIR / "dataset.npz").is_file()
+    return RunDir(run_dir).has_dataset
 
 
 def require_dataset(run_dir: Path) -> None:
-    """Later stages are built on demand, the data never is (where the logs are cannot be guessed)."""
-    if not has_dataset(run_dir):
-        raise ArtifactError(
-            f"{run_dir}: no prepared dataset here; prepare it first with `hsrl data prepare --out {run_dir}"
-            " --dataset D [--source PATH --items PATH]`, or run everything with"
-            f" `hsrl run --out {run_dir} --dataset D [--source PATH --items PATH]`"
-        )
+    """Later stages are built on demand, the data never is (``RunDir.require_dataset``)."""
+    from hsrl.rundir import RunDir
+
+    RunDir(run_dir).require_dataset()
 
 
 def _same_data_or_stop(out: Path, requested: Any) -> None:

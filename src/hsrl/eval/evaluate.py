@@ -13,6 +13,7 @@ import torch
 
 from hsrl.agents.base import Agent
 from hsrl.eval.metrics import intra_list_diversity
+from hsrl.simulator.protocols import SlateEnvironment
 
 METRICS = ("total_reward", "depth", "avg_reward", "click_rate", "coverage", "diversity")
 NEW_ITEM_METRICS = ("new_slot_share", "new_click_share")  # with ``new_items``: what the policy did with them
@@ -30,7 +31,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def evaluate(
     agent: Agent,
-    env: Any,
+    env: SlateEnvironment,
     episodes: int,
     greedy: bool = True,
     max_steps: int = 100_000,

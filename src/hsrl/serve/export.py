@@ -108,11 +108,11 @@ def _sha256(path: Path) -> str:
 def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
     """Write RUN_DIR/serve/ from the seed's HSRL checkpoint (atomically: all files or none); returns it."""
     from hsrl.agents.base import CHECKPOINT_VERSION
-    from hsrl.data.schema import LogDataset
-    from hsrl.workflow import agent_dir, load_index
+    from hsrl.rundir import RunDir
 
     run_dir = Path(run_dir)
-    ckpt = agent_dir(run_dir, "hsrl", seed) / "agent.pt"
+    run = RunDir(run_dir)
+    ckpt = run.agent_dir("hsrl", seed) / "agent.pt"
     if not ckpt.is_file():
         raise ArtifactError(f"{ckpt}: no HSRL checkpoint for seed {seed} (train one with `hsrl train {run_dir}`)")
     try:
@@ -123,8 +123,8 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
         raise ArtifactError(f"{ckpt}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
     if blob.get("version") != CHECKPOINT_VERSION or blob.get("agent") != "hsrl":
         raise ArtifactError(f"{ckpt}: not an HSRL checkpoint of format {CHECKPOINT_VERSION}")
-    index = load_index(run_dir)
-    ds = LogDataset.load(run_dir)
+    index = run.index()
+    ds = run.dataset()
     if index.n_items != ds.n_items:
         raise ArtifactError(
             f"{run_dir}: the SID index has {index.n_items} items, the dataset {ds.n_items} (rebuild the index)"

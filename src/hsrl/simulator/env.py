@@ -16,9 +16,8 @@ import torch
 
 from hsrl.config import load_run_config
 from hsrl.data.schema import SPLITS, LogDataset
-from hsrl.errors import ArtifactError
 from hsrl.simulator.observation import Observation
-from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, ResponseModel, load_checkpoint
+from hsrl.simulator.response import ResponseModel
 from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
 
 World = Literal["simulator", "judge", "true"]  # who answers: the trained simulator, the judge, the truth
@@ -278,21 +277,17 @@ def make_env(
     ``batch_users`` and ``reward`` default to the run's ``env`` config section (as do the click cost
     sweet-point target and the initial temper). Missing or mismatched artefacts are ArtifactErrors.
     """
+    from hsrl.rundir import RunDir
+
     cfg = load_run_config(run_dir).env
-    dataset = LogDataset.load(run_dir)
+    run = RunDir(run_dir)
+    dataset = run.dataset()  # dataset and simulators are read once per process (RunDir), shared read-only
     dev = torch.device(device) if device is not None else default_device()
     response: ResponseModel
-    if world == "simulator":
-        response = load_checkpoint(run_dir, expect=dataset).to(dev)
-    elif world == "judge":
-        path = Path(run_dir) / JUDGE_DIR / MODEL_FILE
-        if not path.is_file():
-            raise ArtifactError(f"{path}: no judge simulator (run `hsrl simulator train {run_dir} --judge` first)")
-        response = load_checkpoint(path, expect=dataset).to(dev)
+    if world in ("simulator", "judge"):
+        response = run.simulator(judge=world == "judge").to(dev)
     elif world == "true":
-        from hsrl.data.synthetic import SyntheticWorld
-
-        response = TrueWorldResponse(SyntheticWorld.load(run_dir))
+        response = TrueWorldResponse(run.world())
     else:
         raise ValueError(f"unknown world '{world}' (expected 'simulator', 'judge' or 'true')")
     return SlateEnv(

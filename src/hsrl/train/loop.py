@@ -25,6 +25,8 @@ from hsrl.config import TrainConfig
 from hsrl.errors import ArtifactError, ConfigError
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.io import atomic_path
+from hsrl.simulator.observation import Observation
+from hsrl.simulator.protocols import SlateEnvironment
 from hsrl.train.buffer import ReplayBuffer
 
 CHECKPOINT = "checkpoint.pt"
@@ -75,10 +77,10 @@ class Trainer:
     def __init__(
         self,
         agent: Agent,
-        env: Any,
+        env: SlateEnvironment,
         config: TrainConfig,
         out_dir: str | Path | None = None,
-        eval_env: Callable[[], Any] | None = None,
+        eval_env: Callable[[], SlateEnvironment] | None = None,
         show_progress: bool = True,
         callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
     ) -> None:
@@ -92,7 +94,7 @@ class Trainer:
         capacity = min(config.buffer_size, agent.replay_window or config.buffer_size)
         self.buffer = ReplayBuffer(capacity, seed=config.seed)
         self.step = 0
-        self.obs = None
+        self.obs: Observation | None = None
         self.history: list[dict[str, Any]] = []
         self.recent: list[float] = []  # returns of the last finished training episodes (for display)
         # (return, depth) of the training episodes finished since the last record, for the next one
@@ -230,7 +232,7 @@ class Trainer:
                 if self.out_dir is not None and (self.step % cfg.checkpoint_every == 0 or self.step == total):
                     self.save_checkpoint()
                 if self.step % 10 == 0 or self.step == total:
-                    info = f"return {sum(self.recent) / max(len(self.recent), 1):.2f}"
+                    status = f"return {sum(self.recent) / max(len(self.recent), 1):.2f}"
                     if self.history and "eval_total_reward" in self.history[-1]:
-                        info += f" | eval {self.history[-1]['eval_total_reward']:.2f}"
-                    progress.update(task, completed=self.step, info=info)
+                        status += f" | eval {self.history[-1]['eval_total_reward']:.2f}"
+                    progress.update(task, completed=self.step, info=status)

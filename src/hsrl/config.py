@@ -14,8 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hsrl.errors import ConfigError
-
-CONFIG_FILE = "config.yaml"
+from hsrl.rundir import CONFIG_FILE  # noqa: E402  (re-exported: the name of a run's config)
 
 
 class Section(BaseModel):

@@ -22,13 +22,18 @@ if TYPE_CHECKING:
     from hsrl.sid.index import SemanticIDIndex
     from hsrl.simulator.response import UserResponseModel
 
+# the names of a run's parts: this module owns them, the stages that write a part import its name
 DATA_DIR = "data"
 DATASET_FILE = "dataset.npz"
 WORLD_FILE = "world.npz"
 CONFIG_FILE = "config.yaml"
-SIM_DIR, JUDGE_DIR, MODEL_FILE = "simulator", "simulator_judge", "model.pt"
+SIM_DIR, JUDGE_DIR, MODEL_FILE = "simulator", "simulator_judge", "model.pt"  # the judge: a second simulator
 INDEX_FILE = Path("sid") / "index.npz"
 AGENTS_DIR = "agents"
+RESULTS_DIR = "results"
+CHURN_DIR = "churn"
+EXPORT_DIR = "serve"  # the service's export of a policy
+CATALOGUE_DIR = "catalogue"  # the service's catalogue change log and snapshots (kept across re-exports)
 
 # what was read from disk, by kind ("dataset", "world", "simulator", "judge"): tests count loads with it
 LOADS: Counter[str] = Counter()
@@ -92,7 +97,27 @@ class RunDir:
     def agent_dir(self, folder: str, seed: int) -> Path:
         """Checkpoints of one agent variant and seed (``folder``: the variant's name, e.g. ``hsrl`` or
         ``hsrl-credit=slate``; ``hsrl.workflow.agent_dir`` names variants)."""
-        return self.path / AGENTS_DIR / folder / f"seed{seed}"
+        return self.agents_dir / folder / f"seed{seed}"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.path / AGENTS_DIR
+
+    @property
+    def results_dir(self) -> Path:
+        return self.path / RESULTS_DIR
+
+    @property
+    def churn_dir(self) -> Path:
+        return self.path / CHURN_DIR
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / EXPORT_DIR
+
+    @property
+    def catalogue_dir(self) -> Path:
+        return self.path / CATALOGUE_DIR
 
     @property
     def has_dataset(self) -> bool:

@@ -22,14 +22,14 @@ from hsrl.errors import ConfigError
 from hsrl.eval.churn import PHASES, HeldOut
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
-from hsrl.rundir import RunDir
+from hsrl.rundir import INDEX_FILE, RunDir
 from hsrl.sid.build import build_for_dataset, index_features
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.catalogue import CatalogueView
 from hsrl.simulator.env import World, make_env
 from hsrl.train.loop import Trainer
 
-INDEX_PATH = Path("sid") / "index.npz"
+INDEX_PATH = INDEX_FILE  # the name the churn folders reuse
 TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 
 
@@ -324,7 +324,7 @@ def ab_test_agents(
 
 
 def write_results(run_dir: Path, payload: dict[str, Any]) -> dict[str, Path]:
-    return write_report(Path(run_dir) / "results", payload)
+    return write_report(RunDir(run_dir).results_dir, payload)
 
 
 def __getattr__(name: str) -> Any:

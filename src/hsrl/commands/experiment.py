@@ -17,6 +17,7 @@ from rich.table import Table
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, run_config
 from hsrl.commands.data import DatasetOpt, ItemsOpt, SourceOpt
 from hsrl.config import RunConfig, save_config
+from hsrl.rundir import RunDir
 
 if TYPE_CHECKING:
     from hsrl.eval.churn import HeldOut
@@ -91,13 +92,13 @@ def ensure_stages(
     from hsrl.commands.data import require_dataset
     from hsrl.commands.sid import build_index, index_path
     from hsrl.commands.simulator import train_simulator
-    from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, SIM_DIR
+    from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
 
     run_dir = Path(run_dir)
     require_dataset(run_dir)
     worlds = set(worlds)
     simulators = (("simulator", SIM_DIR, False, "simulator"), ("judge", JUDGE_DIR, True, "judge simulator"))
-    trained_agents = any((run_dir / "agents").glob("*/seed*/agent.pt"))
+    trained_agents = any(RunDir(run_dir).agents_dir.glob("*/seed*/agent.pt"))
     for world, folder, judge, what in simulators:
         if world in worlds and (force or not (run_dir / folder / MODEL_FILE).is_file()):
             if not force:
@@ -329,7 +330,7 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"{label}: {100 * report[key]['point']:+.2f} % (95 % CI {100 * lo:+.2f} % .. {100 * hi:+.2f} %)"
             )
-        path = run_dir / "results" / f"abtest_{control}_vs_{treatment}.json".replace(":", "_")
+        path = RunDir(run_dir).results_dir / f"abtest_{control}_vs_{treatment}.json".replace(":", "_")
         write_json(path, report)
         console.print(f"wrote {path}")
 
@@ -412,7 +413,7 @@ def register(app: typer.Typer) -> None:
         train_stage(run_dir, cfg, names, n_seeds, force, held)
         with console.status("evaluating before and after the new items arrive ..."):
             payload = evaluate_churn(run_dir, cfg, names, n_seeds, worlds, cfg.eval.episodes, held)
-        paths = write_churn(held.root(run_dir) / "results", payload)
+        paths = write_churn(RunDir(held.root(run_dir)).results_dir, payload)
         for w, table in payload["aggregate"].items():
             t = Table(
                 title=f"catalogue churn — {held.held.size} of {held.n_items} items new — judged by: {w} — "

@@ -13,13 +13,13 @@ from hsrl.errors import ArtifactError
 
 app = new_group("Build and describe the Semantic ID index (residual k-means codebooks).")
 
-SID_DIR = "sid"
-INDEX_FILE = "index.npz"
-STATS_FILE = "stats.json"
+STATS_FILE = "stats.json"  # beside the index
 
 
 def index_path(run_dir: Path) -> Path:
-    return Path(run_dir) / SID_DIR / INDEX_FILE
+    from hsrl.rundir import RunDir
+
+    return RunDir(run_dir).index_file
 
 
 def _printable(stats: dict[str, Any]) -> dict[str, Any]:

@@ -97,13 +97,11 @@ def train_simulator(
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
     from hsrl.io import read_json, write_json
+    from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
     from hsrl.simulator import distributed
     from hsrl.simulator.response import (
-        JUDGE_DIR,
         JUDGE_SEED_OFFSET,
-        MODEL_FILE,
         REPORT_FILE,
-        SIM_DIR,
         fidelity_report,
         save_checkpoint,
         select_response_model,
@@ -218,7 +216,8 @@ def show_report(run_dir: Path, recompute: bool = False, judge: bool = False) -> 
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
     from hsrl.io import read_json, write_json
-    from hsrl.simulator.response import JUDGE_DIR, MODEL_FILE, REPORT_FILE, SIM_DIR, fidelity_report, load_checkpoint
+    from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
+    from hsrl.simulator.response import REPORT_FILE, fidelity_report, load_checkpoint
 
     folder = Path(run_dir) / (JUDGE_DIR if judge else SIM_DIR)
     dataset = LogDataset.load(run_dir)

@@ -19,7 +19,8 @@ from hsrl.errors import ArtifactError, InputError
 from hsrl.io import atomic_path
 
 SCHEMA_VERSION = 1
-DATA_DIR = "data"
+from hsrl.rundir import DATA_DIR, DATASET_FILE  # noqa: E402  (re-exported)
+
 PAD = -1
 SPLITS = ("train", "val", "test")
 
@@ -160,7 +161,7 @@ class LogDataset:
             arrays["user_profiles"] = self.user_profiles.astype(np.float32)
         with atomic_path(target) as tmp:
             tmp.mkdir()
-            np.savez_compressed(tmp / "dataset.npz", **arrays)
+            np.savez_compressed(tmp / DATASET_FILE, **arrays)
             header = {"schema_version": SCHEMA_VERSION, "meta": self.meta, "item_text": self.item_text}
             (tmp / "dataset.json").write_text(json.dumps(header, indent=1, default=str))
         return target
@@ -169,7 +170,7 @@ class LogDataset:
     def load(cls, run_dir: str | Path) -> LogDataset:
         """Read ``RUN_DIR/data/``; a missing, corrupt or other-version dataset is an ArtifactError."""
         folder = Path(run_dir) / DATA_DIR
-        npz_path, json_path = folder / "dataset.npz", folder / "dataset.json"
+        npz_path, json_path = folder / DATASET_FILE, folder / "dataset.json"
         if not npz_path.is_file() or not json_path.is_file():
             raise ArtifactError(f"{folder}: no prepared dataset here (run `hsrl data prepare` first)")
         try:

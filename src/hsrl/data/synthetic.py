@@ -19,8 +19,7 @@ from hsrl.config import DataConfig, SyntheticConfig
 from hsrl.data.schema import PAD, LogDataset, build_histories, split_users
 from hsrl.errors import ArtifactError
 from hsrl.io import atomic_path
-
-WORLD_FILE = "world.npz"
+from hsrl.rundir import WORLD_FILE  # noqa: E402  (re-exported)
 
 
 @dataclass

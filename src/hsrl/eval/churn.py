@@ -21,8 +21,8 @@ import torch
 from hsrl.errors import ArtifactError
 from hsrl.eval.report import fmt
 from hsrl.io import atomic_path, read_json, write_json
+from hsrl.rundir import CHURN_DIR  # noqa: E402  (re-exported)
 
-CHURN_DIR = "churn"
 PHASES = ("before", "after")
 
 

@@ -32,10 +32,9 @@ from hsrl.agents.encoder import StateEncoder
 from hsrl.agents.hsrl import HierarchicalPolicy
 from hsrl.errors import ArtifactError
 from hsrl.io import atomic_path
+from hsrl.rundir import CATALOGUE_DIR, EXPORT_DIR  # noqa: E402  (re-exported)
 from hsrl.sid.index import SemanticIDIndex
 
-CATALOGUE_DIR = "catalogue"
-EXPORT_DIR = "serve"
 EXPORT_FORMAT = "hsrl-serve"
 EXPORT_VERSION = 1
 MANIFEST, POLICY, INDEX, ITEMS = "manifest.json", "policy.pt", "index.npz", "items.npz"

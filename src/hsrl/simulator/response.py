@@ -37,12 +37,12 @@ from hsrl.config import SimulatorConfig
 from hsrl.data.schema import PAD, LogDataset
 from hsrl.errors import ArtifactError, ConfigError
 from hsrl.io import atomic_path
+from hsrl.rundir import SIM_DIR  # noqa: E402  (re-exported; the judge: another seed, judges agents)
 from hsrl.simulator.observation import Observation
 
-SIM_DIR = "simulator"
-JUDGE_DIR = "simulator_judge"  # a second simulator (other seed) that judges agents trained in the first
 JUDGE_SEED_OFFSET = 1
-MODEL_FILE = "model.pt"
+from hsrl.rundir import MODEL_FILE  # noqa: E402
+
 REPORT_FILE = "report.json"
 CHECKPOINT_FORMAT = "hsrl-user-response-model"
 CHECKPOINT_VERSION = 2  # 2: slot terms, slate size in the shape

@@ -86,3 +86,43 @@ def test_the_house_reads_one_way_without_import_cycles():
     done: set[str] = set()
     for module in graph:
         visit(module, [], done)
+
+
+def test_each_device_has_its_own_simulator_copy(cli, tiny_sets, tmp_path, fresh_cache):
+    """A model shared by environments is never moved under them (make_env on another device)."""
+    run = tmp_path / "run"
+    assert cli("data", "prepare", "--out", run, *tiny_sets).code == 0
+    assert cli("simulator", "train", run, *tiny_sets).code == 0
+    on_cpu = RunDir(run).simulator()
+    elsewhere = RunDir(run).simulator(device="meta")
+    assert elsewhere is not on_cpu and next(elsewhere.parameters()).device.type == "meta"
+    assert next(on_cpu.parameters()).device.type == "cpu" and RunDir(run).simulator() is on_cpu
+
+
+def test_old_configs_and_agent_files_still_load(cli, tiny_sets, tmp_path):
+    """A config.yaml and an agent.pt written by hsrl before the per-agent sections / checkpoint v2."""
+    import torch
+    import yaml
+
+    from hsrl.config import OLD_BASELINE_DEFAULTS
+    from hsrl.rundir import RunDir as Run
+    from hsrl.workflow import env_for, load_agent
+
+    run = tmp_path / "run"
+    assert cli("data", "prepare", "--out", run, *tiny_sets).code == 0
+    assert (
+        cli("compare", run, "--agents", "hsrl", *tiny_sets, "--set", "eval.seeds=1", "--set", "eval.jobs=1").code == 0
+    )
+    tree = yaml.safe_load(Run(run).config_file.read_text())
+    tree["agent"]["baseline"] = dict(OLD_BASELINE_DEFAULTS)  # what an older hsrl saved
+    for section in ("sl", "a2c", "ddpg", "td3", "hac"):
+        tree["agent"].pop(section)
+    Run(run).config_file.write_text(yaml.safe_dump(tree))
+    cfg = load_run_config(run)  # no error: every old key was at its default
+    path = run / "agents" / "hsrl" / "seed0" / "agent.pt"
+    blob = torch.load(path, weights_only=True)
+    env = env_for(run, cfg, "test", 0)
+    expected = load_agent("hsrl", run, cfg, env, 0).act(env.reset(seed=3))
+    torch.save({"version": 1, "agent": "hsrl", "state": blob["state"]}, path)  # the old format: state only
+    again = load_agent("hsrl", run, cfg, env, 0).act(env.reset(seed=3))
+    assert torch.equal(expected, again)

@@ -153,6 +153,13 @@ class HACConfig(Section):
     behavior_lr: float = Field(1e-3, ge=0, description="Adam lr of the supervision (BCE) step; 0 = off")
 
 
+# the defaults of the old flat section, which are those of the new sections (no baseline changed)
+OLD_BASELINE_DEFAULTS: dict[str, Any] = {
+    "sl_lr": 1e-3, "a2c_actor_lr": 3e-3, "a2c_critic_lr": 1e-3, "a2c_entropy": 0.01, "a2c_clip": 0.2,
+    "ddpg_actor_lr": 1e-3, "ddpg_critic_lr": 1e-3, "ddpg_noise": 0.1, "td3_target_noise": 0.2,
+    "td3_noise_clip": 0.5, "td3_policy_delay": 2, "hac_actor_lr": 1e-4, "hac_critic_lr": 1e-3, "hac_noise": 0.1,
+    "hac_hyper_coef": 0.1, "hac_behavior_lr": 1e-3,
+}  # fmt: skip
 # agent.baseline.<old key> (hsrl <= 0.1 configs) -> its section and key now
 MOVED_BASELINE_KEYS = {
     "sl_lr": "sl.lr",
@@ -214,8 +221,13 @@ class AgentConfig(Section):
         """The flat ``agent.baseline.hac_actor_lr`` keys became one section per agent: name the new key."""
         if isinstance(data, dict) and "baseline" in data:
             old = data["baseline"] if isinstance(data["baseline"], dict) else {}
+            if old.keys() <= OLD_BASELINE_DEFAULTS.keys() and all(old[k] == OLD_BASELINE_DEFAULTS[k] for k in old):
+                # the config.yaml an older hsrl saved holds every key at its default: nothing to carry over
+                return {k: v for k, v in data.items() if k != "baseline"}
             moved = [
-                f"agent.baseline.{k} is now agent.{MOVED_BASELINE_KEYS[k]}" for k in old if k in MOVED_BASELINE_KEYS
+                f"agent.baseline.{k} is now agent.{MOVED_BASELINE_KEYS[k]}"
+                for k in old
+                if k in MOVED_BASELINE_KEYS and old[k] != OLD_BASELINE_DEFAULTS.get(k)
             ]
             detail = (
                 "; ".join(moved)

@@ -37,12 +37,13 @@ CATALOGUE_DIR = "catalogue"  # the service's catalogue change log and snapshots 
 
 # what was read from disk, by kind ("dataset", "world", "simulator", "judge"): tests count loads with it
 LOADS: Counter[str] = Counter()
-_CACHE: dict[tuple[str, str], tuple[tuple[tuple[int, int], ...], Any]] = {}
+_CACHE: dict[tuple[str, str], tuple[tuple[tuple[int, ...], ...], Any]] = {}
 
 
-def _stamp(path: Path) -> tuple[int, int]:
+def _stamp(path: Path) -> tuple[int, ...]:
+    """Size, times and inode: an atomic rewrite (a new file renamed into place) always changes the inode."""
     stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
+    return stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
 
 
 def _cached(kind: str, path: Path, load: Any, depends: tuple[Path, ...] = ()) -> Any:
@@ -161,8 +162,11 @@ class RunDir:
             return SyntheticWorld.load(self.path)  # its own error
         return _cached("world", self.world_file, lambda: SyntheticWorld.load(self.world_file))
 
-    def simulator(self, judge: bool = False) -> UserResponseModel:
-        """The trained response model (or the judge), checked against the dataset, in eval mode."""
+    def simulator(self, judge: bool = False, device: Any = "cpu") -> UserResponseModel:
+        """The trained response model (or the judge), checked against the dataset, in eval mode, on
+        ``device`` (one shared copy per device: never moved under the environments that use it)."""
+        import torch
+
         from hsrl.simulator.response import load_checkpoint
 
         path = self.simulator_file(judge)
@@ -170,5 +174,7 @@ class RunDir:
             what = f"`hsrl simulator train {self.path} --judge`" if judge else f"`hsrl simulator train {self.path}`"
             raise ArtifactError(f"{path}: no {'judge ' if judge else ''}simulator checkpoint here (run {what} first)")
         dataset = self.dataset()
-        load = lambda: load_checkpoint(path, expect=dataset)  # the shape check again when the data changes
-        return _cached("judge" if judge else "simulator", path, load, depends=(self.dataset_file,))
+        dev = torch.device(device)
+        kind = ("judge" if judge else "simulator") + ("" if dev.type == "cpu" else f"@{dev}")
+        load = lambda: load_checkpoint(path, expect=dataset).to(dev)  # shape checked again when the data changes
+        return _cached(kind, path, load, depends=(self.dataset_file,))

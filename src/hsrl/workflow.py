@@ -18,7 +18,7 @@ from hsrl.agents import Agent, registry
 from hsrl.agents.registry import agent_config, base_name, fatigue_blind_probs, parse_agent  # noqa: F401  (names used by importers)
 from hsrl.config import RunConfig
 from hsrl.data.schema import LogDataset
-from hsrl.errors import ConfigError
+from hsrl.errors import ArtifactError, ConfigError
 from hsrl.eval.churn import PHASES, HeldOut
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
@@ -178,9 +178,25 @@ def load_agent(
     if not registry.get(base_name(name)).learned:
         return build_agent(name, run_dir, cfg, env, seed, index)
     path = agent_dir(run_dir, name, seed, cfg, holdout) / "agent.pt"
+    if _format(path) == 1:  # an older hsrl's file, without its constructor inputs: rebuilt from the run
+        agent = build_agent(name, run_dir, cfg, env, seed, index)
+        try:
+            agent.load_state_dict(torch.load(path, map_location=env.item_features.device, weights_only=True)["state"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{path}: checkpoint does not fit this agent/catalogue ({exc})") from None
+        return agent
     agent = Agent.load(path, config=agent_config(name, cfg), device=env.item_features.device)
     agent.set_catalogue(env.item_features, index)
     return agent
+
+
+def _format(path: Path) -> Any:
+    """The format version of an agent file (None when unreadable: ``Agent.load`` reports it)."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return blob.get("version") if isinstance(blob, dict) else None
 
 
 def churn_index(run_dir: Path, cfg: RunConfig, holdout: HeldOut) -> SemanticIDIndex:

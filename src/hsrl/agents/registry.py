@@ -319,6 +319,6 @@ def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
     if not options:
         return cfg.agent
     own = getattr(cfg.agent, name, None)  # a baseline's own section: hac:actor_lr=3e-4 is agent.hac.actor_lr
-    own_keys = own.model_fields if isinstance(own, BaseModel) else {}
+    own_keys = type(own).model_fields if isinstance(own, BaseModel) else {}
     keys = [f"agent.{name}.{k}" if k in own_keys else f"agent.{k}" for k in options]
     return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent

@@ -120,8 +120,8 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
         cfg, net_state, vocab = state["config"], state["net"], [int(v) for v in state["vocab_sizes"]]
     except Exception as exc:
         raise ArtifactError(f"{ckpt}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
-    if blob.get("version") != CHECKPOINT_VERSION or blob.get("agent") != "hsrl":
-        raise ArtifactError(f"{ckpt}: not an HSRL checkpoint of format {CHECKPOINT_VERSION}")
+    if blob.get("version") not in (1, CHECKPOINT_VERSION) or blob.get("agent") != "hsrl":  # same state in both
+        raise ArtifactError(f"{ckpt}: not an HSRL agent checkpoint (format {blob.get('version')}, {blob.get('agent')})")
     index = run.index()
     ds = run.dataset()
     if index.n_items != ds.n_items:

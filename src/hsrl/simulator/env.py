@@ -84,7 +84,8 @@ class SlateEnv:
         self.reward_name = reward if isinstance(reward, str) else getattr(reward, "__name__", "custom")
         self.slot_reward_fn = make_slot_reward(self.reward_name, click_cost, sweet_target)
         dev = self.device
-        self.item_features = torch.as_tensor(dataset.item_features, dtype=torch.float32, device=dev)
+        # its own copy: the dataset may be shared by every environment of the process (RunDir)
+        self.item_features = torch.tensor(dataset.item_features, dtype=torch.float32, device=dev)
         users = dataset.imp_user[rows]
         profiles = (
             dataset.user_profiles[users] if dataset.user_profiles is not None else np.zeros((len(rows), 0), np.float32)
@@ -285,7 +286,7 @@ def make_env(
     dev = torch.device(device) if device is not None else default_device()
     response: ResponseModel
     if world in ("simulator", "judge"):
-        response = run.simulator(judge=world == "judge").to(dev)
+        response = run.simulator(judge=world == "judge", device=dev)
     elif world == "true":
         response = TrueWorldResponse(run.world())
     else:

@@ -153,21 +153,25 @@ class HACConfig(Section):
     behavior_lr: float = Field(1e-3, ge=0, description="Adam lr of the supervision (BCE) step; 0 = off")
 
 
-# the defaults of the old flat section, which are those of the new sections (no baseline changed)
-OLD_BASELINE_DEFAULTS: dict[str, Any] = {
-    "sl_lr": 1e-3, "a2c_actor_lr": 3e-3, "a2c_critic_lr": 1e-3, "a2c_entropy": 0.01, "a2c_clip": 0.2,
-    "ddpg_actor_lr": 1e-3, "ddpg_critic_lr": 1e-3, "ddpg_noise": 0.1, "td3_target_noise": 0.2,
-    "td3_noise_clip": 0.5, "td3_policy_delay": 2, "hac_actor_lr": 1e-4, "hac_critic_lr": 1e-3, "hac_noise": 0.1,
-    "hac_hyper_coef": 0.1, "hac_behavior_lr": 1e-3,
-}  # fmt: skip
-# agent.baseline.<old key> (hsrl <= 0.1 configs) -> its section and key now
-MOVED_BASELINE_KEYS = {
-    "sl_lr": "sl.lr",
-    **{f"a2c_{k}": f"a2c.{k}" for k in ("actor_lr", "critic_lr", "entropy", "clip")},
-    **{f"ddpg_{k}": f"ddpg.{k} (and agent.td3.{k})" for k in ("actor_lr", "critic_lr", "noise")},
-    **{f"td3_{k}": f"td3.{k}" for k in ("target_noise", "noise_clip", "policy_delay")},
-    **{f"hac_{k}": f"hac.{k}" for k in ("actor_lr", "critic_lr", "noise", "hyper_coef", "behavior_lr")},
+# agent.baseline.<old key> (hsrl <= 0.1 configs) -> (its section, its key) now
+MOVED_BASELINE_KEYS: dict[str, tuple[str, str]] = {
+    "sl_lr": ("sl", "lr"),
+    **{f"a2c_{k}": ("a2c", k) for k in ("actor_lr", "critic_lr", "entropy", "clip")},
+    **{f"ddpg_{k}": ("ddpg", k) for k in ("actor_lr", "critic_lr", "noise")},  # TD3 read these too
+    **{f"td3_{k}": ("td3", k) for k in ("target_noise", "noise_clip", "policy_delay")},
+    **{f"hac_{k}": ("hac", k) for k in ("actor_lr", "critic_lr", "noise", "hyper_coef", "behavior_lr")},
 }
+_SECTIONS: dict[str, type[Section]] = {"sl": SLConfig, "a2c": A2CConfig, "ddpg": DDPGConfig, "td3": TD3Config,
+                                       "hac": HACConfig}  # fmt: skip
+# the old flat keys' defaults are the new sections' (no baseline changed with the move)
+OLD_BASELINE_DEFAULTS: dict[str, Any] = {
+    old: _SECTIONS[section].model_fields[key].default for old, (section, key) in MOVED_BASELINE_KEYS.items()
+}
+
+
+def _new_key(old: str) -> str:
+    section, key = MOVED_BASELINE_KEYS[old]
+    return f"agent.{section}.{key}" + (f" (and agent.td3.{key})" if section == "ddpg" else "")
 
 
 class AgentConfig(Section):
@@ -225,7 +229,7 @@ class AgentConfig(Section):
                 # the config.yaml an older hsrl saved holds every key at its default: nothing to carry over
                 return {k: v for k, v in data.items() if k != "baseline"}
             moved = [
-                f"agent.baseline.{k} is now agent.{MOVED_BASELINE_KEYS[k]}"
+                f"agent.baseline.{k} is now {_new_key(k)}"
                 for k in old
                 if k in MOVED_BASELINE_KEYS and old[k] != OLD_BASELINE_DEFAULTS.get(k)
             ]

@@ -10,15 +10,15 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import torch
 
 from hsrl.agents import Agent, registry
-from hsrl.agents.registry import agent_config, base_name, fatigue_blind_probs, parse_agent  # noqa: F401  (names used by importers)
+from hsrl.agents.base import CHECKPOINT_VERSION, read_checkpoint
+from hsrl.agents.registry import agent_config, base_name, fatigue_blind_probs, option_value, parse_agent  # noqa: F401  (names used by importers)
 from hsrl.config import RunConfig
-from hsrl.data.schema import LogDataset
-from hsrl.errors import ArtifactError, ConfigError
+from hsrl.errors import ArtifactError
 from hsrl.eval.churn import PHASES, HeldOut
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
@@ -64,9 +64,7 @@ def agent_dir(
     config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights.
     Agents trained without a hold-out's items (catalogue churn) live in that hold-out's folder."""
     name, options = parse_agent(spec)
-    own = getattr(cfg.agent, name, None) if cfg is not None else None  # a baseline's own section, if any
-    same = {k for k, v in options.items()
-            if cfg is not None and _same_value(getattr(own, k, getattr(cfg.agent, k, None)), v)}  # fmt: skip
+    same = {k for k, v in options.items() if cfg is not None and _same_value(option_value(cfg.agent, name, k), v)}
     kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
     folder = name + ("-" + "-".join(kept) if kept else "")
     root = holdout.root(run_dir) if holdout is not None else Path(run_dir)
@@ -77,13 +75,8 @@ def load_index(run_dir: Path) -> SemanticIDIndex:
     return RunDir(run_dir).index()
 
 
-WORLDS = get_args(World)
-
-
 def env_for(run_dir: Path, cfg: RunConfig, split: str, seed: int, world: str | None = None):
     """The run's environment for one split, seed and judge (default: the config's ``env.world``)."""
-    if world is not None and world not in WORLDS:
-        raise ConfigError(f"unknown world '{world}' (expected one of {', '.join(WORLDS)})")
     return make_env(
         run_dir,
         split=split,
@@ -178,25 +171,17 @@ def load_agent(
     if not registry.get(base_name(name)).learned:
         return build_agent(name, run_dir, cfg, env, seed, index)
     path = agent_dir(run_dir, name, seed, cfg, holdout) / "agent.pt"
-    if _format(path) == 1:  # an older hsrl's file, without its constructor inputs: rebuilt from the run
+    blob = read_checkpoint(path, formats=(1, CHECKPOINT_VERSION))  # read once, whatever its format
+    if blob["version"] == 1:  # an older hsrl's file, without its constructor inputs: rebuilt from the run
         agent = build_agent(name, run_dir, cfg, env, seed, index)
         try:
-            agent.load_state_dict(torch.load(path, map_location=env.item_features.device, weights_only=True)["state"])
+            agent.load_state_dict(blob["state"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ArtifactError(f"{path}: checkpoint does not fit this agent/catalogue ({exc})") from None
         return agent
-    agent = Agent.load(path, config=agent_config(name, cfg), device=env.item_features.device)
+    agent = Agent.from_checkpoint(blob, path, config=agent_config(name, cfg), device=env.item_features.device)
     agent.set_catalogue(env.item_features, index)
     return agent
-
-
-def _format(path: Path) -> Any:
-    """The format version of an agent file (None when unreadable: ``Agent.load`` reports it)."""
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    return blob.get("version") if isinstance(blob, dict) else None
 
 
 def churn_index(run_dir: Path, cfg: RunConfig, holdout: HeldOut) -> SemanticIDIndex:
@@ -205,7 +190,7 @@ def churn_index(run_dir: Path, cfg: RunConfig, holdout: HeldOut) -> SemanticIDIn
     path = holdout.root(run_dir) / INDEX_PATH
     if path.is_file():
         return SemanticIDIndex.load(path)
-    index = build_for_dataset(LogDataset.load(run_dir), cfg.sid, holdout.order[: holdout.n_kept])
+    index = build_for_dataset(RunDir(run_dir).dataset(), cfg.sid, holdout.order[: holdout.n_kept])
     holdout.save(run_dir)
     index.save(path)
     return index
@@ -215,7 +200,7 @@ def evaluate_churn(
     run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, worlds: list[str], episodes: int, holdout: HeldOut
 ) -> dict[str, Any]:
     """Each agent × seed × world before and after the held-out items join its catalogue (same users)."""
-    ds = LogDataset.load(run_dir)
+    ds = RunDir(run_dir).dataset()
     uses_sids = any(registry.get(base_name(a)).uses_index for a in agents)
     new_features = index_features(ds, cfg.sid)[0][holdout.held] if uses_sids else None
     kept_index = churn_index(run_dir, cfg, holdout) if uses_sids else None

@@ -196,10 +196,20 @@ class Agent(ABC):
         ``HSRLAgent.load`` also checks that the file holds an HSRL agent; ``Agent.load`` takes any.
         ``config``: an agent section to build with instead of the saved one (it must give the same
         network shapes); ``device``: where the agent lives (default CPU)."""
+        path = Path(path)
+        return cls.from_checkpoint(read_checkpoint(path), path, config, device)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        blob: dict[str, Any],
+        path: Path,
+        config: AgentConfig | None = None,
+        device: torch.device | str | None = None,
+    ) -> Agent:
+        """``load`` on a checkpoint already read with ``read_checkpoint`` (``path`` names it in errors)."""
         from hsrl.agents import registry
 
-        path = Path(path)
-        blob = read_checkpoint(path)
         name = blob.get("agent")
         try:
             entry = registry.get(str(name))
@@ -226,8 +236,9 @@ def _reseeded(env: SlateEnvironment, seed: int) -> Callable[[], SlateEnvironment
     return fresh
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The raw checkpoint dict of an agent file; ArtifactError when missing, corrupt or of another format."""
+def read_checkpoint(path: Path, formats: tuple[int, ...] = (CHECKPOINT_VERSION,)) -> dict[str, Any]:
+    """The raw checkpoint dict of an agent file (on the CPU); ArtifactError when missing, corrupt or of a
+    format not in ``formats`` (readers of the state alone, such as the service's export, accept format 1)."""
     if not path.is_file():
         raise ArtifactError(f"{path}: no agent checkpoint here (train one with `hsrl train`)")
     try:
@@ -235,7 +246,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise ArtifactError(f"{path}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
     version = blob.get("version") if isinstance(blob, dict) else "?"
-    if version != CHECKPOINT_VERSION:
+    if version not in formats:
         hint = " (an older hsrl's, without the agent's constructor inputs)" if version == 1 else ""
         raise ArtifactError(
             f"{path}: agent checkpoint format {version}{hint}, this hsrl reads {CHECKPOINT_VERSION};"

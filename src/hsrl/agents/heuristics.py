@@ -90,10 +90,10 @@ class OracleGreedyAgent(Agent):
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
         items = torch.arange(self.n_items, device=obs.device)
         parts = []
+        first_slot = torch.zeros(self.chunk, dtype=torch.long, device=obs.device)  # every candidate at slot 0
         for start in range(0, self.n_items, self.chunk):
             chunk = items[start : start + self.chunk].expand(obs.batch_size, -1)
-            first_slot = torch.zeros(chunk.shape[1], dtype=torch.long, device=obs.device)
-            parts.append(self.click_probs(obs, chunk, first_slot))
+            parts.append(self.click_probs(obs, chunk, first_slot[: chunk.shape[1]]))
         scores = torch.cat(parts, dim=1)
         scores = torch.where(self.active, scores, NEG)
         return scores.topk(self.slate_size, dim=1).indices

@@ -318,7 +318,20 @@ def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
         return cfg.agent
     if not options:
         return cfg.agent
-    own = getattr(cfg.agent, name, None)  # a baseline's own section: hac:actor_lr=3e-4 is agent.hac.actor_lr
-    own_keys = type(own).model_fields if isinstance(own, BaseModel) else {}
-    keys = [f"agent.{name}.{k}" if k in own_keys else f"agent.{k}" for k in options]
+    keys = ["agent." + ".".join(option_path(cfg.agent, name, k)) for k in options]
     return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent
+
+
+def option_path(agent_cfg: AgentConfig, name: str, key: str) -> list[str]:
+    """Where spec option ``key`` of agent ``name`` lives in the agent section: the agent's own section when
+    it has that key (``hac:actor_lr`` is ``agent.hac.actor_lr``), else the shared fields (``agent.gamma``)."""
+    own = getattr(agent_cfg, name, None)
+    return [name, key] if isinstance(own, BaseModel) and key in type(own).model_fields else [key]
+
+
+def option_value(agent_cfg: AgentConfig, name: str, key: str) -> Any:
+    """The configured value of spec option ``key`` of agent ``name`` (None for an unknown key)."""
+    node: Any = agent_cfg
+    for part in option_path(agent_cfg, name, key):
+        node = getattr(node, part, None)
+    return node

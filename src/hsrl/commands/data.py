@@ -9,6 +9,7 @@ import typer
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, print_mapping, run_config
 from hsrl.config import save_config
+from hsrl.rundir import RunDir
 
 app = new_group("Prepare and describe logged data (synthetic, MovieLens, RL4RS, your own CSV/Parquet).")
 
@@ -39,19 +40,6 @@ def data_overrides(
     return overrides
 
 
-def has_dataset(run_dir: Path) -> bool:
-    from hsrl.rundir import RunDir
-
-    return RunDir(run_dir).has_dataset
-
-
-def require_dataset(run_dir: Path) -> None:
-    """Later stages are built on demand, the data never is (``RunDir.require_dataset``)."""
-    from hsrl.rundir import RunDir
-
-    RunDir(run_dir).require_dataset()
-
-
 def _same_data_or_stop(out: Path, requested: Any) -> None:
     """A run holds one dataset: asking for another one (other source, other options) in it stops instead
     of silently reusing the old data under a config that names the new one."""
@@ -77,7 +65,7 @@ def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Pat
     from hsrl.data.schema import DATA_DIR, LogDataset
 
     cfg = run_config(out, config, overrides)
-    if has_dataset(out) and not force:
+    if RunDir(out).has_dataset and not force:
         _same_data_or_stop(out, cfg.data)
         console.print(f"[yellow]{out / DATA_DIR} exists; skipping (use --force to redo).[/]")
         return LogDataset.load(out)

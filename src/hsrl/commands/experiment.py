@@ -61,7 +61,6 @@ WORLDS = ("simulator", "judge", "true")
 def _worlds(run_dir: Path, world: str | None) -> list[str]:
     """simulator | judge | true, a comma list of them, both (simulator + true world where there is one;
     the default) or all (both + the judge simulator). Missing simulators are built by ``ensure_stages``."""
-    from hsrl.commands.data import require_dataset
     from hsrl.data.synthetic import WORLD_FILE
     from hsrl.errors import ConfigError
 
@@ -74,7 +73,7 @@ def _worlds(run_dir: Path, world: str | None) -> list[str]:
     if unknown or not names:
         raise ConfigError(f"unknown world '{world}' (expected {', '.join(WORLDS)}, a comma list of them, both or all)")
     if "true" in names and not has_world:
-        require_dataset(run_dir)  # no data at all is the message to give, not "not synthetic"
+        RunDir(run_dir).require_dataset()  # no data at all is the message to give, not "not synthetic"
         raise ConfigError(f"{run_dir}: the true world exists only for synthetic data")
     return names
 
@@ -89,13 +88,12 @@ def ensure_stages(
     """Build what agents need on top of the data, where missing (everything with ``force``): the simulator
     (and the judge) for the ``worlds`` used, and the Semantic ID index. One place, so every command that
     trains or scores agents works on a run that has only its data; the data itself is never guessed."""
-    from hsrl.commands.data import require_dataset
     from hsrl.commands.sid import build_index, index_path
     from hsrl.commands.simulator import train_simulator
     from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
 
     run_dir = Path(run_dir)
-    require_dataset(run_dir)
+    RunDir(run_dir).require_dataset()
     worlds = set(worlds)
     simulators = (("simulator", SIM_DIR, False, "simulator"), ("judge", JUDGE_DIR, True, "judge simulator"))
     trained_agents = any(RunDir(run_dir).agents_dir.glob("*/seed*/agent.pt"))
@@ -269,11 +267,10 @@ def register(app: typer.Typer) -> None:
         Agents are not trained here (`hsrl compare` does that); a missing simulator or Semantic ID index is
         built first.
         """
-        from hsrl.commands.data import require_dataset
 
         cfg = run_config(run_dir, config, set_)
         names, n_seeds = _agents(cfg, agents), seeds or cfg.eval.seeds
-        require_dataset(run_dir)
+        RunDir(run_dir).require_dataset()
         _require_trained(run_dir, cfg, names, n_seeds)
         worlds = _worlds(run_dir, world)
         ensure_stages(run_dir, worlds, config, set_)
@@ -294,13 +291,12 @@ def register(app: typer.Typer) -> None:
 
         Uses the seed-0 checkpoints of trained agents; a missing simulator or Semantic ID index is built first.
         """
-        from hsrl.commands.data import require_dataset
         from hsrl.io import write_json
         from hsrl.workflow import ab_test_agents
 
         cfg = run_config(run_dir, config, set_)
         arms = _agents(cfg, f"{control},{treatment}")
-        require_dataset(run_dir)
+        RunDir(run_dir).require_dataset()
         worlds = _worlds(run_dir, world)
         if len(worlds) != 1:
             from hsrl.errors import ConfigError
@@ -356,11 +352,10 @@ def register(app: typer.Typer) -> None:
 
         Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate.
         """
-        from hsrl.commands.data import require_dataset
 
         cfg = run_config(run_dir, config, set_)
         names = _agents(cfg, agents, ablation)  # validated before anything is written
-        require_dataset(run_dir)
+        RunDir(run_dir).require_dataset()
         worlds = _worlds(run_dir, world)
         save_config(cfg, run_dir)
         n_seeds = seeds or cfg.eval.seeds
@@ -390,8 +385,6 @@ def register(app: typer.Typer) -> None:
         retraining); writes RUN_DIR/churn/holdoutS-seedN/results/{results.json,churn.md}. A missing
         simulator or Semantic ID index is built first.
         """
-        from hsrl.commands.data import require_dataset
-        from hsrl.data.schema import LogDataset
         from hsrl.errors import ConfigError
         from hsrl.eval.churn import HeldOut, write_churn
         from hsrl.eval.report import fmt
@@ -401,9 +394,9 @@ def register(app: typer.Typer) -> None:
         names = _agents(cfg, agents)
         n_seeds = seeds or cfg.eval.seeds
         worlds = _worlds(run_dir, world)
-        require_dataset(run_dir)
+        RunDir(run_dir).require_dataset()
         try:
-            held = HeldOut.draw(LogDataset.load(run_dir).n_items, holdout, holdout_seed)
+            held = HeldOut.draw(RunDir(run_dir).dataset().n_items, holdout, holdout_seed)
         except ValueError as exc:
             raise ConfigError(f"--holdout {holdout}: {exc}") from None
         ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)

@@ -12,6 +12,7 @@ from rich.table import Table
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, run_config
 from hsrl.config import save_config
 from hsrl.errors import ArtifactError, ConfigError
+from hsrl.rundir import RunDir
 
 app = new_group("Train the user response model and report its fidelity.")
 
@@ -90,13 +91,12 @@ def train_simulator(
 
     ``judge``: the second simulator, same data and settings but another seed (RUN_DIR/simulator_judge),
     so agents can be judged by a model they were not trained against; it reuses the settings the
-    main simulator's selection kept. ``select`` (default ``simulator.select``): the small built-in
-    selection on validation AUC. ``nproc`` > 1: DDP on that many local processes; under torchrun the
-    launcher's group is joined instead and only rank 0 writes."""
-    from hsrl.commands.data import require_dataset
+    main simulator's selection kept (written into config.yaml). ``select`` (default
+    ``simulator.select``): the small built-in selection on validation AUC. ``nproc`` > 1: DDP on that
+    many local processes; under torchrun the launcher's group is joined instead and only rank 0 writes."""
     from hsrl.data.schema import LogDataset
     from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
-    from hsrl.io import read_json, write_json
+    from hsrl.io import write_json
     from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
     from hsrl.simulator import distributed
     from hsrl.simulator.response import (
@@ -120,18 +120,12 @@ def train_simulator(
     if (launched > 1 or nproc > 1) and do_select:
         raise ConfigError("--select runs in one process; the kept setting goes into config.yaml, so a later"
                           " `--force --nproc N` trains it on N processes")  # fmt: skip
-    require_dataset(run_dir)
+    RunDir(run_dir).require_dataset()
     dataset = LogDataset.load(run_dir) if nproc == 1 else None  # with --nproc: read after the workers
     world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
     sim = cfg.simulator
-    if judge:
-        main_report = Path(run_dir) / SIM_DIR / REPORT_FILE
-        chosen = (
-            ((read_json(main_report).get("training") or {}).get("selection") or {}) if main_report.is_file() else {}
-        )
-        sim = sim.model_copy(
-            update={**chosen.get("changes", {}), "seed": sim.seed + JUDGE_SEED_OFFSET, "select": False}
-        )
+    if judge:  # the main simulator's kept setting is already in config.yaml (selection writes it there)
+        sim = sim.model_copy(update={"seed": sim.seed + JUDGE_SEED_OFFSET, "select": False})
     rank = 0
     columns = (TextColumn("training simulator{task.fields[trial]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())  # fmt: skip

@@ -106,7 +106,7 @@ def _sha256(path: Path) -> str:
 
 def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
     """Write RUN_DIR/serve/ from the seed's HSRL checkpoint (atomically: all files or none); returns it."""
-    from hsrl.agents.base import CHECKPOINT_VERSION
+    from hsrl.agents.base import CHECKPOINT_VERSION, read_checkpoint
     from hsrl.rundir import RunDir
 
     run_dir = Path(run_dir)
@@ -114,14 +114,14 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
     ckpt = run.agent_dir("hsrl", seed) / "agent.pt"
     if not ckpt.is_file():
         raise ArtifactError(f"{ckpt}: no HSRL checkpoint for seed {seed} (train one with `hsrl train {run_dir}`)")
+    blob = read_checkpoint(ckpt, formats=(1, CHECKPOINT_VERSION))  # the state is the same in both formats
+    if blob.get("agent") != "hsrl":
+        raise ArtifactError(f"{ckpt}: a checkpoint of agent '{blob.get('agent')}', not an HSRL one")
     try:
-        blob = torch.load(ckpt, map_location="cpu", weights_only=True)
         state = blob["state"]
         cfg, net_state, vocab = state["config"], state["net"], [int(v) for v in state["vocab_sizes"]]
     except Exception as exc:
         raise ArtifactError(f"{ckpt}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
-    if blob.get("version") not in (1, CHECKPOINT_VERSION) or blob.get("agent") != "hsrl":  # same state in both
-        raise ArtifactError(f"{ckpt}: not an HSRL agent checkpoint (format {blob.get('version')}, {blob.get('agent')})")
     index = run.index()
     ds = run.dataset()
     if index.n_items != ds.n_items:

@@ -9,13 +9,14 @@ one drawn from the split's start states, and every finished episode is recorded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from hsrl.config import load_run_config
 from hsrl.data.schema import SPLITS, LogDataset
+from hsrl.errors import ConfigError
 from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import ResponseModel
 from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
@@ -290,7 +291,7 @@ def make_env(
     elif world == "true":
         response = TrueWorldResponse(run.world())
     else:
-        raise ValueError(f"unknown world '{world}' (expected 'simulator', 'judge' or 'true')")
+        raise ConfigError(f"unknown world '{world}' (expected one of {', '.join(get_args(World))})")
     return SlateEnv(
         dataset,
         response,

@@ -22,7 +22,7 @@ and ``infos["final_obs"]`` holds every row's state before replacement.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -31,10 +31,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from hsrl.simulator.env import SlateEnv, make_env
+from hsrl.simulator.env import SlateEnv, World, make_env
 from hsrl.simulator.observation import Observation
-
-World = Literal["simulator", "judge", "true"]
 
 
 class SlateSpace(spaces.MultiDiscrete):

@@ -24,7 +24,7 @@ transform) start a fresh user there too; their unfinished session is not recorde
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -35,7 +35,7 @@ try:
 except ImportError as exc:  # the optional extra is missing
     raise ImportError(f"hsrl.simulator.torchrl_env needs TorchRL: pip install 'hsrl[torchrl]' ({exc})") from None
 
-from hsrl.simulator.env import SlateEnv, make_env
+from hsrl.simulator.env import SlateEnv, World, make_env
 from hsrl.simulator.observation import Observation
 
 OBS_KEYS = ("profile", "hist_items", "hist_feedback")
@@ -137,7 +137,7 @@ class SlateTorchRLEnv(EnvBase):
 def make_torchrl_env(
     run: str | Path,
     split: str = "train",
-    world: Literal["simulator", "judge", "true"] = "simulator",
+    world: World = "simulator",
     batch_users: int | None = None,
     seed: int = 0,
     reward: str | None = None,

@@ -6,11 +6,19 @@ top-K logits), and log pi(slate | s) is the sum of the K items' log-softmax. Ite
 catalogue later have no logit, so this agent can never recommend them: that is the point of the
 baseline (it is what a policy over item ids cannot do, and what HSRL's SIDs can).
 
-Learning is HSRL's minus the hierarchy, so that the comparison isolates the action space: the same
-encoder, a state-value critic V(s) with a soft-updated target network and TD target
-y = r + gamma * (1 - done) * V_target(s'), advantage y - V(s) (divided by its batch std, as HSRL's), an
-entropy bonus, HSRL's replay window, and per-item importance ratios clipped as in PPO because the
-shared loop replays transitions collected by older policies (plain A2C would be biased on them).
+Learning is HSRL's (hsrl.py, ``HSRLAgent.update``) minus the hierarchy, so that the comparison isolates
+the action space. Shared with HSRL: the same encoder; a state-value critic V(s) with a soft-updated
+target network and TD target y = r + gamma * (1 - done) * V_target(s'); the advantage y - V(s), divided
+by its batch std; an entropy bonus; HSRL's replay window; per-item importance ratios (log-ratio clamped
+to [-20, 20]) clipped as in PPO with HSRL's dual clip (a negative advantage's surrogate is bounded
+below by 3 * A), because the shared loop replays transitions collected by older policies; and HSRL's
+two per-item feedback terms, with their defaults (``agent.a2c.click_loss`` / ``supervision``, 0 = off):
+the click loss, the BCE of every shown slot's click (skipped slots included) on that item's logit (HSRL
+reads the chosen token's logit at each SID level), and the supervision, the log-likelihood of the
+clicked items on the replayed slates (HSRL: of their SIDs), normalised by the number of clicks.
+Not shared: the action space itself (ids, not SID tokens), the multi-level critic and HSRL's per-item
+credit (``agent.credit: item``, per-slot TD targets), so every slot of a slate here gets the slate's
+advantage, and HSRL's exposure features (they are per SID branch).
 """
 
 from __future__ import annotations
@@ -98,33 +106,67 @@ class A2CItemAgent(EncoderAgent):
             v = self.target_critic(self.target_encoder(next_obs, self.item_features)).squeeze(-1)
         return reward + self.config.gamma * (1.0 - done.float()) * v
 
-    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+    def losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Every term of one update on a replayed batch (with gradients); ``loss`` is what is minimised."""
         cfg, own = self.config, self.config.a2c
-        self.train_mode(True)
         y = self.td_target(batch["reward"], batch["next_obs"], batch["done"])
         state = self.encoder(batch["obs"], self.item_features)
         value = self.critic(state).squeeze(-1)
-        logp_all = self.log_probs(state)
-        logp = logp_all.gather(1, batch["slate"])  # (B, K)
+        raw = self.actor(state)  # (B, width) unmasked item logits
+        valid = self.recommendable()
+        logp_all = raw.masked_fill(~valid, NEG).log_softmax(-1)
+        slate = batch["slate"]
+        logp = logp_all.gather(1, slate)  # (B, K)
         adv = (y - value).detach()
         if cfg.normalize_advantage:
             adv = adv / (adv.std() + 1e-6)
-        ratio = (logp - batch["logp"]).exp()
-        surrogate = torch.minimum(ratio * adv[:, None], ratio.clamp(1 - own.clip, 1 + own.clip) * adv[:, None])
-        valid = self.recommendable()
+        surrogate = ppo_surrogate(logp, batch["logp"], adv[:, None].expand_as(logp), own.clip)
         entropy = -(logp_all.exp() * logp_all.masked_fill(~valid, 0.0)).sum(-1)
         actor_loss = -surrogate.sum(-1).mean() - own.entropy * entropy.mean()
         critic_loss = F.mse_loss(value, y)
+        loss = actor_loss + critic_loss
+        supervision = click_loss = torch.zeros((), device=self.device)
+        if own.supervision > 0 and "clicks" in batch:
+            # HSRL's supervision: the log-likelihood of the clicked items (there: of their SIDs), per click.
+            # A clicked item the head can no longer recommend (withdrawn since) has no likelihood to raise.
+            clicks = batch["clicks"].float() * valid[slate].float()
+            supervision = -(clicks * logp).sum() / clicks.sum().clamp_min(1.0)
+            loss = loss + own.supervision * supervision
+        if own.click_loss > 0 and "clicks" in batch:
+            # HSRL's exposure-aware click loss: every shown slot, clicked or skipped, in the state it was shown
+            # in; the item's (unmasked) logit is read as its click logit, as HSRL reads its tokens' logits
+            click_loss = F.binary_cross_entropy_with_logits(raw.gather(1, slate), batch["clicks"].float())
+            loss = loss + own.click_loss * click_loss
+        return {
+            "loss": loss,
+            "actor_loss": actor_loss,
+            "critic_loss": critic_loss,
+            "entropy": entropy.mean(),
+            "supervision": supervision,
+            "click_loss": click_loss,
+            "value": value.mean(),
+        }
+
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.train_mode(True)
+        terms = self.losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).backward()
+        terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], 1.0)
         self.optimizer.step()
-        soft_update(self.target_encoder, self.encoder, cfg.tau)
-        soft_update(self.target_critic, self.critic, cfg.tau)
+        soft_update(self.target_encoder, self.encoder, self.config.tau)
+        soft_update(self.target_critic, self.critic, self.config.tau)
         self.updates += 1
-        return {
-            "actor_loss": float(actor_loss.detach()),
-            "critic_loss": float(critic_loss.detach()),
-            "entropy": float(entropy.detach().mean()),
-            "value": float(value.detach().mean()),
-        }
+        return {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
+
+
+DUAL_CLIP = 3.0  # HSRL's (hsrl.py)
+
+
+def ppo_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
+    """HSRL's per-action PPO surrogate (hsrl.py, ``HSRLAgent.update``), elementwise: the log-ratio clamped to
+    [-20, 20] (stale replayed actions must not overflow), min(r A, clip(r, 1 - clip, 1 + clip) A), and the
+    dual clip (Ye et al. 2020): with A < 0 the surrogate is bounded below by 3 A, however large r grows."""
+    ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    return torch.where(adv < 0, torch.maximum(surrogate, DUAL_CLIP * adv), surrogate)

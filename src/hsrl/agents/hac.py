@@ -74,7 +74,13 @@ class HACAgent(DDPGAgent):
 
     def perturb(self, action: torch.Tensor, std: float | None = None, clip: float | None = None) -> torch.Tensor:
         """Gaussian noise on the hyper-action, unprojected: it is a scorer (weights and bias), not a point
-        on the sphere; HAC has no target smoothing, so ``clip`` is never asked for."""
+        on the sphere; HAC has no target smoothing, so ``clip`` is never asked for.
+
+        Per coordinate, as the authors' code draws it, and not divided by sqrt(d) as DDPG's (ddpg.py): DDPG's
+        unit action has coordinates of size 1/sqrt(d) by construction, while the scale of Z is learned (the
+        alignment loss pulls it to the item kernels, the supervision step to click log-odds), so how far a
+        given noise turns the scorer depends on what it learned, not on d alone; no scaling is clearly
+        right, and this one is the paper's."""
         return action + self.gaussian(action, self.exploration_noise if std is None else std)
 
     def slate_of(self, action: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@
 DDPG (ddpg.py) plus the three TD3 fixes: twin critics with the minimum of the two target critics in
 the TD target (against over-estimation), target policy smoothing (clipped Gaussian noise on the target
 action, so the target does not exploit sharp peaks of Q), and delayed actor and target updates (every
-``td3_policy_delay`` critic updates). Smoothing noise is per dimension, clipped, then projected back
-onto the unit sphere like the exploration noise (ddpg.py); delay 2 as in the paper.
+``agent.td3.policy_delay`` critic updates). Smoothing noise is drawn and clipped per coordinate, then
+projected back onto the unit sphere like the exploration noise (ddpg.py); as there, ``target_noise_size`` and
+``noise_clip_size`` are sizes of the whole perturbation (per coordinate: value / sqrt(d)), so they turn the
+target action by the same angle in any dimension. Delay 2 as in the paper.
 """
 
 from __future__ import annotations
@@ -24,4 +26,4 @@ class TD3Agent(DDPGAgent):
 
     def target_action(self, next_state: torch.Tensor) -> torch.Tensor:
         own = self.own
-        return self.perturb(self.action(next_state, self.target_actor), own.target_noise, own.noise_clip)
+        return self.perturb(self.action(next_state, self.target_actor), own.target_noise_size, own.noise_clip_size)

@@ -245,7 +245,7 @@ def test_registry_refuses_a_name_twice_and_names_unknown_agents():
     with pytest.raises(ValueError, match="no ':'"):
         registry.register("a:b", ClickCounter)
     assert registry.get("hsrl").cls is hsrl.HSRLAgent and registry.get("oracle").privileged
-    assert registry.learned_names() == ("hsrl", "sl", "a2c", "ddpg", "td3", "hac")
+    assert registry.learned_names() == ("hsrl", "sl", "a2c", "ddpg", "td3", "hac", "grpo")
     assert registry.reference_names() == ("random", "popular", "oracle")
     from hsrl.config import A2CConfig, HACConfig
 

@@ -10,6 +10,7 @@ from hsrl.agents import registry
 from hsrl.agents.a2c import A2CItemAgent
 from hsrl.agents.base import Agent
 from hsrl.agents.ddpg import DDPGAgent
+from hsrl.agents.grpo import GRPOAgent
 from hsrl.agents.hac import HACAgent
 from hsrl.agents.heuristics import OracleGreedyAgent, PopularAgent, RandomAgent
 from hsrl.agents.hsrl import HSRLAgent
@@ -35,6 +36,7 @@ __all__ = [
     "DDPGAgent",
     "TD3Agent",
     "HACAgent",
+    "GRPOAgent",
     "RandomAgent",
     "PopularAgent",
     "OracleGreedyAgent",

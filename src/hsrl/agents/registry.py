@@ -28,12 +28,13 @@ from hsrl.agents.a2c import A2CItemAgent
 from hsrl.agents.base import Agent
 from hsrl.agents.ddpg import DDPGAgent
 from hsrl.agents.encoder_agent import EncoderAgent
+from hsrl.agents.grpo import GRPOAgent, simulator_reward
 from hsrl.agents.hac import HACAgent
 from hsrl.agents.heuristics import OracleGreedyAgent, PopularAgent, RandomAgent
 from hsrl.agents.hsrl import HSRLAgent
 from hsrl.agents.supervised import LoggedSlates, SupervisedAgent
 from hsrl.agents.td3 import TD3Agent
-from hsrl.config import A2CConfig, AgentConfig, DDPGConfig, HACConfig, RunConfig, SLConfig, TD3Config
+from hsrl.config import A2CConfig, AgentConfig, DDPGConfig, GRPOConfig, HACConfig, RunConfig, SLConfig, TD3Config
 from hsrl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -257,6 +258,23 @@ def _sl(ctx: BuildContext) -> Agent:
     )
 
 
+def _grpo(ctx: BuildContext) -> Agent:
+    """GRPO scores its sampled slates with the TRAINING simulator's click model (``ctx.env`` must be the
+    run's training simulator: ``simulator_reward`` refuses the true world and the judge) and warm-starts
+    on the training users' logged clicks (re-indexed to a churn view's catalogue, as SL's)."""
+    env = ctx.env
+    reward = simulator_reward(env, ctx.need_run("its training simulator"))
+    logs = None
+    if ctx.config.agent.grpo.warm_start > 0:
+        logs = LoggedSlates.from_dataset(ctx.dataset(), TRAIN_SPLIT, device=ctx.features.device)
+        logs = logs.restricted(ctx.view.local_items) if ctx.view is not None else logs
+    index = ctx.sid_index()
+    cfg = ctx.config.agent
+    return GRPOAgent(
+        ctx.features, ctx.slate_size, index, env.profile_dim, env.history_length, cfg, ctx.seed, reward, logs
+    )
+
+
 def _random(ctx: BuildContext) -> Agent:
     return RandomAgent(ctx.features, ctx.slate_size, ctx.seed)
 
@@ -299,6 +317,7 @@ register("a2c", A2CItemAgent, options=A2CConfig)
 register("ddpg", DDPGAgent, options=DDPGConfig)
 register("td3", TD3Agent, options=TD3Config)
 register("hac", HACAgent, options=HACConfig)
+register("grpo", GRPOAgent, _grpo, options=GRPOConfig, uses_index=True)
 register("random", RandomAgent, _random)
 register("popular", PopularAgent, _popular)
 register("oracle", OracleGreedyAgent, _oracle, choices={"fatigue": ("aware", "blind")})

@@ -84,15 +84,19 @@ def test_evaluate_unknown_agent_is_a_clear_error(cli, tmp_path):
 def test_abtest_reports_lifts_with_intervals(cli, tmp_path, tiny_sets):
     out = tmp_path / "run"
     assert cli("run", "--out", out, "--seeds", "1", "--agents", "random,popular", *tiny_sets).code == 0
-    r = cli("abtest", out, "--control", "random", "--treatment", "oracle", "--episodes", "60")
+    # one test per training seed (default eval.seeds; 2 here for speed), sessions pooled over seeds
+    r = cli("abtest", out, "--control", "random", "--treatment", "oracle", "--episodes", "60", "--seeds", "2")
     assert r.code == 0, r.err
     report = json.loads((out / "results" / "abtest_random_vs_oracle.json").read_text())
-    assert report["control"]["sessions"] == 60 and report["treatment"]["sessions"] == 60
+    assert report["seeds"] == 2 and [row["seed"] for row in report["per_seed"]] == [0, 1]
+    assert report["control"]["sessions"] == 120 and report["treatment"]["sessions"] == 120
     assert report["control"]["users"] + report["treatment"]["users"] <= 60
-    lo, hi = report["cvr_lift"]["ci95"]
-    assert lo <= report["cvr_lift"]["point"] <= hi
-    assert report["cvr_lift"]["point"] > 0  # the oracle's click rate beats random's
-    assert "CVR lift" in r.out
+    for row in (report, *report["per_seed"]):
+        lo, hi = row["cvr_lift"]["ci95"]
+        assert lo <= row["cvr_lift"]["point"] <= hi
+        assert row["cvr_lift"]["point"] > 0  # the oracle's click rate beats random's
+    assert all(row["control"]["sessions"] == 60 for row in report["per_seed"])
+    assert "CVR lift" in r.out and "seed 1: CVR lift" in r.out
 
 
 def test_ab_split_is_disjoint_and_covers_users():

@@ -360,7 +360,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    seeds: int = Field(3, ge=1)
+    seeds: int = Field(5, ge=1, description="training and evaluation seeds per agent (`make run` sets 3)")
     jobs: int = Field(0, ge=0, description="seeds trained in parallel processes; 0 = one per CPU core")
     episodes: int = Field(500, ge=1)
     agents: list[str] = ["hsrl", "random", "popular", "oracle"]

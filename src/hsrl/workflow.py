@@ -285,7 +285,9 @@ def evaluate_agents(
 
                 records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
                 curves[name].append([(r["step"], r["eval_total_reward"]) for r in records if "eval_total_reward" in r])
-    return {
+    from hsrl.eval.report import add_statistics
+
+    payload = {
         "dataset": RunDir(run_dir).dataset().meta.get("name", "?"),
         "config": cfg.model_dump(mode="json"),
         "versions": versions(),
@@ -296,12 +298,21 @@ def evaluate_agents(
         "aggregate": aggregates,
         "curves": curves,
     }
+    return add_statistics(payload)  # IQM and comparisons with the reference agent, world by world
 
 
 def ab_test_agents(
-    run_dir: Path, cfg: RunConfig, control: str, treatment: str, world: World, episodes: int, seed: int = 0
+    run_dir: Path,
+    cfg: RunConfig,
+    control: str,
+    treatment: str,
+    world: World,
+    episodes: int,
+    seed: int = 0,
+    seeds: int = 1,
 ) -> dict[str, Any]:
-    """Control vs treatment on disjoint halves of the test users (seed-0 checkpoints)."""
+    """Control vs treatment on disjoint halves of the test users, once per training seed 0..seeds-1 (the
+    checkpoints of that seed; user split and environment seed ``seed + s``), lifts over all of them."""
     from hsrl.eval.abtest import ab_test
 
     def arm_env(users, env_seed):
@@ -316,11 +327,12 @@ def ab_test_agents(
         )
 
     probe = env_for(run_dir, cfg, TEST_SPLIT, seed=0, world=world)
-    agents = [load_agent(spec, run_dir, cfg, probe, seed) for spec in (control, treatment)]
+    arms = [[load_agent(spec, run_dir, cfg, probe, s) for s in range(seeds)] for spec in (control, treatment)]
     users = RunDir(run_dir).dataset().users_in(TEST_SPLIT)
-    report = ab_test(arm_env, agents[0], agents[1], users, episodes, seed)
+    report = ab_test(arm_env, arms[0], arms[1], users, episodes, seed)
     report["world"] = world
-    report["control"]["agent"], report["treatment"]["agent"] = control, treatment
+    for row in (report, *report["per_seed"]):
+        row["control"]["agent"], row["treatment"]["agent"] = control, treatment
     return report
 
 

@@ -1,4 +1,5 @@
-"""Aggregate per-seed results into mean ± 95 % CI, and write results.json, report.md and plots."""
+"""Aggregate per-seed results into mean ± 95 % CI, comparisons with the reference agent (``stats``), and
+write results.json, report.md and plots."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from hsrl.eval.evaluate import METRICS, NEW_ITEM_METRICS, REPEAT_METRICS
 from hsrl.eval.metrics import mean_ci
+from hsrl.eval.stats import iqm, reference_agent, versus
 from hsrl.io import atomic_path, write_json
 
 
@@ -29,6 +31,22 @@ def aggregate(per_seed: list[dict[str, Any]], ceiling: float | None = None) -> d
         tr = out["total_reward"]
         out["share_of_ceiling"] = {"mean": tr["mean"] / ceiling, "ci95": tr["ci95"] / ceiling}
     return out
+
+
+def add_statistics(payload: dict[str, Any], metric: str = "total_reward") -> dict[str, Any]:
+    """Add the seed-level comparisons of ``hsrl.eval.stats`` to an evaluation payload, world by world:
+    ``aggregate[world][agent]["iqm"]`` (IQM of the per-seed ``metric`` with a bootstrap CI) and, for every
+    agent but the reference, ``["vs_reference"]`` (paired difference and probability of improvement).
+    ``payload["reference"]`` names the reference agent (None: no comparisons). Returns the payload."""
+    reference = reference_agent(payload.get("agents") or list(next(iter(payload["per_seed"].values()), {})))
+    payload["reference"] = reference
+    for world, rows_of in payload["per_seed"].items():
+        for name, rows in rows_of.items():
+            agg = payload["aggregate"][world][name]
+            agg["iqm"] = iqm([r[metric] for r in rows])
+            if reference is not None and name != reference and reference in rows_of:
+                agg["vs_reference"] = versus(rows, rows_of[reference], reference, metric)
+    return payload
 
 
 def versions() -> dict[str, str]:
@@ -86,6 +104,43 @@ def dynamics_table(results: dict[str, dict[str, Any]], world: str, steps: tuple[
     return "\n".join(lines) + "\n"
 
 
+def fmt_ci(ci: list[float], digits: int = 2) -> str:
+    """A [low, high] interval; "[n/a]" where it is NaN (too few seeds)."""
+    lo, hi = ci
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]" if lo == lo and hi == hi else "[n/a]"
+
+
+def statistics_table(results: dict[str, dict[str, Any]], world: str, reference: str | None) -> str:
+    """Per agent: paired difference of total reward against the reference, IQM, P(improvement), with CIs."""
+    if not results or "iqm" not in next(iter(results.values())):
+        return ""
+    ref = reference or "(no learned agent)"
+    head = (
+        f"| agent | Δ total reward vs {ref} (95 % CI) | IQM total reward (95 % CI) | P(agent > {ref}) (95 % CI) "
+        "| pairs |"
+    )
+    lines = [f"### seed statistics, world: {world}", "", head, "|---|---|---|---|---|"]
+    for name, agg in results.items():
+        q = agg["iqm"]
+        cells = [f"{q['mean']:.2f} {fmt_ci(q['ci'], 2)}"]
+        vs = agg.get("vs_reference")
+        if vs is None:
+            cells = ["reference" if name == reference else "-", *cells, "-", "-"]
+        else:
+            d, p = vs["paired_difference"], vs["probability_of_improvement"]
+            cells = [f"{d['mean']:+.2f} {fmt_ci(d['ci'], 2)}", *cells, f"{p['point']:.2f} {fmt_ci(p['ci'], 2)}"]
+            cells.append(str(d["n"]))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Δ: mean over evaluation seeds of (agent − reference) per-seed total reward, Student-t CI over the "
+        "paired differences. IQM: mean of the middle 50 % of the per-seed scores, percentile-bootstrap CI. "
+        "P(agent > reference): share of (agent seed, reference seed) pairs the agent wins, ties ½, stratified "
+        "bootstrap CI. [n/a]: too few seeds for an interval (t: 2, bootstrap: 3)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def overview_table(aggregates: dict[str, dict[str, Any]]) -> str:
     """Total reward and depth of every agent under every judge, side by side (the headline table)."""
     worlds = list(aggregates)
@@ -113,6 +168,8 @@ def write_report(out_dir: str | Path, payload: dict[str, Any]) -> dict[str, Path
     md.append(overview_table(payload["aggregate"]))
     for world, table in payload["aggregate"].items():
         md.append(markdown_table(table, world))
+    for world, table in payload["aggregate"].items():
+        md.append(statistics_table(table, world, payload.get("reference")))
     for world, table in payload["aggregate"].items():
         md.append(dynamics_table(table, world))
     if payload.get("privileged"):

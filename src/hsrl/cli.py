@@ -16,6 +16,7 @@ from hsrl.commands import experiment as experiment_cmd
 from hsrl.commands import serve as serve_cmd
 from hsrl.commands import sid as sid_cmd
 from hsrl.commands import simulator as simulator_cmd
+from hsrl.commands import tune as tune_cmd
 from hsrl.commands.common import err_console
 from hsrl.errors import HsrlError
 
@@ -31,6 +32,7 @@ app.add_typer(simulator_cmd.app, name="simulator")
 app.add_typer(sid_cmd.app, name="sid")
 app.command("serve")(serve_cmd.serve)
 experiment_cmd.register(app)
+tune_cmd.register(app)
 
 
 def set_threads() -> None:

@@ -374,6 +374,11 @@ class RunConfig(Section):
     agent: AgentConfig = AgentConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    tuned: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per learned agent, the option values `hsrl tune` chose (RUN/tuned/NAME.yaml), filled by a"
+        " command's --tuned flag and used by the agent specs NAME:tuned",
+    )
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -34,6 +34,7 @@ RESULTS_DIR = "results"
 CHURN_DIR = "churn"
 EXPORT_DIR = "serve"  # the service's export of a policy
 CATALOGUE_DIR = "catalogue"  # the service's catalogue change log and snapshots (kept across re-exports)
+TUNED_DIR = "tuned"  # hsrl tune: NAME.yaml (the chosen values), NAME.study.log (the Optuna study), trials/
 
 # what was read from disk, by kind ("dataset", "world", "simulator", "judge"): tests count loads with it
 LOADS: Counter[str] = Counter()
@@ -119,6 +120,21 @@ class RunDir:
     @property
     def catalogue_dir(self) -> Path:
         return self.path / CATALOGUE_DIR
+
+    @property
+    def tuned_dir(self) -> Path:
+        return self.path / TUNED_DIR
+
+    def tuned_file(self, agent: str) -> Path:
+        """The values ``hsrl tune`` chose for ``agent`` (what ``--tuned`` reads)."""
+        return self.tuned_dir / f"{agent}.yaml"
+
+    def study_file(self, agent: str) -> Path:
+        """The Optuna study of ``agent`` (a journal file: a study interrupted at any point resumes from it)."""
+        return self.tuned_dir / f"{agent}.study.log"
+
+    def trial_dir(self, agent: str, number: int) -> Path:
+        return self.tuned_dir / "trials" / agent / f"trial{number:03d}"
 
     @property
     def has_dataset(self) -> bool:

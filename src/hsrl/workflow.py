@@ -64,8 +64,13 @@ def agent_dir(
     config (``hsrl:residual=hard`` when residual is already hard), share the plain agent's weights.
     Agents trained without a hold-out's items (catalogue churn) live in that hold-out's folder."""
     name, options = parse_agent(spec)
-    same = {k for k, v in options.items() if cfg is not None and _same_value(option_value(cfg.agent, name, k), v)}
+    tuned = options.pop(registry.TUNED, None) is not None
+    # an option is "the same" when it repeats what the agent would use anyway (its tuned values, if tuned)
+    ref = None if cfg is None else agent_config(f"{name}:{registry.TUNED}", cfg) if tuned else cfg.agent
+    same = {k for k, v in options.items() if ref is not None and _same_value(option_value(ref, name, k), v)}
     kept = [f"{k}={v}" for k, v in sorted(options.items()) if k not in EVAL_ONLY and k not in same]
+    if tuned:  # named after the tuned values: re-tuning never reuses the old weights
+        kept.insert(0, f"tuned-{registry.tuned_tag(spec, cfg)}" if cfg is not None else "tuned")
     folder = name + ("-" + "-".join(kept) if kept else "")
     root = holdout.root(run_dir) if holdout is not None else Path(run_dir)
     return RunDir(root).agent_dir(folder, seed)

@@ -192,12 +192,20 @@ def name_of(agent: Agent) -> str:
 
 
 # ---------------------------------------------------------------------- specs: NAME:key=value+...
+TUNED = "tuned"  # the spec flag NAME:tuned
+
+
 def parse_agent(spec: str) -> tuple[str, dict[str, str]]:
-    """``"hsrl:residual=soft+credit=slate"`` -> ("hsrl", {"residual": "soft", "credit": "slate"})."""
+    """``"hsrl:residual=soft+credit=slate"`` -> ("hsrl", {"residual": "soft", "credit": "slate"}).
+
+    ``tuned`` (no value) is the one flag: the values ``hsrl tune`` chose for that agent (``hac:tuned``)."""
     name, _, rest = spec.partition(":")
     options: dict[str, str] = {}
     for item in filter(None, rest.split("+")):
         key, eq, value = item.partition("=")
+        if not eq and key.strip() == TUNED:
+            options[TUNED] = "true"
+            continue
         if not eq:
             raise ConfigError(f"agent '{spec}': option '{item}' is not KEY=VALUE")
         options[key.strip()] = value.strip()
@@ -328,6 +336,8 @@ def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
     from hsrl.config import load_config
 
     name, options = parse_agent(spec)
+    if TUNED in options:  # the chosen values first, the spec's own options over them
+        options = {**tuned_options(spec, cfg), **{k: v for k, v in options.items() if k != TUNED}}
     allowed = get(name).choices  # options of a reference agent that are not config fields
     if allowed:
         for key, value in options.items():
@@ -339,6 +349,29 @@ def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
         return cfg.agent
     keys = ["agent." + ".".join(option_path(cfg.agent, name, k)) for k in options]
     return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent
+
+
+def tuned_options(spec: str, cfg: RunConfig) -> dict[str, Any]:
+    """The option values ``hsrl tune`` chose for the spec's agent (``cfg.tuned``, which a command's
+    ``--tuned`` flag fills from the run's tuned files); a clear error where there are none."""
+    name = base_name(spec)
+    if not get(name).learned:
+        raise ConfigError(f"agent '{spec}': only learned agents are tuned ({name} has no hyper-parameters)")
+    if name not in cfg.tuned:
+        raise ConfigError(
+            f"agent '{spec}': no tuned values for {name} (run `hsrl tune RUN --agent {name}`, then pass --tuned)"
+        )
+    return dict(cfg.tuned[name])
+
+
+def tuned_tag(spec: str, cfg: RunConfig) -> str:
+    """A short fingerprint of the tuned values a ``NAME:tuned`` spec uses: its checkpoint folder is named
+    after it, so that re-tuning an agent never reuses weights trained with the old values."""
+    import hashlib
+    import json
+
+    values = json.dumps(tuned_options(spec, cfg), sort_keys=True, default=str)
+    return hashlib.sha256(values.encode()).hexdigest()[:8]
 
 
 def option_path(agent_cfg: AgentConfig, name: str, key: str) -> list[str]:

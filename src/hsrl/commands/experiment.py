@@ -16,6 +16,7 @@ from rich.table import Table
 
 from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, run_config
 from hsrl.commands.data import DatasetOpt, ItemsOpt, SourceOpt
+from hsrl.commands.tune import AddressOpt, EngineOpt, TunedOpt, engine_of
 from hsrl.config import RunConfig, save_config
 from hsrl.rundir import RunDir
 
@@ -35,6 +36,15 @@ WorldOpt = Annotated[
         "both (simulator + true; default) or all.",
     ),
 ]
+
+
+def _with_tuned(run_dir: Path, cfg: RunConfig, names: list[str], tuned: bool) -> tuple[RunConfig, list[str]]:
+    """--tuned: the chosen values of every learned agent (RUN/tuned/NAME.yaml) and the NAME:tuned specs."""
+    if not tuned:
+        return cfg, names
+    from hsrl.tuning import load_tuned, tuned_specs
+
+    return load_tuned(run_dir, cfg, names), tuned_specs(names)
 
 
 def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[str]:
@@ -134,7 +144,9 @@ def _require_trained(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: in
 
 
 def print_results(payload: dict) -> None:
-    from hsrl.eval.report import fmt
+    from rich.markup import escape
+
+    from hsrl.eval.report import fmt, fmt_ci
 
     ceiling = payload.get("ceiling") or {}
     for world, table in payload["aggregate"].items():
@@ -168,32 +180,57 @@ def print_results(payload: dict) -> None:
                 str(agg["episodes"]),
             )
         console.print(t)
+        ref = payload.get("reference")
+        if ref is None or not any("vs_reference" in agg for agg in table.values()):
+            continue
+        s = Table(title=f"judged by: {world} — total reward against {ref}, paired by seed (95% CIs)")
+        for col in ("agent", f"Δ vs {ref}", "IQM", f"P(> {ref})", "pairs"):
+            s.add_column(col, justify="right" if col != "agent" else "left")
+        for name, agg in table.items():
+            q, vs = agg["iqm"], agg.get("vs_reference")
+            if vs is None:
+                s.add_row(
+                    name, "reference" if name == ref else "-", escape(f"{q['mean']:.2f} {fmt_ci(q['ci'])}"), "-", "-"
+                )
+                continue
+            d, p = vs["paired_difference"], vs["probability_of_improvement"]
+            s.add_row(
+                name,
+                escape(f"{d['mean']:+.2f} {fmt_ci(d['ci'])}"),
+                escape(f"{q['mean']:.2f} {fmt_ci(q['ci'])}"),
+                escape(f"{p['point']:.2f} {fmt_ci(p['ci'])}"),
+                str(d["n"]),
+            )
+        console.print(s)
 
 
 def _train_one(
     run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout: HeldOut | None = None
 ) -> Path:
-    """One seed in a worker process: one torch thread each, so seeds share the cores without contention."""
-    import torch
-
+    """One seed in a worker (the engine gives it one torch thread: seeds share the cores)."""
     from hsrl.workflow import train_agent
 
-    torch.set_num_threads(1)
     return train_agent(run_dir, name, cfg, seed, force=force, show_progress=False, holdout=holdout)
 
 
 def train_stage(
-    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout: HeldOut | None = None
+    run_dir: Path,
+    cfg: RunConfig,
+    agents: list[str],
+    seeds: int,
+    force: bool,
+    holdout: HeldOut | None = None,
+    engine: str = "local",
+    address: str | None = None,
 ) -> None:
-    """Train every learned agent for every seed; seeds run in parallel processes (eval.jobs).
+    """Train every learned agent for every seed; agent-seeds run side by side (eval.jobs workers) as local
+    processes or Ray tasks (``engine``; ``address``: an existing Ray cluster).
 
     ``holdout`` (a ``HeldOut``): train on the catalogue without the held-out items (catalogue churn)."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     from rich.progress import Progress
 
     from hsrl.agents import registry
+    from hsrl.engine import default_workers, run_jobs
     from hsrl.workflow import agent_dir, base_name, train_agent
 
     jobs, seen = [], set()
@@ -203,20 +240,18 @@ def train_stage(
             if registry.get(base_name(name)).learned and folder not in seen:  # decode-only variants share weights
                 seen.add(folder)
                 jobs.append((name, seed))
-    workers = min(len(jobs), cfg.eval.jobs or os.cpu_count() or 1)
-    if workers <= 1:
+    workers = min(len(jobs), default_workers(cfg.eval.jobs))
+    if workers <= 1 and engine == "local":
         for name, seed in jobs:
             path = train_agent(run_dir, name, cfg, seed, force=force, holdout=holdout)
             console.print(f"[green]trained[/] {name} seed {seed}: {path}")
         return
-    with Progress(console=console) as progress, ProcessPoolExecutor(max_workers=workers) as pool:
-        task = progress.add_task(f"training {len(jobs)} agent-seeds on {workers} processes", total=len(jobs))
-        futures = {
-            pool.submit(_train_one, run_dir, name, cfg, seed, force, holdout): (name, seed) for name, seed in jobs
-        }
-        for future in futures:
-            name, seed = futures[future]
-            path = future.result()
+    where = f"{workers} Ray workers" if engine == "ray" else f"{workers} processes"
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"training {len(jobs)} agent-seeds on {where}", total=len(jobs))
+        args = [(run_dir, name, cfg, seed, force, holdout) for name, seed in jobs]
+        for number, path in run_jobs(_train_one, args, workers, engine, address):
+            name, seed = jobs[number]
             progress.console.print(f"[green]trained[/] {name} seed {seed}: {path}")
             progress.advance(task)
 
@@ -243,12 +278,13 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
         force: ForceOpt = False,
+        tuned: TunedOpt = False,
     ) -> None:
         """Train an agent in the simulator on training users (one run per seed; resumes from checkpoints).
 
         A missing simulator or Semantic ID index is built first (the data must be prepared)."""
         cfg = run_config(run_dir, config, set_)
-        names = _agents(cfg, agent)
+        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agent), tuned)
         ensure_stages(run_dir, [cfg.env.world], config, set_)
         save_config(cfg, run_dir)
         train_stage(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
@@ -261,6 +297,7 @@ def register(app: typer.Typer) -> None:
         world: WorldOpt = None,
         config: ConfigOpt = None,
         set_: SetOpt = None,
+        tuned: TunedOpt = False,
     ) -> None:
         """Score trained agents and references on held-out test users; writes RUN_DIR/results/.
 
@@ -269,7 +306,8 @@ def register(app: typer.Typer) -> None:
         """
 
         cfg = run_config(run_dir, config, set_)
-        names, n_seeds = _agents(cfg, agents), seeds or cfg.eval.seeds
+        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents), tuned)
+        n_seeds = seeds or cfg.eval.seeds
         RunDir(run_dir).require_dataset()
         _require_trained(run_dir, cfg, names, n_seeds)
         worlds = _worlds(run_dir, world)
@@ -282,31 +320,62 @@ def register(app: typer.Typer) -> None:
         control: Annotated[str, typer.Option("--control", help="Control policy (agent spec).")] = "popular",
         treatment: Annotated[str, typer.Option("--treatment", help="Treatment policy (agent spec).")] = "hsrl",
         world: Annotated[str, typer.Option("--world", help="simulator | judge | true")] = "simulator",
-        episodes: Annotated[int, typer.Option("--episodes", help="Sessions per arm.")] = 1000,
-        seed: Annotated[int, typer.Option("--seed", help="User split and environment seed.")] = 0,
+        episodes: Annotated[int, typer.Option("--episodes", help="Sessions per arm and training seed.")] = 1000,
+        seeds: Annotated[
+            int | None,
+            typer.Option("--seeds", min=1, help="Training seeds 0..N-1, one test each (default: eval.seeds)."),
+        ] = None,
+        seed: Annotated[
+            int,
+            typer.Option(
+                "--seed", help="Base seed: training seed s splits users and seeds the environment with seed + s."
+            ),
+        ] = 0,
         config: ConfigOpt = None,
         set_: SetOpt = None,
+        tuned: TunedOpt = False,
     ) -> None:
         """Simulated A/B test on disjoint halves of the test users: CVR and cost lifts with bootstrap CIs.
 
-        Uses the seed-0 checkpoints of trained agents; a missing simulator or Semantic ID index is built first.
+        Repeated for each training seed (its checkpoints, its own random halves of the users); the lift CIs
+        resample seeds, then sessions within each seed. A missing simulator or Semantic ID index is built first.
         """
+        from hsrl.agents import registry
+        from hsrl.errors import ArtifactError, ConfigError
         from hsrl.io import write_json
-        from hsrl.workflow import ab_test_agents
+        from hsrl.workflow import ab_test_agents, agent_dir, base_name
 
         cfg = run_config(run_dir, config, set_)
-        arms = _agents(cfg, f"{control},{treatment}")
+        cfg, arms = _with_tuned(run_dir, cfg, _agents(cfg, f"{control},{treatment}"), tuned)
+        control, treatment = arms
+        n_seeds = seeds or cfg.eval.seeds
         RunDir(run_dir).require_dataset()
         worlds = _worlds(run_dir, world)
         if len(worlds) != 1:
-            from hsrl.errors import ConfigError
-
             raise ConfigError(f"--world {world}: an A/B test runs in one world (simulator, judge or true)")
-        _require_trained(run_dir, cfg, arms, 1)
+        try:
+            _require_trained(run_dir, cfg, arms, n_seeds)
+        except ArtifactError as exc:  # say how many seeds the test could run on now
+            learned = [a for a in arms if registry.get(base_name(a)).learned]
+            have = next(
+                (
+                    s
+                    for s in range(n_seeds)
+                    if not all((agent_dir(run_dir, a, s, cfg) / "agent.pt").is_file() for a in learned)
+                ),
+                n_seeds,
+            )
+            hint = f"; or test the {have} seed(s) trained for both arms: `--seeds {have}`" if have else ""
+            raise ArtifactError(f"{exc} (the A/B test uses seeds 0..{n_seeds - 1}{hint})") from None
         ensure_stages(run_dir, worlds, config, set_)
-        with console.status("running both arms ..."):
-            report = ab_test_agents(run_dir, cfg, control, treatment, cast("World", worlds[0]), episodes, seed)
-        t = Table(title=f"A/B test ({world}): {control} (control) vs {treatment} (treatment)")
+        with console.status(f"running both arms for {n_seeds} training seed(s) ..."):
+            report = ab_test_agents(
+                run_dir, cfg, control, treatment, cast("World", worlds[0]), episodes, seed, seeds=n_seeds
+            )
+        t = Table(
+            title=f"A/B test ({world}): {control} (control) vs {treatment} (treatment), "
+            f"{n_seeds} training seed(s), sessions pooled"
+        )
         for col in ("arm", "agent", "users", "sessions", "CVR", "impressions/session", "total reward"):
             t.add_column(col)
         for arm in ("control", "treatment"):
@@ -321,11 +390,21 @@ def register(app: typer.Typer) -> None:
                 f"{r['total_reward']:.3f}",
             )
         console.print(t)
+
+        def lift(cell: dict) -> str:
+            lo, hi = cell["ci95"]
+            return f"{100 * cell['point']:+.2f} % (95 % CI {100 * lo:+.2f} % .. {100 * hi:+.2f} %)"
+
         for key, label in (("cvr_lift", "CVR lift"), ("cost_lift", "cost lift")):
-            lo, hi = report[key]["ci95"]
             console.print(
-                f"{label}: {100 * report[key]['point']:+.2f} % (95 % CI {100 * lo:+.2f} % .. {100 * hi:+.2f} %)"
+                f"{label}: {lift(report[key])}"
+                + (" (two-stage bootstrap: seeds, then sessions)" if n_seeds > 1 else "")
             )
+        if n_seeds > 1:
+            for row in report["per_seed"]:
+                console.print(
+                    f"  seed {row['seed']}: CVR lift {lift(row['cvr_lift'])}, cost lift {lift(row['cost_lift'])}"
+                )
         path = RunDir(run_dir).results_dir / f"abtest_{control}_vs_{treatment}.json".replace(":", "_")
         write_json(path, report)
         console.print(f"wrote {path}")
@@ -346,22 +425,26 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
         force: ForceOpt = False,
+        tuned: TunedOpt = False,
+        engine: EngineOpt = "local",
+        address: AddressOpt = None,
     ) -> None:
         """Agents x seeds side by side in one run: build what is missing (simulator, Semantic IDs, agents),
         then evaluate all on test users. Needs only prepared data (`hsrl data prepare`).
 
-        Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate.
+        Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate; NAME:tuned (or
+        --tuned for every learned agent) uses the values `hsrl tune` chose.
         """
 
         cfg = run_config(run_dir, config, set_)
-        names = _agents(cfg, agents, ablation)  # validated before anything is written
+        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents, ablation), tuned)  # validated before any write
         RunDir(run_dir).require_dataset()
         worlds = _worlds(run_dir, world)
         save_config(cfg, run_dir)
         n_seeds = seeds or cfg.eval.seeds
         start = time.perf_counter()
         ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)
-        train_stage(run_dir, cfg, names, n_seeds, force)
+        train_stage(run_dir, cfg, names, n_seeds, force, engine=engine_of(engine, address), address=address)
         evaluate_stage(run_dir, cfg, names, n_seeds, worlds)
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
 
@@ -378,6 +461,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
         force: ForceOpt = False,
+        tuned: TunedOpt = False,
+        engine: EngineOpt = "local",
+        address: AddressOpt = None,
     ) -> None:
         """Catalogue churn: items held out of the SID codebooks and of training, added at evaluation time.
 
@@ -391,7 +477,7 @@ def register(app: typer.Typer) -> None:
         from hsrl.workflow import churn_index, evaluate_churn
 
         cfg = run_config(run_dir, config, set_)
-        names = _agents(cfg, agents)
+        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents), tuned)
         n_seeds = seeds or cfg.eval.seeds
         worlds = _worlds(run_dir, world)
         RunDir(run_dir).require_dataset()
@@ -403,7 +489,7 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         with console.status(f"Semantic IDs of the {held.n_kept} kept items ..."):
             churn_index(run_dir, cfg, held)  # once, before the worker processes need it
-        train_stage(run_dir, cfg, names, n_seeds, force, held)
+        train_stage(run_dir, cfg, names, n_seeds, force, held, engine_of(engine, address), address)
         with console.status("evaluating before and after the new items arrive ..."):
             payload = evaluate_churn(run_dir, cfg, names, n_seeds, worlds, cfg.eval.episodes, held)
         paths = write_churn(RunDir(held.root(run_dir)).results_dir, payload)

@@ -1,0 +1,384 @@
+"""One tuning protocol for every learned agent (``hsrl tune``).
+
+The claim "HSRL is better" is worth what the baselines are, so every learned agent is searched the same
+way: a declared space (``configs/search/NAME.yaml``), the same number of trials, the same env-step budget
+and training loop, Optuna's TPE sampler, trials that fall behind the median stopped early on their
+periodic validation score (Optuna's median pruner), and selection on **validation users in the training
+simulator only**: test users, the judge and the true world are never read here. Trial 0 is the agent's
+current configuration, so a study can only keep or improve it on validation.
+
+A study lives in the run directory (``RUN/tuned/NAME.study.log``, an Optuna journal): a study interrupted
+at any point (a session ending) resumes where it stopped, and the trial that was running is run again
+with the same values. The chosen values go to ``RUN/tuned/NAME.yaml``; a command's ``--tuned`` flag reads
+them and the agent spec ``NAME:tuned`` trains with them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hsrl.config import RunConfig
+from hsrl.errors import ConfigError
+from hsrl.rundir import RunDir
+
+# the search spaces shipped with hsrl (a source checkout, which is how `make setup` installs it)
+SEARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "search"
+TRIALS = 8  # per agent: with the pruner, one study of HSRL on the synthetic default fits in ~30 min on 2 cores
+EPISODES = 256  # validation episodes that score a finished trial (the periodic scores use train.eval_episodes)
+SMOOTH = 3  # the pruner compares the mean of the last SMOOTH periodic validation scores (32 episodes each)
+TRAIN_SPLIT, VAL_SPLIT = "train", "val"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched option: a float or int range (``log`` for a log scale) or a list of ``choices``."""
+
+    key: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(self.key, list(self.choices))
+        assert self.low is not None and self.high is not None
+        if self.integer:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "{" + ", ".join(str(c) for c in self.choices) + "}"
+        return f"[{self.low:g}, {self.high:g}]" + (" log" if self.log else "") + (" int" if self.integer else "")
+
+
+def space_file(agent: str) -> Path:
+    return SEARCH_DIR / f"{agent}.yaml"
+
+
+def load_space(path: str | Path, agent: str, cfg: RunConfig) -> dict[str, Param]:
+    """A search space file: ``key: {low, high[, log, int]}`` or ``key: {choices: [...]}`` per option of
+    ``agent`` (its own section's keys, e.g. hac's ``actor_lr`` is ``agent.hac.actor_lr``). Every key must
+    be a real option of that agent and every value valid for it; errors name the file and the key."""
+    from hsrl.agents import registry
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no search space for '{agent}' (expected a YAML file of option ranges)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: expected a mapping of option -> range (e.g. actor_lr: {{low: 1e-4, high: 1e-2}})")
+    if not registry.get(agent).learned:
+        raise ConfigError(f"{path}: '{agent}' is not a learned agent (nothing to tune)")
+    space: dict[str, Param] = {}
+    for key, spec in raw.items():
+        where = f"{path}: {key}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected {{low, high}} or {{choices: [...]}}, got {spec!r}")
+        unknown = set(spec) - {"low", "high", "log", "int", "choices"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (low, high, log, int, choices)")
+        if registry.option_value(cfg.agent, agent, str(key)) is None:
+            raise ConfigError(f"{where}: '{key}' is not an option of {agent} (not a field of its config section)")
+        if "choices" in spec:
+            choices = spec["choices"]
+            if not isinstance(choices, list) or not choices or set(spec) - {"choices"}:
+                raise ConfigError(f"{where}: choices must be a non-empty list, alone")
+            param = Param(str(key), choices=tuple(choices))
+            samples = list(choices)
+        else:
+            try:
+                low, high = float(spec["low"]), float(spec["high"])
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"{where}: a range needs numeric low and high") from None
+            if not low < high or (spec.get("log") and low <= 0):
+                raise ConfigError(f"{where}: need low < high (and low > 0 on a log scale), got {low:g}..{high:g}")
+            param = Param(str(key), low, high, bool(spec.get("log", False)), bool(spec.get("int", False)))
+            samples = [low, high]
+        for value in samples:  # every end of the range must make a valid config
+            try:
+                registry.agent_config(f"{agent}:{key}={value}", cfg)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {value!r} is not a valid value ({exc})") from None
+        space[str(key)] = param
+    return space
+
+
+def spec_for(agent: str, values: dict[str, Any]) -> str:
+    """The agent spec that trains with ``values`` (``hac:actor_lr=0.0003+hyper_coef=3``)."""
+    return agent + (":" + "+".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
+
+
+def current_values(agent: str, space: dict[str, Param], cfg: RunConfig) -> dict[str, Any]:
+    """The agent's configured value of every searched option: trial 0 of every study."""
+    from hsrl.agents import registry
+
+    return {key: registry.option_value(cfg.agent, agent, key) for key in space}
+
+
+def _storage(path: Path) -> Any:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _pruner(steps: int) -> Any:
+    import optuna
+
+    # the first trials run in full (a median of nothing prunes nothing useful); no trial is judged before
+    # 30% of the budget, where the learning curves of these agents still cross
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=int(0.3 * steps))
+
+
+def run_trial(
+    run_dir: str, config: dict[str, Any], agent: str, number: int, trial_id: int, values: dict[str, Any],
+    storage: str, seed: int, episodes: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One trial, in a worker: train ``agent`` with ``values`` on training users in the training
+    simulator, report its smoothed periodic validation score (the pruner may stop it there), then score it
+    on ``episodes`` validation episodes. Returns the outcome; the main process tells the study."""
+    import optuna
+
+    from hsrl import workflow
+    from hsrl.eval.evaluate import evaluate, summary
+    from hsrl.train.loop import Trainer
+
+    cfg = RunConfig.model_validate(config)
+    run = Path(run_dir)
+    spec = spec_for(agent, values)
+    study = optuna.load_study(study_name=agent, storage=_storage(Path(storage)), pruner=_pruner(cfg.train.steps))
+    trial = optuna.trial.Trial(study, trial_id)
+    env = workflow.env_for(run, cfg, TRAIN_SPLIT, seed, world="simulator")
+    learner = workflow.build_agent(spec, run, cfg, env, seed)
+    scores: list[float] = []
+
+    def report(record: dict[str, Any]) -> None:
+        if "eval_total_reward" not in record:
+            return
+        scores.append(float(record["eval_total_reward"]))
+        trial.report(sum(scores[-SMOOTH:]) / len(scores[-SMOOTH:]), int(record["step"]))
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    trainer = Trainer(
+        learner,
+        env,
+        cfg.train.model_copy(update={"seed": seed}),
+        out_dir=RunDir(run).trial_dir(agent, number),
+        eval_env=lambda: workflow.env_for(run, cfg, VAL_SPLIT, 10_000 + seed, world="simulator"),
+        show_progress=False,
+        callbacks=[report],
+    )
+    start = time.perf_counter()
+    outcome: dict[str, Any] = {"number": number, "values": values, "scores": scores}
+    try:
+        trainer.fit()
+    except optuna.TrialPruned:
+        return outcome | {"state": "pruned", "step": trainer.step, "seconds": time.perf_counter() - start}
+    val_env = workflow.env_for(run, cfg, VAL_SPLIT, 10_500 + seed, world="simulator")
+    value = summary(evaluate(learner, val_env, episodes))["total_reward"]
+    return outcome | {"state": "complete", "value": float(value), "step": trainer.step,
+                      "seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def tune(
+    run_dir: str | Path,
+    cfg: RunConfig,
+    agent: str,
+    trials: int = TRIALS,
+    space_path: str | Path | None = None,
+    workers: int = 0,
+    engine: str = "local",
+    address: str | None = None,
+    seed: int = 0,
+    episodes: int = EPISODES,
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the study of ``agent`` until it has ``trials`` finished trials; write the chosen
+    values to ``RUN/tuned/NAME.yaml`` and return the study summary. ``on_trial`` sees each outcome."""
+    import optuna
+
+    from hsrl.engine import Pool
+    from hsrl.io import atomic_path, write_json
+
+    if cfg.env.world != "simulator":
+        raise ConfigError(
+            f"env.world={cfg.env.world}: agents are tuned in the training simulator only (selection never reads the"
+            " true world); train in the simulator to tune"
+        )
+    run = RunDir(run_dir)
+    run.require_dataset()
+    space = load_space(space_path or space_file(agent), agent, cfg)
+    run.tuned_dir.mkdir(parents=True, exist_ok=True)
+    storage_path = run.study_file(agent)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True)
+    study = optuna.create_study(
+        study_name=agent, storage=_storage(storage_path), sampler=sampler, pruner=_pruner(cfg.train.steps),
+        direction="maximize", load_if_exists=True,
+    )  # fmt: skip
+    _check_study(study, storage_path, space, cfg, seed, episodes)
+    states = optuna.trial.TrialState
+    for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):  # a session that ended mid-trial
+        study.tell(stale.number, state=states.FAIL)
+        study.enqueue_trial(dict(stale.params))  # run again with the same values: every study gets `trials`
+    if not study.trials:
+        study.enqueue_trial(current_values(agent, space, cfg))
+        study.set_user_attr("protocol", _protocol(space, cfg, seed, episodes))
+    finished = (states.COMPLETE, states.PRUNED)
+    start = time.perf_counter()
+    config = cfg.model_dump(mode="json")
+    with Pool(workers, engine, address) as pool:
+        running: dict[int, Any] = {}
+        while True:
+            done = len(study.get_trials(deepcopy=False, states=finished))
+            while pool.free and done + len(running) < trials:
+                trial = study.ask()
+                values = {key: param.suggest(trial) for key, param in space.items()}
+                job = pool.submit(
+                    run_trial, str(run_dir), config, agent, trial.number, trial._trial_id, values,
+                    str(storage_path), seed, episodes,
+                )  # fmt: skip
+                running[job] = trial
+            if not running:
+                break
+            job, outcome = pool.next_done()
+            trial = running.pop(job)
+            if outcome["state"] == "complete":
+                study.tell(trial, outcome["value"])
+            else:
+                study.tell(trial, state=states.PRUNED)
+            write_json(run.tuned_dir / f"{agent}.trials.json", _trials(study))
+            if on_trial is not None:
+                on_trial(outcome)
+    report = _summary(study, agent, space, cfg, trials, time.perf_counter() - start)
+    with atomic_path(run.tuned_file(agent)) as tmp:
+        header = (
+            f"# hsrl tune {run.path} --agent {agent}: chosen on validation users in the training simulator\n"
+            "# (never test users, the judge or the true world); `--tuned` trains the spec "
+            f"{agent}:tuned with `values`\n"
+        )
+        tmp.write_text(header + yaml.safe_dump(report, sort_keys=False))
+    return report
+
+
+def _protocol(space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int) -> dict[str, Any]:
+    return {
+        "space": {k: p.describe() for k, p in space.items()},
+        "steps": cfg.train.steps,
+        "batch_users": cfg.env.batch_users,
+        "seed": seed,
+        "episodes": episodes,
+    }
+
+
+def _check_study(study: Any, path: Path, space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int) -> None:
+    """A study resumes only under the protocol it started with: another space, budget or seed is a new study."""
+    started = study.user_attrs.get("protocol")
+    now = _protocol(space, cfg, seed, episodes)
+    if started is not None and started != now:
+        changed = ", ".join(k for k in now if now[k] != started.get(k))
+        raise ConfigError(
+            f"{path}: this study was started with another {changed}; resume it with the same settings, or delete"
+            " the file (and the agent's tuned.yaml) to start a new study"
+        )
+
+
+def _trials(study: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value,
+            "values": t.params,
+            "last_step": t.last_step,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def _summary(study: Any, agent: str, space: dict[str, Param], cfg: RunConfig, trials: int, seconds: float) -> dict:
+    import optuna
+
+    states = optuna.trial.TrialState
+    complete = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
+    if not complete:
+        raise ConfigError(f"study of {agent}: no trial finished (all {trials} were pruned or failed)")
+    best = max(complete, key=lambda t: t.value)
+    first = study.trials[0] if study.trials else None
+    defaults = first.value if first is not None and first.state == states.COMPLETE else None
+    return {
+        "agent": agent,
+        "values": {k: best.params[k] for k in space},
+        "study": {
+            "trials": trials,
+            "complete": len(complete),
+            "pruned": len(study.get_trials(deepcopy=False, states=(states.PRUNED,))),
+            "failed": len(study.get_trials(deepcopy=False, states=(states.FAIL,))),
+            "best_trial": best.number,
+            "best_value": float(best.value),
+            "default_value": None if defaults is None or math.isnan(defaults) else float(defaults),
+            "seconds_this_session": round(seconds, 1),
+            **study.user_attrs.get("protocol", _protocol(space, cfg, 0, EPISODES)),
+        },
+    }
+
+
+def load_tuned(run_dir: str | Path, cfg: RunConfig, agents: list[str]) -> RunConfig:
+    """``cfg`` with the tuned values of every learned agent among ``agents`` (from ``RUN/tuned/NAME.yaml``);
+    an agent without a tuned file is an error that names the file and the command that writes it."""
+    from hsrl.agents import registry
+
+    tuned = dict(cfg.tuned)
+    for name in dict.fromkeys(registry.base_name(a) for a in agents):
+        if not registry.get(name).learned:
+            continue
+        path = RunDir(run_dir).tuned_file(name)
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: no tuned values for {name}; run `hsrl tune {run_dir} --agent {name}` first (or copy a"
+                f" shipped one from configs/tuned/)"
+            )
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        values = data.get("values") if isinstance(data, dict) else None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a 'values' mapping of {name}'s options")
+        tuned[name] = values
+    out = cfg.model_copy(update={"tuned": tuned})
+    for name in tuned:
+        try:
+            registry.agent_config(f"{name}:{registry.TUNED}", out)
+        except ConfigError as exc:
+            raise ConfigError(f"{RunDir(run_dir).tuned_file(name)}: {exc}") from None
+    return out
+
+
+def tuned_specs(agents: list[str]) -> list[str]:
+    """Each learned agent's spec with the ``tuned`` flag (``hac`` -> ``hac:tuned``); references unchanged."""
+    from hsrl.agents import registry
+
+    out = []
+    for spec in agents:
+        name, options = registry.parse_agent(spec)
+        if not registry.get(name).learned or registry.TUNED in options:
+            out.append(spec)
+            continue
+        rest = spec.partition(":")[2]
+        out.append(f"{name}:{registry.TUNED}" + (f"+{rest}" if rest else ""))
+    return out

@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from hsrl.agents.base import Agent
-from hsrl.agents.hsrl import HSRLAgent, index_from_tensor, index_to_tensor
+from hsrl.agents.hsrl import HSRLAgent, SIDAgent
 from hsrl.agents.supervised import LoggedSlates
 from hsrl.config import AgentConfig
 from hsrl.data.schema import PAD
@@ -175,7 +174,7 @@ class Groups:
     advantages: torch.Tensor
 
 
-class GRPOAgent(Agent):
+class GRPOAgent(SIDAgent):
     """HSRL's SID policy fine-tuned by GRPO against the training simulator; see the module docstring.
 
     ``reward_model`` (an ``ExpectedReward``) and ``logs`` (the training users' logged slates) are for
@@ -372,24 +371,7 @@ class GRPOAgent(Agent):
             "clip_frac": float(((ratio - 1).abs() > cfg.clip).float().mean()),
         }
 
-    # ------------------------------------------------------------------ persistence
-    def checkpoint_inputs(self) -> dict[str, Any]:
-        return {
-            **super().checkpoint_inputs(),
-            "profile_dim": self.profile_dim,
-            "history_length": self.history_length,
-            "config": self.config.model_dump(mode="json"),
-            "index": index_to_tensor(self.index),
-        }
-
-    @classmethod
-    def _construct(
-        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
-    ) -> GRPOAgent:
-        cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
-        index = index_from_tensor(inputs["index"])
-        return cls(features, slate_size, index, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)
-
+    # ------------------------------------------------------------------ persistence (SIDAgent's inputs)
     def state_dict(self) -> dict[str, Any]:
         """Policy, reference, both optimisers, the sampling generator and the phase; not the reward model
         nor the logs (training inputs, given again by the factory when training resumes)."""

@@ -245,7 +245,35 @@ class _Actor(nn.Module):
         self.policy = policy
 
 
-class HSRLAgent(Agent):
+class SIDAgent(Agent):
+    """What the agents built on a Semantic ID index (HSRL, GRPO) save to be rebuilt from their file alone:
+    the observation shapes, the agent section and the index as it is now (items added since included).
+    Subclasses take ``(features, slate_size, index, profile_dim, history_length, config)``."""
+
+    index: Any
+    profile_dim: int
+    history_length: int
+    config: AgentConfig
+
+    def checkpoint_inputs(self) -> dict[str, Any]:
+        return {
+            **super().checkpoint_inputs(),
+            "profile_dim": self.profile_dim,
+            "history_length": self.history_length,
+            "config": self.config.model_dump(mode="json"),
+            "index": index_to_tensor(self.index),
+        }
+
+    @classmethod
+    def _construct(
+        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
+    ) -> Agent:
+        cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
+        index = index_from_tensor(inputs["index"])
+        return cls(features, slate_size, index, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)  # type: ignore[call-arg]
+
+
+class HSRLAgent(SIDAgent):
     """The HSRL agent: ``act`` (beam/greedy or sampled slates), ``explore``, ``update``, save/load."""
 
     name = "hsrl"
@@ -490,24 +518,6 @@ class HSRLAgent(Agent):
         }
 
     # ------------------------------------------------------------------ persistence
-    def checkpoint_inputs(self) -> dict[str, Any]:
-        """Also the Semantic ID index as it is now (items added since training included)."""
-        return {
-            **super().checkpoint_inputs(),
-            "profile_dim": self.profile_dim,
-            "history_length": self.history_length,
-            "config": self.config.model_dump(mode="json"),
-            "index": index_to_tensor(self.index),
-        }
-
-    @classmethod
-    def _construct(
-        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
-    ) -> HSRLAgent:
-        cfg = config if config is not None else AgentConfig.model_validate(inputs["config"])
-        index = index_from_tensor(inputs["index"])
-        return cls(features, slate_size, index, int(inputs["profile_dim"]), int(inputs["history_length"]), cfg)
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.model_dump(),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hsrl.agents import A2CItemAgent, DDPGAgent, HACAgent, TD3Agent
-from hsrl.agents.a2c import ppo_surrogate
+from hsrl.agents.base import ppo_surrogate
 from hsrl.config import AgentConfig, TrainConfig, load_config
 from hsrl.data.synthetic import generate
 from hsrl.simulator.env import SlateEnv, TrueWorldResponse
@@ -116,19 +116,19 @@ def test_a2c_supervision_raises_the_likelihood_of_clicked_items(world, a2c_batch
     assert float(off.losses(batch)["supervision"].detach()) == 0.0
 
 
-def test_ppo_surrogate_is_hsrls_dual_clipped_clamped_surrogate():
-    """The same elementwise surrogate as HSRLAgent.update: clamp the log-ratio to [-20, 20], PPO clip, and
-    with a negative advantage never below 3 A (the dual clip), however stale the replayed action."""
+def test_ppo_surrogate_shared_by_hsrl_and_a2c_is_dual_clipped_and_clamped():
+    """One elementwise surrogate (agents/base.py) for HSRL, A2C and GRPO: clamp the log-ratio to [-20, 20],
+    PPO clip, and with a negative advantage never below 3 A (the dual clip), however stale the action."""
     gen = torch.Generator().manual_seed(0)
     logp, old, adv = (torch.randn(4000, generator=gen) * 3 for _ in range(3))
     clip = 0.2
     ratio = (logp - old).clamp(-20.0, 20.0).exp()
     reference = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)  # hsrl.py, verbatim
     reference = torch.where(adv < 0, torch.maximum(reference, 3.0 * adv), reference)
-    torch.testing.assert_close(ppo_surrogate(logp, old, adv, clip), reference, rtol=0, atol=0)
+    torch.testing.assert_close(ppo_surrogate(logp, old, adv, clip)[0], reference, rtol=0, atol=0)
     # negative advantage, huge ratio: exactly 3 A, not r A; positive: (1 + clip) A; overflow-free
     a = torch.tensor([-1.0, -0.5, 2.0, -1.0])
-    s = ppo_surrogate(torch.tensor([5.0, 1000.0, 1000.0, -1000.0]), torch.zeros(4), a, clip)
+    s, _ = ppo_surrogate(torch.tensor([5.0, 1000.0, 1000.0, -1000.0]), torch.zeros(4), a, clip)
     torch.testing.assert_close(s, torch.tensor([-3.0, -1.5, 2.0 * 1.2, -1.0 * 0.8]))
     assert bool(torch.isfinite(s).all())
 
@@ -246,17 +246,19 @@ def test_old_configs_with_the_old_noise_defaults_still_load():
         AgentConfig.model_validate({"baseline": {"ddpg_noise": 0.3}})
 
 
-def test_a_saved_per_coordinate_noise_is_carried_over_only_at_its_old_default():
-    """config.yaml files saved before the rename hold agent.ddpg.noise / agent.td3.target_noise at 0.1 / 0.2
-    (per coordinate): they load with today's sizes; any other old value stops with the conversion, so an old
-    run never silently explores less."""
+def test_a_saved_per_coordinate_noise_is_converted_exactly_with_the_agents_dimension():
+    """config.yaml files saved before the rename hold agent.ddpg.noise / agent.td3.target_noise (per
+    coordinate): they are converted to sizes with the agent's dim (size = std x sqrt(dim)), so an old run
+    explores exactly as it did, at any dimension."""
     from hsrl.config import load_config
-    from hsrl.errors import ConfigError
 
     old = {"agent": {"ddpg": {"noise": 0.1}, "td3": {"noise": 0.1, "target_noise": 0.2, "noise_clip": 0.5}}}
     cfg = load_config(overrides=old)
-    assert cfg.agent.ddpg == AgentConfig().ddpg and cfg.agent.td3 == AgentConfig().td3
-    with pytest.raises(ConfigError, match=r"noise_size.*noise=0\.3 at dim 32 is noise_size=1\.7"):
-        load_config(overrides={"agent": {"ddpg": {"noise": 0.3}}})
-    with pytest.raises(ConfigError, match="target_noise_size"):
-        load_config(overrides={"agent": {"td3": {"target_noise": 0.4}}})
+    assert cfg.agent.ddpg.noise_size == pytest.approx(0.1 * 32**0.5)
+    assert (cfg.agent.td3.target_noise_size, cfg.agent.td3.noise_clip_size) == pytest.approx(
+        (0.2 * 32**0.5, 0.5 * 32**0.5)
+    )
+    at16 = load_config(overrides={"agent": {"dim": 16, "ddpg": {"noise": 0.3}}})
+    assert at16.agent.ddpg.noise_size == pytest.approx(1.2)
+    # same per-coordinate std as the old code: the perturbation a DDPG agent applies is unchanged
+    assert at16.agent.ddpg.noise_size / 16**0.5 == pytest.approx(0.3)

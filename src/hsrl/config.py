@@ -147,13 +147,10 @@ class A2CConfig(Section):
 
 # DDPG/TD3 noise used to be a per-coordinate std on the unit action (so its angle grew with the dimension:
 # 0.1 was 14 degrees at dim 8, 30 at dim 32, 48 at dim 128); the *_size keys are sizes of the whole
-# perturbation, whatever the dimension. Old key -> (new key, old default): an old config.yaml at the old
-# default loads (the new default keeps dim 32's exploration angle), another value stops with the conversion.
-PER_COORDINATE_NOISE: dict[str, tuple[str, float]] = {
-    "noise": ("noise_size", 0.1),
-    "target_noise": ("target_noise_size", 0.2),
-    "noise_clip": ("noise_clip_size", 0.5),
-}
+# perturbation, whatever the dimension. A config.yaml (or spec) with an old key is converted exactly, with the
+# agent's dim: size = per-coordinate std x sqrt(dim), so an old run explores as it did.
+PER_COORDINATE_NOISE: dict[str, str] = {"noise": "noise_size", "target_noise": "target_noise_size",
+                                        "noise_clip": "noise_clip_size"}  # fmt: skip
 
 
 class DDPGConfig(Section):
@@ -166,23 +163,6 @@ class DDPGConfig(Section):
         " coordinate), a turn of about atan(noise_size) in any dimension; 0.57 (30 degrees) is the old per-coordinate"
         " 0.1 at dim 32. Measured (tiny world, dim 32, 5 seeds, x random): 0.3 1.2, 0.57 1.7, 0.8 2.2, 1.0 1.7",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _per_coordinate_noise_renamed(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        for old, (new, old_default) in PER_COORDINATE_NOISE.items():
-            if old not in data:
-                continue
-            if data[old] == old_default:  # what an older hsrl saved in config.yaml: the default, carried over
-                data = {k: v for k, v in data.items() if k != old}
-                continue
-            raise ValueError(
-                f"'{old}' was a per-coordinate std and is now '{new}', the size of the whole perturbation (per"
-                f" coordinate {new}/sqrt(dim)): {old}={data[old]} at dim 32 is {new}={data[old] * 32**0.5:.3g}"
-            )
-        return data
 
 
 class TD3Config(DDPGConfig):
@@ -241,9 +221,10 @@ MOVED_BASELINE_KEYS: dict[str, tuple[str, str]] = {
     "sl_lr": ("sl", "lr"),
     **{f"a2c_{k}": ("a2c", k) for k in ("actor_lr", "critic_lr", "entropy", "clip")},
     **{f"ddpg_{k}": ("ddpg", k) for k in ("actor_lr", "critic_lr")},  # TD3 read these too
-    "ddpg_noise": ("ddpg", "noise_size"),
-    "td3_target_noise": ("td3", "target_noise_size"),
-    "td3_noise_clip": ("td3", "noise_clip_size"),
+    # the old per-coordinate keys (agent.ddpg.noise, ...), which a config still accepts and converts exactly
+    "ddpg_noise": ("ddpg", "noise"),
+    "td3_target_noise": ("td3", "target_noise"),
+    "td3_noise_clip": ("td3", "noise_clip"),
     "td3_policy_delay": ("td3", "policy_delay"),
     **{f"hac_{k}": ("hac", k) for k in ("actor_lr", "critic_lr", "noise", "hyper_coef", "behavior_lr")},
 }
@@ -253,7 +234,11 @@ _SECTIONS: dict[str, type[Section]] = {"sl": SLConfig, "a2c": A2CConfig, "ddpg":
 # noise sizes, whose meaning and defaults changed later (per-coordinate std -> size independent of dim): an old
 # config.yaml holds these old values, and still loads as one that kept every default
 OLD_BASELINE_DEFAULTS: dict[str, Any] = {
-    **{old: _SECTIONS[section].model_fields[key].default for old, (section, key) in MOVED_BASELINE_KEYS.items()},
+    **{
+        old: _SECTIONS[section].model_fields[key].default
+        for old, (section, key) in MOVED_BASELINE_KEYS.items()
+        if key in _SECTIONS[section].model_fields
+    },
     "ddpg_noise": 0.1,
     "td3_target_noise": 0.2,
     "td3_noise_clip": 0.5,
@@ -310,6 +295,23 @@ class AgentConfig(Section):
     td3: TD3Config = TD3Config()
     hac: HACConfig = HACConfig()
     grpo: GRPOConfig = GRPOConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_coordinate_noise(cls, data: Any) -> Any:
+        """agent.ddpg.noise (a per-coordinate std) -> agent.ddpg.noise_size = noise x sqrt(dim); TD3's too."""
+        if not isinstance(data, dict):
+            return data
+        dim = data.get("dim", cls.model_fields["dim"].default)
+        for section in ("ddpg", "td3"):
+            own = data.get(section)
+            if isinstance(own, dict) and own.keys() & PER_COORDINATE_NOISE.keys():
+                converted = {k: v for k, v in own.items() if k not in PER_COORDINATE_NOISE}
+                for old, new in PER_COORDINATE_NOISE.items():
+                    if old in own:
+                        converted[new] = float(own[old]) * float(dim) ** 0.5
+                data = {**data, section: converted}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -463,7 +465,8 @@ def save_config(config: RunConfig, run_dir: str | Path) -> Path:
 
     path = Path(run_dir) / CONFIG_FILE
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        # not the tuned values: they are read from RUN/tuned/ when used, so a copy here could only go stale
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"tuned"}), sort_keys=False))
     return path
 
 

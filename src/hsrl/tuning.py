@@ -34,6 +34,9 @@ TRIALS = 8  # per agent: with the pruner, one study of HSRL on the synthetic def
 EPISODES = 256  # validation episodes that score a finished trial (the periodic scores use train.eval_episodes)
 SMOOTH = 3  # the pruner compares the mean of the last SMOOTH periodic validation scores (32 episodes each)
 TRAIN_SPLIT, VAL_SPLIT = "train", "val"
+# trials train with seed SEED_BASE + --seed: never a seed that compare trains and reports (0..seeds-1),
+# whose seed-0 run would otherwise be the winning trial itself, the best of `trials` noisy runs
+SEED_BASE = 1000
 
 
 @dataclass(frozen=True)
@@ -116,16 +119,26 @@ def load_space(path: str | Path, agent: str, cfg: RunConfig) -> dict[str, Param]
     return space
 
 
-def spec_for(agent: str, values: dict[str, Any]) -> str:
-    """The agent spec that trains with ``values`` (``hac:actor_lr=0.0003+hyper_coef=3``)."""
-    return agent + (":" + "+".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()))
-
-
-def current_values(agent: str, space: dict[str, Param], cfg: RunConfig) -> dict[str, Any]:
-    """The agent's configured value of every searched option: trial 0 of every study."""
+def current_values(agent: str, space: dict[str, Param], cfg: RunConfig, path: str | Path = "") -> dict[str, Any]:
+    """The agent's configured value of every searched option: trial 0 of every study, so it must lie in
+    the space (an error naming the key otherwise: widen the range or change the config)."""
     from hsrl.agents import registry
 
-    return {key: registry.option_value(cfg.agent, agent, key) for key in space}
+    values = {key: registry.option_value(cfg.agent, agent, key) for key in space}
+    for key, param in space.items():
+        value = values[key]
+        inside = value in param.choices if param.choices is not None else param.low <= value <= param.high
+        if not inside:
+            raise ConfigError(
+                f"{path}: {key}: the configured value {value!r} of {agent} is outside {param.describe()}; trial 0 of"
+                " every study is the current config, so widen the space or change the value"
+            )
+    return values
+
+
+def protocol_config(cfg: RunConfig) -> dict[str, Any]:
+    """The parts of the config a study's scores depend on: all but the evaluation and tuned sections."""
+    return cfg.model_dump(mode="json", exclude={"eval", "tuned"})
 
 
 def _storage(path: Path) -> Any:
@@ -153,14 +166,17 @@ def run_trial(
     import optuna
 
     from hsrl import workflow
+    from hsrl.agents import registry
     from hsrl.eval.evaluate import evaluate, summary
     from hsrl.train.loop import Trainer
 
-    cfg = RunConfig.model_validate(config)
+    # the trial's values as the agent's tuned values: typed, validated like any config (no string round trip)
+    cfg = RunConfig.model_validate(config | {"tuned": {agent: values}})
     run = Path(run_dir)
-    spec = spec_for(agent, values)
+    spec = f"{agent}:{registry.TUNED}"
     study = optuna.load_study(study_name=agent, storage=_storage(Path(storage)), pruner=_pruner(cfg.train.steps))
     trial = optuna.trial.Trial(study, trial_id)
+    seed = SEED_BASE + seed
     env = workflow.env_for(run, cfg, TRAIN_SPLIT, seed, world="simulator")
     learner = workflow.build_agent(spec, run, cfg, env, seed)
     scores: list[float] = []
@@ -188,6 +204,11 @@ def run_trial(
         trainer.fit()
     except optuna.TrialPruned:
         return outcome | {"state": "pruned", "step": trainer.step, "seconds": time.perf_counter() - start}
+    except Exception as exc:  # a diverging config is a failed trial, not the end of the study
+        import traceback
+
+        return outcome | {"state": "fail", "step": trainer.step, "seconds": time.perf_counter() - start,
+                          "error": "".join(traceback.format_exception_only(exc)).strip()}  # fmt: skip
     val_env = workflow.env_for(run, cfg, VAL_SPLIT, 10_500 + seed, world="simulator")
     value = summary(evaluate(learner, val_env, episodes))["total_reward"]
     return outcome | {"state": "complete", "value": float(value), "step": trainer.step,
@@ -209,20 +230,49 @@ def tune(
 ) -> dict[str, Any]:
     """Run (or resume) the study of ``agent`` until it has ``trials`` finished trials; write the chosen
     values to ``RUN/tuned/NAME.yaml`` and return the study summary. ``on_trial`` sees each outcome."""
-    import optuna
-
-    from hsrl.engine import Pool
-    from hsrl.io import atomic_path, write_json
 
     if cfg.env.world != "simulator":
         raise ConfigError(
             f"env.world={cfg.env.world}: agents are tuned in the training simulator only (selection never reads the"
             " true world); train in the simulator to tune"
         )
-    run = RunDir(run_dir)
+    run = RunDir(Path(run_dir).resolve())  # absolute: workers elsewhere (Ray) see the same paths
     run.require_dataset()
-    space = load_space(space_path or space_file(agent), agent, cfg)
+    space_path = space_path or space_file(agent)
+    space = load_space(space_path, agent, cfg)
+    defaults = current_values(agent, space, cfg, space_path)
     run.tuned_dir.mkdir(parents=True, exist_ok=True)
+    with _study_lock(run.tuned_dir / f"{agent}.lock", agent):
+        return _tune(run, cfg, agent, trials, space, defaults, workers, engine, address, seed, episodes, on_trial)
+
+
+def _study_lock(path: Path, agent: str) -> Any:
+    """One ``hsrl tune`` per agent and run at a time: a second would take the first's trials for cut-off ones."""
+    import contextlib
+    import fcntl
+
+    @contextlib.contextmanager
+    def held() -> Any:
+        with open(path, "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"{path}: another `hsrl tune` of {agent} is running on this run") from None
+            yield
+
+    return held()
+
+
+def _tune(
+    run: RunDir, cfg: RunConfig, agent: str, trials: int, space: dict[str, Param], defaults: dict[str, Any],
+    workers: int, engine: str, address: str | None, seed: int, episodes: int,
+    on_trial: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:  # fmt: skip
+    import optuna
+
+    from hsrl.engine import Pool
+    from hsrl.io import atomic_path, write_json
+
     storage_path = run.study_file(agent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3, multivariate=True, constant_liar=True)
@@ -234,22 +284,23 @@ def tune(
     states = optuna.trial.TrialState
     for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):  # a session that ended mid-trial
         study.tell(stale.number, state=states.FAIL)
+        study.set_user_attr(f"cut_{stale.number}", True)  # not an outcome: not counted among the trials
         study.enqueue_trial(dict(stale.params))  # run again with the same values: every study gets `trials`
     if not study.trials:
-        study.enqueue_trial(current_values(agent, space, cfg))
+        study.enqueue_trial(defaults)
         study.set_user_attr("protocol", _protocol(space, cfg, seed, episodes))
-    finished = (states.COMPLETE, states.PRUNED)
+    finished = (states.COMPLETE, states.PRUNED, states.FAIL)
     start = time.perf_counter()
-    config = cfg.model_dump(mode="json")
+    config = cfg.model_dump(mode="json", exclude={"tuned"})
     with Pool(workers, engine, address) as pool:
         running: dict[int, Any] = {}
         while True:
-            done = len(study.get_trials(deepcopy=False, states=finished))
+            done = len(_outcomes(study, finished))
             while pool.free and done + len(running) < trials:
                 trial = study.ask()
                 values = {key: param.suggest(trial) for key, param in space.items()}
                 job = pool.submit(
-                    run_trial, str(run_dir), config, agent, trial.number, trial._trial_id, values,
+                    run_trial, str(run.path), config, agent, trial.number, trial._trial_id, values,
                     str(storage_path), seed, episodes,
                 )  # fmt: skip
                 running[job] = trial
@@ -259,12 +310,15 @@ def tune(
             trial = running.pop(job)
             if outcome["state"] == "complete":
                 study.tell(trial, outcome["value"])
-            else:
+            elif outcome["state"] == "pruned":
                 study.tell(trial, state=states.PRUNED)
+            else:  # counted, not retried: the same values would fail again
+                study.tell(trial, state=states.FAIL)
+                study.set_user_attr(f"error_{trial.number}", outcome["error"])
             write_json(run.tuned_dir / f"{agent}.trials.json", _trials(study))
             if on_trial is not None:
                 on_trial(outcome)
-    report = _summary(study, agent, space, cfg, trials, time.perf_counter() - start)
+    report = _summary(study, agent, space, trials, time.perf_counter() - start)
     with atomic_path(run.tuned_file(agent)) as tmp:
         header = (
             f"# hsrl tune {run.path} --agent {agent}: chosen on validation users in the training simulator\n"
@@ -275,14 +329,29 @@ def tune(
     return report
 
 
+def _config_hash(cfg: RunConfig) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(protocol_config(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _protocol(space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int) -> dict[str, Any]:
+    """What a study's scores depend on; a study resumes, and its values are used, only under the same."""
     return {
         "space": {k: p.describe() for k, p in space.items()},
         "steps": cfg.train.steps,
         "batch_users": cfg.env.batch_users,
         "seed": seed,
+        "training_seed": SEED_BASE + seed,
         "episodes": episodes,
+        "config": _config_hash(cfg),  # data, simulator, env, SIDs, agent sections, training loop
     }
+
+
+def _outcomes(study: Any, states: tuple[Any, ...]) -> list[Any]:
+    """Trials that ran to an outcome (a trial cut off by a session ending is not one: it is run again)."""
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not study.user_attrs.get(f"cut_{t.number}")]
 
 
 def _check_study(study: Any, path: Path, space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int) -> None:
@@ -305,34 +374,36 @@ def _trials(study: Any) -> list[dict[str, Any]]:
             "value": t.value,
             "values": t.params,
             "last_step": t.last_step,
+            **({"cut_off": True} if study.user_attrs.get(f"cut_{t.number}") else {}),
+            **({"error": study.user_attrs[f"error_{t.number}"]} if f"error_{t.number}" in study.user_attrs else {}),
         }
         for t in study.get_trials(deepcopy=False)
     ]
 
 
-def _summary(study: Any, agent: str, space: dict[str, Param], cfg: RunConfig, trials: int, seconds: float) -> dict:
+def _summary(study: Any, agent: str, space: dict[str, Param], trials: int, seconds: float) -> dict:
     import optuna
 
     states = optuna.trial.TrialState
-    complete = study.get_trials(deepcopy=False, states=(states.COMPLETE,))
+    complete = _outcomes(study, (states.COMPLETE,))
     if not complete:
         raise ConfigError(f"study of {agent}: no trial finished (all {trials} were pruned or failed)")
     best = max(complete, key=lambda t: t.value)
-    first = study.trials[0] if study.trials else None
-    defaults = first.value if first is not None and first.state == states.COMPLETE else None
+    first = study.get_trials(deepcopy=False)[0]
+    defaults = [t for t in complete if t.params == first.params]  # trial 0, or its re-run after a cut
     return {
         "agent": agent,
         "values": {k: best.params[k] for k in space},
         "study": {
-            "trials": trials,
+            "trials": len(_outcomes(study, (states.COMPLETE, states.PRUNED, states.FAIL))),
             "complete": len(complete),
-            "pruned": len(study.get_trials(deepcopy=False, states=(states.PRUNED,))),
-            "failed": len(study.get_trials(deepcopy=False, states=(states.FAIL,))),
+            "pruned": len(_outcomes(study, (states.PRUNED,))),
+            "failed": len(_outcomes(study, (states.FAIL,))),
             "best_trial": best.number,
             "best_value": float(best.value),
-            "default_value": None if defaults is None or math.isnan(defaults) else float(defaults),
+            "default_value": float(defaults[0].value) if defaults and not math.isnan(defaults[0].value) else None,
             "seconds_this_session": round(seconds, 1),
-            **study.user_attrs.get("protocol", _protocol(space, cfg, 0, EPISODES)),
+            **study.user_attrs["protocol"],
         },
     }
 
@@ -348,10 +419,7 @@ def load_tuned(run_dir: str | Path, cfg: RunConfig, agents: list[str]) -> RunCon
             continue
         path = RunDir(run_dir).tuned_file(name)
         if not path.is_file():
-            raise ConfigError(
-                f"{path}: no tuned values for {name}; run `hsrl tune {run_dir} --agent {name}` first (or copy a"
-                f" shipped one from configs/tuned/)"
-            )
+            raise ConfigError(f"{path}: no tuned values for {name}; run `hsrl tune {run_dir} --agent {name}` first")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -359,6 +427,13 @@ def load_tuned(run_dir: str | Path, cfg: RunConfig, agents: list[str]) -> RunCon
         values = data.get("values") if isinstance(data, dict) else None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a 'values' mapping of {name}'s options")
+        chosen_under = (data.get("study") or {}).get("config")
+        if chosen_under is not None and chosen_under != _config_hash(cfg):
+            raise ConfigError(
+                f"{path}: these values were chosen under another config of this run (data, simulator, env, agent"
+                f" or training sections differ from now); tune again (`hsrl tune {run_dir} --agent {name}`) or"
+                " restore that config"
+            )
         tuned[name] = values
     out = cfg.model_copy(update={"tuned": tuned})
     for name in tuned:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hsrl.agents.base import NEG, sample_without_replacement, soft_update
+from hsrl.agents.base import NEG, ppo_surrogate, sample_without_replacement, soft_update
 from hsrl.agents.encoder_agent import EncoderAgent, frozen_copy, mlp
 from hsrl.simulator.observation import Observation
 
@@ -120,7 +120,7 @@ class A2CItemAgent(EncoderAgent):
         adv = (y - value).detach()
         if cfg.normalize_advantage:
             adv = adv / (adv.std() + 1e-6)
-        surrogate = ppo_surrogate(logp, batch["logp"], adv[:, None].expand_as(logp), own.clip)
+        surrogate, _ = ppo_surrogate(logp, batch["logp"], adv[:, None].expand_as(logp), own.clip)
         entropy = -(logp_all.exp() * logp_all.masked_fill(~valid, 0.0)).sum(-1)
         actor_loss = -surrogate.sum(-1).mean() - own.entropy * entropy.mean()
         critic_loss = F.mse_loss(value, y)
@@ -158,15 +158,3 @@ class A2CItemAgent(EncoderAgent):
         soft_update(self.target_critic, self.critic, self.config.tau)
         self.updates += 1
         return {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
-
-
-DUAL_CLIP = 3.0  # HSRL's (hsrl.py)
-
-
-def ppo_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
-    """HSRL's per-action PPO surrogate (hsrl.py, ``HSRLAgent.update``), elementwise: the log-ratio clamped to
-    [-20, 20] (stale replayed actions must not overflow), min(r A, clip(r, 1 - clip, 1 + clip) A), and the
-    dual clip (Ye et al. 2020): with A < 0 the surrogate is bounded below by 3 A, however large r grows."""
-    ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()
-    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-    return torch.where(adv < 0, torch.maximum(surrogate, DUAL_CLIP * adv), surrogate)

@@ -262,6 +262,23 @@ def sample_without_replacement(logits: torch.Tensor, k: int, generator: torch.Ge
     return (logits + gumbel).topk(k, dim=1).indices
 
 
+DUAL_CLIP = 3.0  # with A < 0 the surrogate is never below DUAL_CLIP * A (Ye et al. 2020)
+
+
+def ppo_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float, dual_clip: float | None = DUAL_CLIP
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-action PPO surrogate every policy-gradient agent here uses (HSRL, A2C, GRPO), elementwise, and
+    its ratios: the log-ratio clamped to [-20, 20] (stale replayed actions must not overflow), min(r A,
+    clip(r, 1 - clip, 1 + clip) A), and the dual clip: with a negative advantage a large ratio is unbounded
+    otherwise (None: off, for on-policy samples)."""
+    ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+    if dual_clip is not None:
+        surrogate = torch.where(adv < 0, torch.maximum(surrogate, dual_clip * adv), surrogate)
+    return surrogate, ratio
+
+
 @torch.no_grad()
 def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
     """Polyak averaging of a target network: target <- (1 - tau) * target + tau * source."""

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hsrl.agents.base import ppo_surrogate
 from hsrl.agents.hsrl import HSRLAgent, SIDAgent
 from hsrl.agents.supervised import LoggedSlates
 from hsrl.config import AgentConfig
@@ -295,9 +296,8 @@ class GRPOAgent(SIDAgent):
         cfg = self.config.grpo
         logp, entropy = self._logp(self.policy, groups)
         old = logp.detach() if old_logp is None else old_logp
-        ratio = (logp - old).clamp(-20.0, 20.0).exp()
         adv = groups.advantages.reshape(-1, 1, 1)
-        surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+        surrogate, ratio = ppo_surrogate(logp, old, adv.expand_as(logp), cfg.clip, dual_clip=None)  # fresh samples
         ref = self.reference_logp(groups) if ref_logp is None else ref_logp
         log_r = (ref - logp).clamp(-20.0, 20.0)
         kl = log_r.exp() - log_r - 1.0  # k3 (unbiased on the policy's own samples): >= 0, 0 where they agree

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsrl.agents.base import NEG, Agent, sample_without_replacement, soft_update
+from hsrl.agents.base import NEG, Agent, ppo_surrogate, sample_without_replacement, soft_update
 from hsrl.agents.decoding import (
     BranchExposure,
     RecentExposure,
@@ -481,10 +481,7 @@ class HSRLAgent(SIDAgent):
         adv = self.token_advantages(values, y, cfg.credit)
         if cfg.normalize_advantage:  # one positive scale for the batch keeps sum_l A_l = y - v_0 (scaled)
             adv = adv / (adv.std() + 1e-6)
-        ratio = (logp - old_logp).clamp(-20.0, 20.0).exp()  # stale replayed tokens must not overflow
-        surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
-        # dual clip (Ye et al. 2020): with a negative advantage a large ratio would be unbounded
-        surrogate = torch.where(adv < 0, torch.maximum(surrogate, 3.0 * adv), surrogate)
+        surrogate, _ = ppo_surrogate(logp, old_logp, adv, cfg.clip)  # clamped log-ratio, dual clip
         actor_loss = -surrogate.sum(-1).mean() - cfg.entropy * entropy.sum(-1).mean()
         loss = actor_loss + critic_loss
         supervision = click_loss = torch.zeros(())

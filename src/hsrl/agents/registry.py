@@ -333,22 +333,39 @@ register("oracle", OracleGreedyAgent, _oracle, choices={"fatigue": ("aware", "bl
 
 def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
     """The agent section with the spec's options applied (validated like any override)."""
+    import yaml
+
     from hsrl.config import load_config
 
-    name, options = parse_agent(spec)
-    if TUNED in options:  # the chosen values first, the spec's own options over them
-        options = {**tuned_options(spec, cfg), **{k: v for k, v in options.items() if k != TUNED}}
+    name, spec_options = parse_agent(spec)
+    # a spec's values are text (parsed as YAML, like --set); tuned values are typed already
+    options: dict[str, Any] = {}
+    for key, text in spec_options.items():
+        if key == TUNED:
+            continue
+        try:
+            options[key] = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            options[key] = text
+    if TUNED in spec_options:  # the chosen values first, the spec's own options over them
+        options = {**tuned_options(spec, cfg), **options}
     allowed = get(name).choices  # options of a reference agent that are not config fields
     if allowed:
         for key, value in options.items():
-            if key not in allowed or value not in allowed[key]:
+            if key not in allowed or str(value) not in allowed[key]:
                 choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items())
                 raise ConfigError(f"agent '{spec}': unknown option {key}={value} (expected {choices})")
         return cfg.agent
     if not options:
         return cfg.agent
-    keys = ["agent." + ".".join(option_path(cfg.agent, name, k)) for k in options]
-    return load_config(overrides=[f"{key}={v}" for key, v in zip(keys, options.values())], base=cfg).agent
+    tree: dict[str, Any] = {}
+    for key, value in options.items():
+        node = tree.setdefault("agent", {})
+        *sections, leaf = option_path(cfg.agent, name, key)
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = value
+    return load_config(overrides=tree, base=cfg).agent
 
 
 def tuned_options(spec: str, cfg: RunConfig) -> dict[str, Any]:

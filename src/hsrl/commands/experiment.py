@@ -39,12 +39,14 @@ WorldOpt = Annotated[
 
 
 def _with_tuned(run_dir: Path, cfg: RunConfig, names: list[str], tuned: bool) -> tuple[RunConfig, list[str]]:
-    """--tuned: the chosen values of every learned agent (RUN/tuned/NAME.yaml) and the NAME:tuned specs."""
-    if not tuned:
-        return cfg, names
+    """--tuned makes every learned agent NAME the spec NAME:tuned; every NAME:tuned spec gets the values
+    in RUN/tuned/NAME.yaml (read now, never from an older copy: config.yaml does not keep them)."""
+    from hsrl.agents import registry
     from hsrl.tuning import load_tuned, tuned_specs
 
-    return load_tuned(run_dir, cfg, names), tuned_specs(names)
+    names = tuned_specs(names) if tuned else names
+    wanted = [n for n in names if registry.TUNED in registry.parse_agent(n)[1]]
+    return (load_tuned(run_dir, cfg, wanted) if wanted else cfg), names
 
 
 def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[str]:

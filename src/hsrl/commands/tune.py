@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from hsrl.commands.common import ConfigOpt, RunDirArg, SetOpt, console, run_config
+from hsrl.tuning import EPISODES, TRIALS
 
 EngineOpt = Annotated[
     str,
@@ -39,17 +40,19 @@ def register(app: typer.Typer) -> None:
     def tune_cmd(
         run_dir: RunDirArg,
         agent: Annotated[str, typer.Option("--agent", help="Learned agent to tune (hsrl, hac, sl, a2c, ...).")],
-        trials: Annotated[int, typer.Option("--trials", min=1, help="Finished trials the study should have.")] = 8,
+        trials: Annotated[int, typer.Option("--trials", min=1, help="Finished trials the study should have.")] = TRIALS,
         space: Annotated[
             Path | None, typer.Option("--space", help="Search space file (default: configs/search/AGENT.yaml).")
         ] = None,
         jobs: Annotated[int, typer.Option("--jobs", min=0, help="Trials at once; 0 = one per CPU core.")] = 0,
         engine: EngineOpt = "local",
         address: AddressOpt = None,
-        seed: Annotated[int, typer.Option("--seed", help="Training seed of every trial and the sampler's seed.")] = 0,
+        seed: Annotated[
+            int, typer.Option("--seed", help="Every trial trains with seed 1000 + SEED (never a seed compare reports).")
+        ] = 0,
         episodes: Annotated[
             int, typer.Option("--episodes", min=1, help="Validation episodes that score a finished trial.")
-        ] = 256,
+        ] = EPISODES,
         config: ConfigOpt = None,
         set_: SetOpt = None,
     ) -> None:
@@ -67,7 +70,9 @@ def register(app: typer.Typer) -> None:
 
         cfg = run_config(run_dir, config, set_)
         names = _agents(cfg, agent)
-        if len(names) != 1 or ":" in names[0]:
+        from hsrl.agents import registry
+
+        if len(names) != 1 or ":" in names[0] or not registry.get(names[0]).learned:
             raise ConfigError(f"--agent {agent}: name one learned agent, without options (e.g. --agent hac)")
         RunDir(run_dir).require_dataset()
         ensure_stages(run_dir, ["simulator"], config, set_)

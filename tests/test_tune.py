@@ -198,3 +198,20 @@ def _tune_and_compare_through_ray(run, tiny_run, cli):
     assert "2 Ray workers" in result.out
     for seed in (0, 1):
         assert (workflow.agent_dir(tiny_run, "td3", seed, load_config([run.config_file])) / "agent.pt").is_file()
+
+
+def test_a_checkpoint_is_reused_only_under_the_config_it_was_trained_with(tiny_run, cli):
+    """Changing an agent's own option (or a shared one) makes its old checkpoint an error naming the key and
+    --force; another agent's section does not; the old per-coordinate DDPG key, converted, is no change."""
+    args = ["compare", tiny_run, "--agents", "sl", "--seeds", "1", "--world", "simulator"]
+    assert cli(*args).code == 0
+    changed = cli(*args, "--set", "agent.sl.lr=0.005")
+    assert changed.code != 0 and "sl.lr" in changed.err and "--force" in changed.err
+    assert cli(*args, "--set", "agent.hac.actor_lr=0.005").code == 0  # not SL's: the checkpoint stands
+    from hsrl.config import AgentConfig
+
+    saved = AgentConfig().model_dump(mode="json")
+    saved["ddpg"] = {k: v for k, v in saved["ddpg"].items() if k != "noise_size"} | {"noise": 0.1}
+    cfg = load_config([RunDir(tiny_run).config_file], overrides=["agent.ddpg.noise_size=0.5656854249492381"])
+    assert workflow.config_drift(saved, "ddpg", cfg) == []
+    assert workflow.config_drift(saved, "ddpg", load_config([RunDir(tiny_run).config_file])) == ["ddpg.noise_size"]

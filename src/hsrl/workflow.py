@@ -76,6 +76,69 @@ def agent_dir(
     return RunDir(root).agent_dir(folder, seed)
 
 
+def config_drift(saved: dict[str, Any], spec: str, cfg: RunConfig) -> list[str]:
+    """The options of the spec's agent whose value when its checkpoint was trained (``saved``, that
+    agent section) differs from what the spec gives now, or that did not exist then: the shared fields
+    (but the decode-only ones) and the agent's own section, never another agent's. Old keys in ``saved``
+    are migrated first (e.g. per-coordinate DDPG noise, converted exactly)."""
+    from hsrl.config import AgentConfig, Section
+
+    name = base_name(spec)
+    now = agent_config(spec, cfg)
+    try:
+        then = AgentConfig.model_validate(saved)
+    except ValueError:
+        return ["the saved agent section (no longer a valid config)"]
+    sections = {k for k, f in AgentConfig.model_fields.items() if isinstance(getattr(now, k), Section)}
+    drift = []
+    for key in AgentConfig.model_fields:
+        if key in ("name", *EVAL_ONLY) or (key in sections and key != name):
+            continue
+        if key in sections:
+            own, own_then = getattr(now, key), getattr(then, key)
+            raw: dict[str, Any] = saved[key] if isinstance(saved.get(key), dict) else {}
+            for sub in type(own).model_fields:
+                if getattr(own, sub) != getattr(own_then, sub) or (sub not in raw and not _renamed(key, sub, raw)):
+                    drift.append(f"{key}.{sub}")
+        elif getattr(now, key) != getattr(then, key) or key not in saved:
+            drift.append(key)
+    return drift
+
+
+def _renamed(section: str, key: str, raw: dict[str, Any]) -> bool:
+    """Was ``key`` saved under its old name (converted by the config's migration)?"""
+    from hsrl.config import PER_COORDINATE_NOISE
+
+    return section in ("ddpg", "td3") and any(new == key and old in raw for old, new in PER_COORDINATE_NOISE.items())
+
+
+def check_trained_with(path: Path, blob: dict[str, Any], spec: str, cfg: RunConfig) -> None:
+    """A checkpoint is reused (trained or scored) only under the config it was trained with."""
+    saved = blob.get("inputs", {}).get("config") if blob.get("version") != 1 else None
+    if saved is None:
+        return  # an older format without its config: nothing to compare
+    drift = config_drift(saved, spec, cfg)
+    if drift:
+        raise ArtifactError(
+            f"{path}: trained with another config of {base_name(spec)} than the one asked for now (differs or was not"
+            f" there yet: {', '.join(drift)}); retrain it with --force, or restore that config"
+        )
+
+
+def check_reusable(
+    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, holdout: HeldOut | None = None
+) -> None:
+    """Every checkpoint that training would reuse fits today's config (else an error naming it and --force).
+    Commands call it before they write anything, so a refused run leaves the run directory as it was."""
+    for spec in agents:
+        if not registry.get(base_name(spec)).learned:
+            continue
+        for seed in range(seeds):
+            path = agent_dir(run_dir, spec, seed, cfg, holdout) / "agent.pt"
+            if path.is_file():
+                check_trained_with(path, read_checkpoint(path, formats=(1, CHECKPOINT_VERSION)), spec, cfg)
+
+
 def load_index(run_dir: Path) -> SemanticIDIndex:
     return RunDir(run_dir).index()
 
@@ -136,6 +199,7 @@ def train_agent(
     out = agent_dir(run_dir, name, seed, cfg, holdout)
     final = out / "agent.pt"
     if final.is_file() and not force:
+        check_trained_with(final, read_checkpoint(final, formats=(1, CHECKPOINT_VERSION)), name, cfg)
         return final
 
     def make(split: str, env_seed: int):
@@ -177,6 +241,7 @@ def load_agent(
         return build_agent(name, run_dir, cfg, env, seed, index)
     path = agent_dir(run_dir, name, seed, cfg, holdout) / "agent.pt"
     blob = read_checkpoint(path, formats=(1, CHECKPOINT_VERSION))  # read once, whatever its format
+    check_trained_with(path, blob, name, cfg)
     if blob["version"] == 1:  # an older hsrl's file, without its constructor inputs: rebuilt from the run
         agent = build_agent(name, run_dir, cfg, env, seed, index)
         try:

@@ -123,6 +123,16 @@ def ensure_stages(
         build_index(run_dir, overrides, config, force=force)
 
 
+def _require_reusable(
+    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout: HeldOut | None = None
+) -> None:
+    """Without --force, checkpoints are reused: each must fit today's config (checked before any write)."""
+    if not force and RunDir(run_dir).has_dataset:
+        from hsrl.workflow import check_reusable
+
+        check_reusable(run_dir, cfg, agents, seeds, holdout)
+
+
 def _require_trained(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int) -> None:
     """Scoring never trains agents: name every missing checkpoint up front, before any stage is built."""
     from hsrl.agents import registry
@@ -287,6 +297,7 @@ def register(app: typer.Typer) -> None:
         A missing simulator or Semantic ID index is built first (the data must be prepared)."""
         cfg = run_config(run_dir, config, set_)
         cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agent), tuned)
+        _require_reusable(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
         ensure_stages(run_dir, [cfg.env.world], config, set_)
         save_config(cfg, run_dir)
         train_stage(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
@@ -442,8 +453,9 @@ def register(app: typer.Typer) -> None:
         cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents, ablation), tuned)  # validated before any write
         RunDir(run_dir).require_dataset()
         worlds = _worlds(run_dir, world)
-        save_config(cfg, run_dir)
         n_seeds = seeds or cfg.eval.seeds
+        _require_reusable(run_dir, cfg, names, n_seeds, force)
+        save_config(cfg, run_dir)
         start = time.perf_counter()
         ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)
         train_stage(run_dir, cfg, names, n_seeds, force, engine=engine_of(engine, address), address=address)
@@ -491,6 +503,7 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         with console.status(f"Semantic IDs of the {held.n_kept} kept items ..."):
             churn_index(run_dir, cfg, held)  # once, before the worker processes need it
+        _require_reusable(run_dir, cfg, names, n_seeds, force, held)
         train_stage(run_dir, cfg, names, n_seeds, force, held, engine_of(engine, address), address)
         with console.status("evaluating before and after the new items arrive ..."):
             payload = evaluate_churn(run_dir, cfg, names, n_seeds, worlds, cfg.eval.episodes, held)
@@ -540,6 +553,7 @@ def register(app: typer.Typer) -> None:
         names = _agents(run_config(out, config, overrides), agents)  # validated before anything is written
         prepare_data(out, overrides, config, force)
         cfg = run_config(out, config, overrides)
+        _require_reusable(out, cfg, names, seeds or cfg.eval.seeds, force)
         save_config(cfg, out)
         worlds = _worlds(out, None)
         ensure_stages(out, [*worlds, cfg.env.world], config, overrides, force)

@@ -107,10 +107,22 @@ def test_selection_never_reads_test_users_the_judge_or_the_true_world(tiny_run, 
 
     monkeypatch.setattr(env_module, "make_env", spy)
     monkeypatch.setattr(workflow, "make_env", spy)
+    from hsrl.data.schema import LogDataset
+    from hsrl.rundir import LOADS
+
+    splits: list[str] = []
+    for method in ("users_in", "rows_in"):  # any read of a split's users or logged rows
+        real_method = getattr(LogDataset, method)
+        monkeypatch.setattr(
+            LogDataset, method, lambda self, split, _m=real_method: splits.append(split) or _m(self, split)
+        )
+    before = dict(LOADS)
     report = tuning.tune(tiny_run, tiny_cfg(tiny_run), "sl", trials=2, workers=1, episodes=8)
     assert seen, "the study built no environment"
     assert {split for split, _ in seen} <= {"train", "val"}
     assert {world for _, world in seen} == {"simulator"}
+    assert splits and "test" not in splits
+    assert LOADS["judge"] == before.get("judge", 0) and LOADS["world"] == before.get("world", 0)  # never loaded
     assert report["study"]["complete"] + report["study"]["pruned"] == 2
 
 

@@ -48,7 +48,7 @@ class Pool:
     def __init__(self, workers: int = 0, engine: str = "local", address: str | None = None) -> None:
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine '{engine}' (expected {' or '.join(ENGINES)})")
-        self.workers, self.engine = default_workers(workers), engine
+        self.requested, self.workers, self.engine = workers, default_workers(workers), engine
         self.address = address or os.environ.get("RAY_ADDRESS")
         self._pending: dict[Any, int] = {}
         self._inline: list[tuple[int, Any]] = []  # results of jobs run in this process (one worker)
@@ -67,6 +67,8 @@ class Pool:
                 else:  # a private local instance with as many CPUs as workers: one job per CPU
                     ray.init(num_cpus=self.workers, **options)
                 self._started_ray = True
+            if self.requested <= 0:  # one job per CPU of the cluster (or of the local instance)
+                self.workers = max(1, int(ray.cluster_resources().get("CPU", self.workers)))
             self._task = ray.remote(num_cpus=1)(_one_thread)
         elif self.workers > 1:
             from concurrent.futures import ProcessPoolExecutor
@@ -128,7 +130,9 @@ def run_jobs(
     ``fn`` must be importable by name (a module-level function): it is sent to other processes."""
     if not jobs:
         return
-    with Pool(min(len(jobs), default_workers(workers)), engine, address) as pool:
+    # on Ray with no count given: as many at once as the cluster has CPUs (the Pool asks it)
+    size = workers if engine == "ray" and workers <= 0 else min(len(jobs), default_workers(workers))
+    with Pool(size, engine, address) as pool:
         queue = list(jobs)
         while queue or pool.busy:
             while queue and pool.free:

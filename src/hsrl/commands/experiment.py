@@ -258,7 +258,10 @@ def train_stage(
             path = train_agent(run_dir, name, cfg, seed, force=force, holdout=holdout)
             console.print(f"[green]trained[/] {name} seed {seed}: {path}")
         return
-    where = f"{workers} Ray workers" if engine == "ray" else f"{workers} processes"
+    if engine == "ray" and cfg.eval.jobs <= 0:
+        workers, where = 0, "Ray (one job per CPU of the cluster)"
+    else:
+        where = f"{workers} Ray workers" if engine == "ray" else f"{workers} processes"
     with Progress(console=console) as progress:
         task = progress.add_task(f"training {len(jobs)} agent-seeds on {where}", total=len(jobs))
         args = [(run_dir, name, cfg, seed, force, holdout) for name, seed in jobs]

@@ -168,7 +168,6 @@ def run_trial(
     from hsrl import workflow
     from hsrl.agents import registry
     from hsrl.eval.evaluate import evaluate, summary
-    from hsrl.train.loop import Trainer
 
     # the trial's values as the agent's tuned values: typed, validated like any config (no string round trip)
     cfg = RunConfig.model_validate(config | {"tuned": {agent: values}})
@@ -177,8 +176,6 @@ def run_trial(
     study = optuna.load_study(study_name=agent, storage=_storage(Path(storage)), pruner=_pruner(cfg.train.steps))
     trial = optuna.trial.Trial(study, trial_id)
     seed = SEED_BASE + seed
-    env = workflow.env_for(run, cfg, TRAIN_SPLIT, seed, world="simulator")
-    learner = workflow.build_agent(spec, run, cfg, env, seed)
     scores: list[float] = []
 
     def report(record: dict[str, Any]) -> None:
@@ -189,15 +186,9 @@ def run_trial(
         if trial.should_prune():
             raise optuna.TrialPruned()
 
-    trainer = Trainer(
-        learner,
-        env,
-        cfg.train.model_copy(update={"seed": seed}),
-        out_dir=RunDir(run).trial_dir(agent, number),
-        eval_env=lambda: workflow.env_for(run, cfg, VAL_SPLIT, 10_000 + seed, world="simulator"),
-        show_progress=False,
-        callbacks=[report],
-    )
+    # env.world is the training simulator (tune checks it): the trainer's train and validation worlds
+    trainer = workflow.make_trainer(run, spec, cfg, seed, RunDir(run).trial_dir(agent, number), False, None, [report])
+    learner = trainer.agent
     start = time.perf_counter()
     outcome: dict[str, Any] = {"number": number, "values": values, "scores": scores}
     try:

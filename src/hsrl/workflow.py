@@ -183,6 +183,37 @@ def diagnostic_groups(run_dir: Path, order: Any = None) -> dict[str, torch.Tenso
     return groups
 
 
+def make_trainer(
+    run_dir: Path,
+    spec: str,
+    cfg: RunConfig,
+    seed: int,
+    out_dir: Path,
+    show_progress: bool = True,
+    holdout: HeldOut | None = None,
+    callbacks: list[Any] | None = None,
+) -> Trainer:
+    """A fresh agent of ``spec`` and its trainer: training users of the run's training world, seed ``seed``,
+    periodic scores on validation users (seed 10_000 + seed). One setup for ``train_agent`` and the tuning
+    trials, so a tuned trial trains exactly as the final run of the same values and seed would."""
+
+    def make(split: str, env_seed: int):
+        env = env_for(run_dir, cfg, split, env_seed)
+        return CatalogueView(env, holdout.order, holdout.n_kept) if holdout else env
+
+    env = make(TRAIN_SPLIT, seed)
+    agent = build_agent(spec, run_dir, cfg, env, seed, churn_index(run_dir, cfg, holdout) if holdout else None)
+    return Trainer(
+        agent,
+        env,
+        cfg.train.model_copy(update={"seed": seed}),
+        out_dir=out_dir,
+        eval_env=lambda: make(EVAL_SPLIT, 10_000 + seed),
+        show_progress=show_progress,
+        callbacks=callbacks,
+    )
+
+
 def train_agent(
     run_dir: Path,
     name: str,
@@ -201,25 +232,10 @@ def train_agent(
     if final.is_file() and not force:
         check_trained_with(final, read_checkpoint(final, formats=(1, CHECKPOINT_VERSION)), name, cfg)
         return final
-
-    def make(split: str, env_seed: int):
-        env = env_for(run_dir, cfg, split, env_seed)
-        return CatalogueView(env, holdout.order, holdout.n_kept) if holdout else env
-
-    env = make(TRAIN_SPLIT, seed)
-    agent = build_agent(name, run_dir, cfg, env, seed, churn_index(run_dir, cfg, holdout) if holdout else None)
-    train_cfg = cfg.train.model_copy(update={"seed": seed})
-    trainer = Trainer(
-        agent,
-        env,
-        train_cfg,
-        out_dir=out,
-        eval_env=lambda: make(EVAL_SPLIT, 10_000 + seed),
-        show_progress=show_progress,
-    )
+    trainer = make_trainer(run_dir, name, cfg, seed, out, show_progress, holdout)
     start = time.perf_counter()
     trainer.fit(resume=not force)
-    agent.save(final)
+    trainer.agent.save(final)
     (out / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.2f}\n")
     return final
 

@@ -154,7 +154,7 @@ def test_a_trial_cut_off_by_a_session_ending_is_run_again_with_its_values(tiny_r
     run.tuned_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(study_name="a2c", storage=tuning._storage(run.study_file("a2c")), direction="maximize")
     space = tuning.load_space(tuning.space_file("a2c"), "a2c", cfg)
-    study.set_user_attr("protocol", tuning._protocol(space, cfg, 0, 8))
+    study.set_user_attr("protocol", tuning._protocol(space, cfg, 0, 8, "a2c"))
     cut = study.ask()  # a trial that was running when the session ended: never told
     values = {key: param.suggest(cut) for key, param in space.items()}
     tuning.tune(tiny_run, cfg, "a2c", trials=1, workers=1, episodes=8)

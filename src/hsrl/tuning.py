@@ -136,9 +136,15 @@ def current_values(agent: str, space: dict[str, Param], cfg: RunConfig, path: st
     return values
 
 
-def protocol_config(cfg: RunConfig) -> dict[str, Any]:
-    """The parts of the config a study's scores depend on: all but the evaluation and tuned sections."""
-    return cfg.model_dump(mode="json", exclude={"eval", "tuned"})
+def protocol_config(cfg: RunConfig, agent: str) -> dict[str, Any]:
+    """The parts of the config ``agent``'s study scores depend on: every section but evaluation and the
+    tuned values, and of the agent section the shared fields and that agent's own section only."""
+    from hsrl.config import Section
+
+    tree = cfg.model_dump(mode="json", exclude={"eval", "tuned"})
+    others = {k for k, v in cfg.agent if isinstance(v, Section) and k != agent}
+    tree["agent"] = {k: v for k, v in tree["agent"].items() if k not in others}
+    return tree
 
 
 def _storage(path: Path) -> Any:
@@ -271,7 +277,7 @@ def _tune(
         study_name=agent, storage=_storage(storage_path), sampler=sampler, pruner=_pruner(cfg.train.steps),
         direction="maximize", load_if_exists=True,
     )  # fmt: skip
-    _check_study(study, storage_path, space, cfg, seed, episodes)
+    _check_study(study, storage_path, space, cfg, seed, episodes, agent)
     states = optuna.trial.TrialState
     for stale in study.get_trials(deepcopy=False, states=(states.RUNNING,)):  # a session that ended mid-trial
         study.tell(stale.number, state=states.FAIL)
@@ -279,7 +285,7 @@ def _tune(
         study.enqueue_trial(dict(stale.params))  # run again with the same values: every study gets `trials`
     if not study.trials:
         study.enqueue_trial(defaults)
-        study.set_user_attr("protocol", _protocol(space, cfg, seed, episodes))
+        study.set_user_attr("protocol", _protocol(space, cfg, seed, episodes, agent))
     finished = (states.COMPLETE, states.PRUNED, states.FAIL)
     start = time.perf_counter()
     config = cfg.model_dump(mode="json", exclude={"tuned"})
@@ -320,14 +326,14 @@ def _tune(
     return report
 
 
-def _config_hash(cfg: RunConfig) -> str:
+def _config_hash(cfg: RunConfig, agent: str) -> str:
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(protocol_config(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(protocol_config(cfg, agent), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _protocol(space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int) -> dict[str, Any]:
+def _protocol(space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int, agent: str) -> dict[str, Any]:
     """What a study's scores depend on; a study resumes, and its values are used, only under the same."""
     return {
         "space": {k: p.describe() for k, p in space.items()},
@@ -336,7 +342,7 @@ def _protocol(space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int)
         "seed": seed,
         "training_seed": SEED_BASE + seed,
         "episodes": episodes,
-        "config": _config_hash(cfg),  # data, simulator, env, SIDs, agent sections, training loop
+        "config": _config_hash(cfg, agent),  # data, simulator, env, SIDs, the agent's options, training loop
     }
 
 
@@ -345,10 +351,12 @@ def _outcomes(study: Any, states: tuple[Any, ...]) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False, states=states) if not study.user_attrs.get(f"cut_{t.number}")]
 
 
-def _check_study(study: Any, path: Path, space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int) -> None:
+def _check_study(
+    study: Any, path: Path, space: dict[str, Param], cfg: RunConfig, seed: int, episodes: int, agent: str
+) -> None:
     """A study resumes only under the protocol it started with: another space, budget or seed is a new study."""
     started = study.user_attrs.get("protocol")
-    now = _protocol(space, cfg, seed, episodes)
+    now = _protocol(space, cfg, seed, episodes, agent)
     if started is not None and started != now:
         changed = ", ".join(k for k in now if now[k] != started.get(k))
         raise ConfigError(
@@ -419,7 +427,7 @@ def load_tuned(run_dir: str | Path, cfg: RunConfig, agents: list[str]) -> RunCon
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a 'values' mapping of {name}'s options")
         chosen_under = (data.get("study") or {}).get("config")
-        if chosen_under is not None and chosen_under != _config_hash(cfg):
+        if chosen_under is not None and chosen_under != _config_hash(cfg, name):
             raise ConfigError(
                 f"{path}: these values were chosen under another config of this run (data, simulator, env, agent"
                 f" or training sections differ from now); tune again (`hsrl tune {run_dir} --agent {name}`) or"

@@ -349,10 +349,10 @@ def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:
             options[key] = text
     if TUNED in spec_options:  # the chosen values first, the spec's own options over them
         options = {**tuned_options(spec, cfg), **options}
-    allowed = get(name).choices  # options of a reference agent that are not config fields
+    allowed = get(name).choices  # options of a reference agent that are not config fields: words, as written
     if allowed:
-        for key, value in options.items():
-            if key not in allowed or str(value) not in allowed[key]:
+        for key, value in spec_options.items():
+            if key not in allowed or value not in allowed[key]:
                 choices = "; ".join(f"{k}={'|'.join(v)}" for k, v in allowed.items())
                 raise ConfigError(f"agent '{spec}': unknown option {key}={value} (expected {choices})")
         return cfg.agent

@@ -22,6 +22,7 @@ from hsrl import workflow
 from hsrl.config import load_run_config
 from hsrl.io import write_json
 from hsrl.train.buffer import ReplayBuffer
+from hsrl.train.loop import collect_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -33,11 +34,7 @@ def filled(run: Path, spec: str, fill: int, seed: int = 0):
     buffer = ReplayBuffer(cfg.train.buffer_size, seed=seed)
     obs = env.reset()
     for _ in range(fill):
-        slate, extras = agent.explore(obs)
-        next_obs, reward, done, info = env.step(slate)
-        extras = {**extras, **{k: info[k] for k in ("clicks", "slot_rewards") if k in info}}
-        buffer.add(obs, slate, extras, reward, next_obs, done)
-        obs = next_obs
+        obs = collect_step(agent, env, buffer, obs)
     return agent, buffer, cfg.train.batch_size
 
 

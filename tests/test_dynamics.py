@@ -19,6 +19,7 @@ from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.env import SlateEnv, TrueWorldResponse
 from hsrl.simulator.observation import Observation
 from hsrl.train.buffer import ReplayBuffer
+from hsrl.train.loop import collect_step
 
 SMALL = ["data.synthetic.n_users=80", "data.synthetic.n_items=120"]
 
@@ -56,17 +57,7 @@ def _train_a_little(agent: HSRLAgent, env: SlateEnv, steps: int = 40) -> None:
     buffer = ReplayBuffer(10_000, seed=0)
     obs = env.reset()
     for _ in range(steps):
-        slate, extras = agent.explore(obs)
-        next_obs, reward, done, info = env.step(slate)
-        buffer.add(
-            obs,
-            slate,
-            {**extras, "clicks": info["clicks"], "slot_rewards": info["slot_rewards"]},
-            reward,
-            next_obs,
-            done,
-        )
-        obs = next_obs
+        obs = collect_step(agent, env, buffer, obs)
         agent.update(buffer.sample(64))
 
 
@@ -108,17 +99,7 @@ def test_item_credit_advantages_on_a_real_update_batch(world):
     buffer = ReplayBuffer(1000, seed=0)
     obs = env.reset()
     for _ in range(3):
-        slate, extras = agent.explore(obs)
-        next_obs, reward, done, info = env.step(slate)
-        buffer.add(
-            obs,
-            slate,
-            {**extras, "clicks": info["clicks"], "slot_rewards": info["slot_rewards"]},
-            reward,
-            next_obs,
-            done,
-        )
-        obs = next_obs
+        obs = collect_step(agent, env, buffer, obs)
     batch = buffer.sample(64)
     torch.testing.assert_close(batch["slot_rewards"].mean(-1), batch["reward"])
     y_slot = agent.td_target(batch["slot_rewards"], batch["next_obs"], batch["done"])

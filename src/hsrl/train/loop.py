@@ -71,6 +71,16 @@ def progress_bar(disable: bool = False) -> Progress:
     )
 
 
+def collect_step(agent: Agent, env: SlateEnvironment, buffer: ReplayBuffer, obs: Observation) -> Observation:
+    """One exploring step of ``agent`` in ``env`` into ``buffer``; the next observation. The transition keeps
+    the per-slot feedback, for agents with a supervised term (HAC) or item-level credit (HSRL, A2C)."""
+    slate, extras = agent.explore(obs)
+    next_obs, reward, done, info = env.step(slate)
+    extras = {**extras, **{k: info[k] for k in ("clicks", "slot_rewards") if k in info}}
+    buffer.add(obs, slate, extras, reward, next_obs, done)
+    return next_obs
+
+
 class Trainer:
     """Drives ``agent`` in ``env``; ``eval_env`` builds a fresh seeded evaluation environment."""
 
@@ -209,12 +219,7 @@ class Trainer:
             task = progress.add_task(f"train {self.agent.name}", total=total, completed=self.step, info="")
             while self.step < total:
                 assert self.obs is not None, "fit() resets the environment before the loop"
-                slate, extras = self.agent.explore(self.obs)
-                next_obs, reward, done, info = self.env.step(slate)
-                # per-slot feedback, for agents with a supervised term (HAC) or item-level credit (HSRL)
-                extras = {**extras, **{k: info[k] for k in ("clicks", "slot_rewards") if k in info}}
-                self.buffer.add(self.obs, slate, extras, reward, next_obs, done)
-                self.obs = next_obs
+                self.obs = collect_step(self.agent, self.env, self.buffer, self.obs)
                 self.step += 1
                 losses: dict[str, float] = {}
                 if len(self.buffer) >= cfg.start_steps and self.agent.learned:

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# the CPU build of torch first, so that nothing pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,lint,torchrl,scale]'
+	$(PY) -m pip install -q -e '.[test,lint,torchrl,scale,tensorboard]'
 	touch $(STAMP)
 
 setup: $(STAMP)

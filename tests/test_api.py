@@ -50,6 +50,26 @@ def test_import_hsrl_stays_light():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
 
 
+def test_cli_help_does_not_import_torch():
+    """``hsrl --help`` (and every group's help) answers without importing torch: the commands import the
+    library lazily, so help stays instant on a machine where importing torch takes seconds."""
+    code = (
+        "import sys\n"
+        "from hsrl.cli import entry\n"
+        "for argv in (['--help'], ['compare', '--help'], ['tune', '--help'], ['serve', '--help']):\n"
+        "    sys.argv = ['hsrl', *argv]\n"
+        "    try:\n"
+        "        entry()\n"
+        "    except SystemExit as stop:\n"
+        "        assert stop.code in (0, None), (argv, stop.code)\n"
+        "    assert 'torch' not in sys.modules, argv\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+    assert "compare" in done.stdout and "--agents" in done.stdout
+
+
 def test_the_readme_example_runs_as_written(tiny_run, tmp_path, monkeypatch, capsys):
     block = readme_block()
     assert 'run = "runs/synthetic"' in block

@@ -12,19 +12,95 @@ and the service.
 ``items`` (an ``ItemTable``) is needed by semantic token heads, which score the last level's tokens by
 the features of the items behind them; free heads ignore it. ``recent`` (a ``RecentExposure``) gives
 exposure-aware heads, per branch of the trie, how much of it the user was just shown and clicked.
+
+The decoders read the index through ``hsrl.sid.protocols.SIDTrie`` and the policy through ``SIDPolicy``
+(below; ``HierarchicalPolicy`` implements it); ``SIDActor`` is a state encoder with such a policy, what
+the service decodes with (the training actor or the export's ``PolicyNet``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from hsrl.agents.base import NEG
 
 if TYPE_CHECKING:
-    from hsrl.agents.hsrl import HierarchicalPolicy
-    from hsrl.sid.index import SemanticIDIndex
+    from hsrl.agents.encoder import StateEncoder
+    from hsrl.agents.hsrl import ItemTable
+    from hsrl.sid.protocols import SIDTrie
+    from hsrl.simulator.observation import Observation
+
+
+class SIDPolicy(Protocol):
+    """What decoding needs of a hierarchical policy over SID tokens: per-level logits from a context,
+    and the next level's context from the chosen tokens. Shapes: context (..., dim), valid (..., V)."""
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        """Tokens per level (the index's ``vocab_sizes``; its length is the SID depth)."""
+        ...
+
+    @property
+    def residual(self) -> str:
+        """``hard`` or ``soft`` (``next_context`` subtracts the probability-weighted embedding: needs ``logits``)."""
+        ...
+
+    @property
+    def semantic(self) -> bool:
+        """The last level's logits read the items behind the prefix (``children`` and ``items``)."""
+        ...
+
+    @property
+    def exposure(self) -> bool:
+        """The logits read the user's recent exposure per branch (a ``BranchExposure``)."""
+        ...
+
+    def raw_logits(
+        self,
+        level: int,
+        context: torch.Tensor,
+        children: torch.Tensor | None = None,
+        items: ItemTable | None = None,
+        exposure: BranchExposure | None = None,
+    ) -> torch.Tensor:
+        """Unmasked next-token logits (..., V)."""
+        ...
+
+    def logits(
+        self,
+        level: int,
+        context: torch.Tensor,
+        valid: torch.Tensor,
+        children: torch.Tensor | None = None,
+        items: ItemTable | None = None,
+        exposure: BranchExposure | None = None,
+    ) -> torch.Tensor:
+        """``raw_logits`` with the tokens outside ``valid`` at NEG."""
+        ...
+
+    def next_context(
+        self,
+        level: int,
+        context: torch.Tensor,
+        tokens: torch.Tensor,
+        logits: torch.Tensor | None = None,
+        children: torch.Tensor | None = None,
+        items: ItemTable | None = None,
+    ) -> torch.Tensor:
+        """The context (..., dim) below the chosen ``tokens`` (...)."""
+        ...
+
+
+class SIDActor(Protocol):
+    """A state encoder and the SID policy on top of it (``HSRLAgent.net``, the export's ``PolicyNet``)."""
+
+    @property
+    def encoder(self) -> StateEncoder: ...
+
+    @property
+    def policy(self) -> SIDPolicy: ...
 
 
 class RecentExposure:
@@ -42,7 +118,7 @@ class RecentExposure:
         self.weights = weights  # (B, W, F) feature weight of each entry (0 where padded)
 
     @classmethod
-    def from_obs(cls, obs: Any, index: SemanticIDIndex, slate_size: int, slates: int = 3) -> RecentExposure:
+    def from_obs(cls, obs: Observation, index: SIDTrie, slate_size: int, slates: int = 3) -> RecentExposure:
         window = min(slates * slate_size, obs.hist_items.shape[1])
         hist = obs.hist_items[:, -window:]
         real = (hist >= 0).float()
@@ -97,7 +173,7 @@ class BranchExposure:
 
 
 def level_exposure(
-    policy: HierarchicalPolicy, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
+    policy: SIDPolicy, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
 ) -> BranchExposure | None:
     """Exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
     Shared by the decoders and the learner's teacher-forced pass, so both see the same logits."""
@@ -106,9 +182,7 @@ def level_exposure(
     return recent.branches(prefix, rows)
 
 
-def level_children(
-    policy: HierarchicalPolicy, index: SemanticIDIndex, level: int, prefix: torch.Tensor
-) -> torch.Tensor | None:
+def level_children(policy: SIDPolicy, index: SIDTrie, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
     """(M, D) item indices behind the last level's tokens (semantic heads only; None elsewhere)."""
     if policy.semantic and level == len(policy.vocab_sizes) - 1:
         return index.child_items(prefix).to(prefix.device)
@@ -117,12 +191,12 @@ def level_children(
 
 @torch.no_grad()
 def beam_search(
-    policy: HierarchicalPolicy,
-    index: SemanticIDIndex,
+    policy: SIDPolicy,
+    index: SIDTrie,
     state: torch.Tensor,
     k: int,
     beam: int,
-    items: Any = None,
+    items: ItemTable | None = None,
     recent: RecentExposure | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Items (B, k) and their log pi (B, k); -1 items where fewer than k complete SIDs exist."""
@@ -152,18 +226,17 @@ def beam_search(
         if children is not None:
             parent_children = children.reshape(b, w, vocab).gather(1, parent[..., None].expand(-1, -1, vocab))
         context = policy.next_context(level, parent_ctx, token, parent_logits, parent_children, items)
-    items = index.item_of(prefix.reshape(-1, depth)).view(b, -1).to(dev)
-    return items, score
+    return index.item_of(prefix.reshape(-1, depth)).view(b, -1).to(dev), score
 
 
 @torch.no_grad()
 def sample_slate(
-    policy: HierarchicalPolicy,
-    index: SemanticIDIndex,
+    policy: SIDPolicy,
+    index: SIDTrie,
     state: torch.Tensor,
     k: int,
     generator: torch.Generator | None = None,
-    items: Any = None,
+    items: ItemTable | None = None,
     recent: RecentExposure | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Items (B, k), their tokens (B, k, D) and per-token log pi (B, k, D), sampled without replacement."""
@@ -190,16 +263,15 @@ def sample_slate(
             prefix = torch.cat([prefix, token[:, None]], dim=1)
         chosen = torch.cat([chosen, prefix.unsqueeze(1)], dim=1)
         logps.append(torch.stack(token_logp, dim=1))
-    items = index.item_of(chosen.reshape(-1, depth)).view(b, k).to(dev)
-    return items, chosen, torch.stack(logps, dim=1)
+    return index.item_of(chosen.reshape(-1, depth)).view(b, k).to(dev), chosen, torch.stack(logps, dim=1)
 
 
 @torch.no_grad()
 def score_all(
-    policy: HierarchicalPolicy,
-    index: SemanticIDIndex,
+    policy: SIDPolicy,
+    index: SIDTrie,
     state: torch.Tensor,
-    items: Any = None,
+    items: ItemTable | None = None,
     recent: RecentExposure | None = None,
 ) -> torch.Tensor:
     """log pi(SID_i | s) for every item index (B, N), inactive items included (mask them yourself).
@@ -236,10 +308,10 @@ def score_all(
 
 @torch.no_grad()
 def score_all_naive(
-    policy: HierarchicalPolicy,
-    index: SemanticIDIndex,
+    policy: SIDPolicy,
+    index: SIDTrie,
     state: torch.Tensor,
-    items: Any = None,
+    items: ItemTable | None = None,
     recent: RecentExposure | None = None,
 ) -> torch.Tensor:
     """``score_all`` recomputing the policy for every item (B × N contexts per level): the check that the

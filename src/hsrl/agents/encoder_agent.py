@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from hsrl.agents.base import NEG, Agent
+from hsrl.agents.base import NEG, Agent, restore_generator
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
 
 if TYPE_CHECKING:
-    from hsrl.sid.index import SemanticIDIndex
+    from hsrl.sid.protocols import SIDIndex
 
 
 def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
@@ -85,7 +85,7 @@ class EncoderAgent(Agent):
 
     # ------------------------------------------------------------------ catalogue
     def set_catalogue(
-        self, item_features: torch.Tensor, index: SemanticIDIndex | None = None, active: torch.Tensor | None = None
+        self, item_features: torch.Tensor, index: SIDIndex | None = None, active: torch.Tensor | None = None
     ) -> None:
         """New items need only features; ``active`` defaults to the index's active mask when given one."""
         if active is None and index is not None and hasattr(index, "active"):
@@ -149,5 +149,5 @@ class EncoderAgent(Agent):
             m.load_state_dict(state["modules"][k])
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.updates = int(state["updates"])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hsrl.agents.base import NEG, Agent, sample_without_replacement
+from hsrl.agents.base import NEG, Agent, restore_generator, sample_without_replacement
 from hsrl.simulator.observation import Observation
+
+if TYPE_CHECKING:
+    from hsrl.config import AgentConfig
+    from hsrl.sid.protocols import SIDIndex
 
 
 class RandomAgent(Agent):
@@ -24,7 +28,7 @@ class RandomAgent(Agent):
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
 
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
         logits = torch.where(self.active, 0.0, NEG).expand(obs.batch_size, -1)
@@ -40,7 +44,9 @@ class PopularAgent(Agent):
         super().__init__(item_features, slate_size)
         self.popularity = popularity.float()
 
-    def set_catalogue(self, item_features: torch.Tensor, index=None, active: torch.Tensor | None = None) -> None:
+    def set_catalogue(
+        self, item_features: torch.Tensor, index: SIDIndex | None = None, active: torch.Tensor | None = None
+    ) -> None:
         extra = item_features.shape[0] - self.popularity.shape[0]
         if extra > 0:  # new items have no clicks yet
             self.popularity = torch.cat([self.popularity, self.popularity.new_zeros(extra)])
@@ -50,7 +56,9 @@ class PopularAgent(Agent):
         return {**super().checkpoint_inputs(), "popularity": self.popularity.detach().cpu()}
 
     @classmethod
-    def _construct(cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: Any) -> PopularAgent:
+    def _construct(
+        cls, features: torch.Tensor, slate_size: int, inputs: dict[str, Any], config: AgentConfig | None
+    ) -> PopularAgent:
         return cls(features, slate_size, inputs["popularity"].to(features.device))
 
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
@@ -83,7 +91,7 @@ class OracleGreedyAgent(Agent):
     def checkpoint_inputs(self) -> dict[str, Any]:
         raise TypeError(
             "the oracle scores with its world's click model, which no file can hold; build it for an "
-            "environment with hsrl.agents.registry.build('oracle', run_dir, env=env)"
+            "environment with hsrl.build_agent('oracle', run, env=env)"
         )
 
     @torch.no_grad()

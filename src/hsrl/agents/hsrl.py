@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsrl.agents.base import NEG, Agent, ppo_surrogate, sample_without_replacement, soft_update
+from hsrl.agents.base import NEG, Agent, ppo_surrogate, restore_generator, sample_without_replacement, soft_update
 from hsrl.agents.decoding import (
     BranchExposure,
     RecentExposure,
@@ -51,6 +51,7 @@ from hsrl.simulator.observation import Observation
 
 if TYPE_CHECKING:
     from hsrl.sid.index import SemanticIDIndex
+    from hsrl.sid.protocols import SIDIndex
 
 EXPOSURE_FEATURES = RecentExposure.FEATURES
 
@@ -250,7 +251,7 @@ class SIDAgent(Agent):
     the observation shapes, the agent section and the index as it is now (items added since included).
     Subclasses take ``(features, slate_size, index, profile_dim, history_length, config)``."""
 
-    index: Any
+    index: SIDIndex
     profile_dim: int
     history_length: int
     config: AgentConfig
@@ -283,7 +284,7 @@ class HSRLAgent(SIDAgent):
         self,
         item_features: torch.Tensor,
         slate_size: int,
-        index: Any,
+        index: SIDIndex,
         profile_dim: int,
         history_length: int,
         config: AgentConfig | None = None,
@@ -321,7 +322,7 @@ class HSRLAgent(SIDAgent):
 
     # ------------------------------------------------------------------ catalogue
     def set_catalogue(
-        self, item_features: torch.Tensor, index: SemanticIDIndex | None = None, active: torch.Tensor | None = None
+        self, item_features: torch.Tensor, index: SIDIndex | None = None, active: torch.Tensor | None = None
     ) -> None:
         """New items only need features and SIDs from the frozen codebooks: no network change."""
         if index is not None:
@@ -532,11 +533,11 @@ class HSRLAgent(SIDAgent):
         self.net.load_state_dict(state["net"])
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.updates = int(state["updates"])
 
 
-def index_to_tensor(index: Any) -> torch.Tensor:
+def index_to_tensor(index: SIDIndex) -> torch.Tensor:
     """A Semantic ID index as the bytes of its own versioned .npz file (uint8), so an agent checkpoint
     holds it in the index's format, checks included, and stays readable with ``weights_only``."""
     import tempfile
@@ -547,7 +548,7 @@ def index_to_tensor(index: Any) -> torch.Tensor:
         return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).clone()
 
 
-def index_from_tensor(data: torch.Tensor) -> Any:
+def index_from_tensor(data: torch.Tensor) -> SemanticIDIndex:
     """The index saved by ``index_to_tensor`` (ArtifactError if it is corrupt or of another version)."""
     import tempfile
     from pathlib import Path

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hsrl.agents.base import sample_without_replacement
 from hsrl.agents.encoder_agent import EncoderAgent, mlp
 from hsrl.config import AgentConfig
-from hsrl.data.schema import PAD
+from hsrl.data.schema import PAD, LogDataset
 from hsrl.simulator.observation import Observation
 
 
@@ -38,7 +38,9 @@ class LoggedSlates:
     weight: torch.Tensor | None = None
 
     @classmethod
-    def from_dataset(cls, dataset: Any, split: str = "train", device: str | torch.device = "cpu") -> LoggedSlates:
+    def from_dataset(
+        cls, dataset: LogDataset, split: str = "train", device: str | torch.device = "cpu"
+    ) -> LoggedSlates:
         """The impressions of ``split``'s users in a ``LogDataset`` (users index the profiles only)."""
         rows = dataset.rows_in(split)
         users = dataset.imp_user[rows]

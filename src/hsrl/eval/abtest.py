@@ -17,11 +17,15 @@ own lifts with session-bootstrap intervals.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from hsrl.eval.evaluate import evaluate, summary
+
+if TYPE_CHECKING:
+    from hsrl.agents.base import Agent
+    from hsrl.simulator.protocols import SlateEnvironment
 
 LIFTS = ("cvr_lift", "cost_lift")
 Arm = dict[str, np.ndarray]  # per-session "clicks" and "impressions" of one arm in one repetition
@@ -94,9 +98,9 @@ def lift_ci(
 
 
 def run_arms(
-    make_env: Callable[[np.ndarray, int], Any],
-    control: Any,
-    treatment: Any,
+    make_env: Callable[[np.ndarray, int], SlateEnvironment],
+    control: Agent,
+    treatment: Agent,
     users: np.ndarray,
     episodes: int,
     seed: int,
@@ -132,10 +136,15 @@ def _arm_summary(arms: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _per_seed(agents: Agent | Sequence[Agent]) -> list[Agent]:
+    """One agent per training seed: a list or tuple as given, anything else as the one seed's agent."""
+    return list(agents) if isinstance(agents, list | tuple) else [cast("Agent", agents)]
+
+
 def ab_test(
-    make_env: Callable[[np.ndarray, int], Any],
-    control: Any | Sequence[Any],
-    treatment: Any | Sequence[Any],
+    make_env: Callable[[np.ndarray, int], SlateEnvironment],
+    control: Agent | Sequence[Agent],
+    treatment: Agent | Sequence[Agent],
     users: np.ndarray,
     episodes: int,
     seed: int = 0,
@@ -143,8 +152,7 @@ def ab_test(
 ) -> dict[str, Any]:
     """Run both arms once per training seed; ``make_env(users, seed)`` builds an environment over a subset
     of users. ``control`` / ``treatment``: one agent, or one agent per training seed (index s: seed s)."""
-    controls = list(control) if isinstance(control, list | tuple) else [control]
-    treatments = list(treatment) if isinstance(treatment, list | tuple) else [treatment]
+    controls, treatments = _per_seed(control), _per_seed(treatment)
     if len(controls) != len(treatments):
         raise ValueError(f"one control and one treatment agent per seed (got {len(controls)} and {len(treatments)})")
     runs = [run_arms(make_env, c, t, users, episodes, seed + s) for s, (c, t) in enumerate(zip(controls, treatments))]

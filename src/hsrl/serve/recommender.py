@@ -17,14 +17,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hsrl.agents.decoding import RecentExposure, beam_search, sample_slate
+from hsrl.agents.decoding import RecentExposure, SIDActor, beam_search, sample_slate
 from hsrl.agents.hsrl import ItemTable
 from hsrl.serve.catalogue import LiveCatalogue
 from hsrl.simulator.observation import Observation
+
+if TYPE_CHECKING:
+    from hsrl.serve.export import ExportedPolicy
 
 OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
 
@@ -60,7 +63,7 @@ class Recommender:
 
     def __init__(
         self,
-        net: Any,
+        net: SIDActor,
         catalogue: LiveCatalogue,
         slate_size: int,
         beam: int,
@@ -77,7 +80,7 @@ class Recommender:
         self.exposure = exposure
 
     @classmethod
-    def from_export(cls, export: Any, catalogue: LiveCatalogue | None = None) -> Recommender:
+    def from_export(cls, export: ExportedPolicy, catalogue: LiveCatalogue | None = None) -> Recommender:
         arch = export.arch
         catalogue = catalogue or LiveCatalogue(export.index, export.item_ids, export.features)
         return cls(

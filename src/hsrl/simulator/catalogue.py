@@ -11,13 +11,16 @@ its random state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from hsrl.data.schema import PAD
 from hsrl.simulator.observation import Observation
+
+if TYPE_CHECKING:
+    from hsrl.simulator.env import SlateEnv
 
 
 class CatalogueView:
@@ -29,7 +32,7 @@ class CatalogueView:
     view's items with the world's own model.
     """
 
-    def __init__(self, env: Any, order: np.ndarray | torch.Tensor, visible: int) -> None:
+    def __init__(self, env: SlateEnv, order: np.ndarray | torch.Tensor, visible: int) -> None:
         order_t = torch.as_tensor(np.asarray(order), dtype=torch.long, device=env.device)
         n = int(env.n_items)
         if order_t.shape != (n,) or not torch.equal(order_t.sort().values, torch.arange(n, device=env.device)):

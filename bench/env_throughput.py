@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from hsrl.commands.data import prepare_data
-from hsrl.commands.simulator import train_simulator
+from hsrl.commands.data import prepare_and_show
+from hsrl.rundir import RunDir
 from hsrl.simulator.env import make_env
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,9 +63,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not (args.run / "data" / "dataset.npz").is_file():
-        prepare_data(args.run)
+        prepare_and_show(args.run)
     if not (args.run / "simulator" / "model.pt").is_file():
-        train_simulator(args.run)
+        from hsrl.workflow import train_simulator
+
+        train_simulator(args.run, RunDir(args.run).config())
     rows = [throughput(args.run, world, args.batch, args.steps, args.device) for world in ("simulator", "true")]
     for row in rows:
         print(json.dumps(row))

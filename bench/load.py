@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import PROFILE_DIM, RESULTS, build_run, catalogue_writer, percentile, stale_items, start_server  # noqa: E402
 
-from hsrl.serve.export import catalogue_dir  # noqa: E402
+from hsrl.rundir import RunDir  # noqa: E402
 
 
 def ensure_hey() -> str:
@@ -144,7 +144,7 @@ def main() -> None:
     hey = ensure_hey()
     run = RESULTS / f"serve_run_{args.items}"
     features = build_run(run, args.items, args.dim)
-    shutil.rmtree(catalogue_dir(run), ignore_errors=True)
+    shutil.rmtree(RunDir(run).catalogue_dir, ignore_errors=True)
     rng = np.random.default_rng(1)
     bodies = [json.dumps(body(args.items, args.history, rng)) for _ in range(32)]
     body_file = RESULTS / "load_body.json"

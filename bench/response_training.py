@@ -17,10 +17,8 @@ from pathlib import Path
 
 import torch
 
-from hsrl.commands.data import prepare_data
-from hsrl.config import load_run_config
-from hsrl.data.schema import LogDataset
-from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
+from hsrl.commands.data import prepare_and_show
+from hsrl.rundir import RunDir
 from hsrl.simulator.response import fidelity_report, train_response_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -28,10 +26,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def bench(name: str, run_dir: Path) -> dict:
     if not (run_dir / "data" / "dataset.npz").is_file():
-        prepare_data(run_dir, [f"data.dataset={name}"])
-    ds = LogDataset.load(run_dir)
-    world = SyntheticWorld.load(run_dir) if (run_dir / WORLD_FILE).is_file() else None
-    cfg = load_run_config(run_dir).simulator
+        prepare_and_show(run_dir, [f"data.dataset={name}"])
+    run = RunDir(run_dir)
+    ds = run.dataset()
+    world = run.world() if run.has_world else None
+    cfg = run.config().simulator
     start = time.perf_counter()
     model, summary = train_response_model(ds, cfg)
     seconds = time.perf_counter() - start

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hsrl.commands.data import prepare_data
-from hsrl.config import load_run_config
+from hsrl.commands.data import prepare_and_show
 from hsrl.data.schema import LogDataset
+from hsrl.rundir import RunDir
 from hsrl.simulator.response import click_metrics, fidelity_report, select_response_model, train_response_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +49,11 @@ def main() -> None:
     if not log.is_file():
         write_world_sessions(ITEM_INFO, log, args.sessions)
     if not (args.run / "data" / "dataset.npz").is_file():
-        prepare_data(args.run, ["data.dataset=rl4rs", f"data.source={log}", f"data.item_source={ITEM_INFO}"])
-    ds = LogDataset.load(args.run)
+        prepare_and_show(args.run, ["data.dataset=rl4rs", f"data.source={log}", f"data.item_source={ITEM_INFO}"])
+    ds = RunDir(args.run).dataset()
     with np.load(str(log) + ".truth.npz") as z:
         truth = {k: z[k] for k in z.files}
-    base = load_run_config(args.run).simulator
+    base = RunDir(args.run).config().simulator
     trials = [(s, False) for s in args.slots] + ([("context", True)] if args.select else [])
     rows = []
     for slots, select in trials:

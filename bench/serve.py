@@ -35,7 +35,7 @@ from decode import RESULTS, catalogue  # noqa: E402  (the same cached 10^6-item 
 from hsrl.agents import HSRLAgent  # noqa: E402
 from hsrl.config import AgentConfig, load_config, save_config  # noqa: E402
 from hsrl.data.schema import LogDataset, build_histories  # noqa: E402
-from hsrl.serve.export import catalogue_dir  # noqa: E402
+from hsrl.rundir import RunDir  # noqa: E402
 from hsrl.workflow import INDEX_PATH, agent_dir  # noqa: E402
 
 PROFILE_DIM, HISTORY, SLATE = 8, 50, 9
@@ -68,7 +68,7 @@ def build_run(run: Path, n: int, dim: int) -> np.ndarray:
         meta={"name": f"bench-{n}"},
     )
     ds.validate()
-    ds.save(run)
+    ds.save(RunDir(run).data_dir)
     save_config(load_config(overrides=[f"data.history_length={HISTORY}", f"data.slate_size={SLATE}"]), run)
     index.save(run / INDEX_PATH)
     agent = HSRLAgent(torch.from_numpy(features), SLATE, index, PROFILE_DIM, HISTORY, AgentConfig(), seed=0)
@@ -124,7 +124,7 @@ def main() -> None:
     run = RESULTS / f"serve_run_{args.items}"
     start = time.perf_counter()
     features = build_run(run, args.items, args.dim)
-    shutil.rmtree(catalogue_dir(run), ignore_errors=True)  # every bench starts from the exported catalogue
+    shutil.rmtree(RunDir(run).catalogue_dir, ignore_errors=True)  # every bench starts from the exported catalogue
     print(f"run directory ready in {time.perf_counter() - start:.1f} s: {run}", flush=True)
 
     started = time.perf_counter()

@@ -18,10 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hsrl.commands.data import prepare_data
-from hsrl.config import load_run_config
-from hsrl.data.schema import LogDataset
-from hsrl.data.synthetic import SyntheticWorld
+from hsrl.commands.data import prepare_and_show
+from hsrl.rundir import RunDir
 from hsrl.simulator.response import fidelity_report, train_response_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,9 +35,9 @@ def main() -> None:
     for bias in args.position_bias:
         run = args.runs / f"pb{bias:g}"
         if not (run / "data" / "dataset.npz").is_file():
-            prepare_data(run, ["data.dataset=synthetic", f"data.synthetic.position_bias={bias}"])
-        ds, world = LogDataset.load(run), SyntheticWorld.load(run)
-        base = load_run_config(run).simulator
+            prepare_and_show(run, ["data.dataset=synthetic", f"data.synthetic.position_bias={bias}"])
+        ds, world = RunDir(run).dataset(), RunDir(run).world()
+        base = RunDir(run).config().simulator
         for slots in args.slots:
             start = time.perf_counter()
             model, summary = train_response_model(ds, base.model_copy(update={"slots": slots}))

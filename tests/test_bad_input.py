@@ -313,7 +313,7 @@ def test_drop_policy_reports_what_it_dropped(cli, csvlogs):
         assert "unknown_item_rows_dropped" in text and "zzz, yyy" in text
     from hsrl.data.schema import LogDataset
 
-    ds = LogDataset.load(out)
+    ds = LogDataset.load(out / "data")
     assert ds.meta["unknown_items"]["rows_dropped"] == 2
     assert ds.n_impressions == 4  # u0 and u1 keep 5 rows (one slate of 3 each), u2 all 6 (two)
 

@@ -60,7 +60,7 @@ def test_ml1m_reader_slates_histories_profiles(cli, tmp_path):
     r = cli("data", "prepare", "--dataset", "ml-1m", "--source", src, "--out", out,
             "--set", "data.slate_size=3", "--set", "data.history_length=5")  # fmt: skip
     assert r.code == 0, r.err
-    ds = LogDataset.load(out)
+    ds = LogDataset.load(out / "data")
     assert ds.n_items == 7 and ds.item_ids.tolist() == [str(i) for i in range(1, 8)]
     assert ds.user_ids.tolist() == ["1", "2", "4"]  # user 3 has no complete slate
     assert ds.meta["ratings"] == 15 and ds.meta["ratings_in_slates"] == 12
@@ -197,7 +197,7 @@ def test_rl4rs_real_items_and_sessions(cli, tmp_path, rl4rs_items):
     out = tmp_path / "run"
     r = cli("data", "prepare", "--dataset", "rl4rs", "--source", sessions, "--items", rl4rs_items, "--out", out)
     assert r.code == 0, r.err
-    ds = LogDataset.load(out)
+    ds = LogDataset.load(out / "data")
     assert ds.n_items == 283 and ds.item_ids.tolist() == [str(i) for i in range(1, 284)]
     vec = np.array([line.split(" ")[1].split(",") for line in rl4rs_items.read_text().splitlines()[1:]], dtype=float)
     assert vec.shape == (283, 40)
@@ -465,7 +465,7 @@ def test_ml100k_fetched_for_real(cli, tmp_path):
     out = tmp_path / "ml100k"
     r = cli("data", "prepare", "--dataset", "ml-100k", "--out", out)
     assert r.code == 0, r.err
-    ds = LogDataset.load(out)
+    ds = LogDataset.load(out / "data")
     assert ds.meta["ratings"] == 100_000
     assert ds.n_users == 943 and ds.n_items == 1682
     per_user = pd.read_csv(folder / "ml-100k.inter", sep="\t", usecols=[0]).iloc[:, 0].value_counts()

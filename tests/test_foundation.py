@@ -51,8 +51,7 @@ def test_synthetic_same_seed_identical_and_other_seed_differs():
 
 def test_dataset_save_load_round_trip(tmp_path):
     ds, _ = generate(load_config(overrides=SMALL).data)
-    ds.save(tmp_path)
-    back = LogDataset.load(tmp_path)
+    back = LogDataset.load(ds.save(tmp_path / "data"))
     for name in ("item_ids", "item_features", "user_ids", "imp_items", "imp_feedback", "hist_items", "hist_feedback"):
         np.testing.assert_array_equal(getattr(ds, name), getattr(back, name))
     assert back.meta == ds.meta

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+import hsrl
 from hsrl.agents import Agent, GRPOAgent, HSRLAgent, LoggedSlates, RandomAgent, registry
 from hsrl.agents.grpo import ExpectedReward, click_count_pmf, simulator_reward
 from hsrl.config import AgentConfig, GRPOConfig, SimulatorConfig, TrainConfig, load_config
 from hsrl.data.synthetic import generate
 from hsrl.errors import ArtifactError, ConfigError
 from hsrl.eval.evaluate import evaluate
+from hsrl.rundir import RunDir
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.env import SlateEnv, TrueWorldResponse
 from hsrl.simulator.reward import make_reward
@@ -230,12 +232,12 @@ def test_grpo_beats_random_on_a_tiny_world(world):
 def small_run(tmp_path_factory, world):
     """A run directory with data, a Semantic ID index and two (untrained) simulators: the training one
     and the judge."""
-    from hsrl.commands.data import prepare_data
     from hsrl.rundir import RunDir
     from hsrl.simulator.response import UserResponseModel, save_checkpoint
+    from hsrl.workflow import prepare_data
 
     out = tmp_path_factory.mktemp("grpo") / "run"
-    ds = prepare_data(out, SMALL)
+    ds = prepare_data(out, load_config(overrides=SMALL)).value
     run = RunDir(out)
     for judge in (False, True):
         torch.manual_seed(int(judge))
@@ -248,7 +250,7 @@ def small_run(tmp_path_factory, world):
 
 def test_the_registry_builds_grpo_on_the_training_simulator(small_run):
     env = SlateEnv.from_run(small_run, split="train", seed=0, device="cpu")
-    agent = registry.build("grpo:group=4+warm_start=1", small_run, env=env)
+    agent = hsrl.build_agent("grpo:group=4+warm_start=1", small_run, env=env)
     assert isinstance(agent, GRPOAgent) and agent.config.grpo.group == 4
     assert agent.reward_model is not None and agent.logs is not None
     assert registry.get("grpo").uses_index and registry.get("grpo").options is GRPOConfig
@@ -274,7 +276,7 @@ def test_the_registry_builds_grpo_on_the_training_simulator(small_run):
 def test_grpo_refuses_any_other_reward_model(small_run, world_kind, split, match):
     env = SlateEnv.from_run(small_run, split=split, world=world_kind, seed=0, device="cpu")
     with pytest.raises(ConfigError, match=match):
-        registry.build("grpo", small_run, env=env)
+        registry.build("grpo", RunDir(small_run), env=env)  # the registry, on the run's artefacts
 
 
 def test_a_catalogue_view_is_scored_in_the_world_s_item_order(small_run):
@@ -285,6 +287,6 @@ def test_a_catalogue_view_is_scored_in_the_world_s_item_order(small_run):
     view = CatalogueView(env, order, env.n_items)
     obs = view.reset()
     slate = torch.arange(env.slate_size).expand(obs.batch_size, -1).contiguous()
-    through = simulator_reward(view, small_run)(obs, slate)
+    through = simulator_reward(view, RunDir(small_run).simulator)(obs, slate)
     direct = ExpectedReward.of_env(env)(env.observation, torch.as_tensor(order)[slate])
     torch.testing.assert_close(through, direct)

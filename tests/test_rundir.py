@@ -24,6 +24,7 @@ def test_evaluating_many_agent_seeds_reads_dataset_and_simulator_once(cli, tiny_
     assert cli("data", "prepare", "--out", run, *tiny_sets).code == 0
     assert cli("simulator", "train", run, *tiny_sets).code == 0
     fresh_cache.LOADS.clear()
+    fresh_cache._CACHE.clear()  # the stages above share what they read too: start cold
     cfg = load_run_config(run)
     # 3 agents x 3 seeds x 2 judges = 18 environments (and the agents' own needs: popularity, oracle)
     payload = evaluate_agents(run, cfg, ["random", "popular", "oracle"], 3, ["simulator", "true"], 4)
@@ -55,24 +56,46 @@ def _imports(tree) -> list[tuple[str, bool]]:
     return found
 
 
+# the layers: commands (parse options, render) -> pipeline (RunDir, the workflow stages, tuning, the job
+# engine) -> library. ``hsrl`` itself (the top-level API) and ``hsrl.__main__`` sit above them all.
+COMMANDS = ("hsrl.commands", "hsrl.cli")
+PIPELINE = ("hsrl.rundir", "hsrl.workflow", "hsrl.tuning", "hsrl.engine")
+TOP = ("hsrl", "hsrl.__main__")
+# the one way up from the library, on purpose: the run-taking entry points (make_env, SlateEnv.from_run
+# and the gymnasium / TorchRL adapters that call it) resolve the run directory through RunDir.env, lazily
+RUN_ENTRY_POINTS = {("hsrl.simulator.env", "hsrl.rundir")}
+
+
+def _layer(module: str, layer: tuple[str, ...]) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in layer)
+
+
 def test_the_house_reads_one_way_without_import_cycles():
-    """commands -> pipeline (workflow, RunDir) -> library: no library module imports the pipeline or the
-    commands (not even lazily), and module-level imports between hsrl modules have no cycle."""
+    """commands -> pipeline (RunDir, workflow, tuning, engine) -> library: no library module imports the
+    pipeline or the commands (not even lazily, but the run-taking entry point of the environments), the
+    pipeline never imports the commands, and module-level imports between hsrl modules have no cycle."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "src" / "hsrl"
-    pipeline = ("hsrl.workflow", "hsrl.commands", "hsrl.cli")
     graph: dict[str, set[str]] = {}
-    upstream = []
+    upstream, pipeline_up = [], []
     for path in root.rglob("*.py"):
         rel = path.relative_to(root.parent).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
         tree = ast.parse(path.read_text())
         imports = _imports(tree)
         graph[rel] = {m for m, top in imports if top and m != rel}
-        if not rel.startswith(pipeline) and rel != "hsrl.__main__":
-            upstream += [(rel, m) for m, _ in imports if m.startswith(pipeline)]
+        if rel in TOP or _layer(rel, COMMANDS):
+            continue
+        if _layer(rel, PIPELINE):
+            pipeline_up += [(rel, m) for m, _ in imports if _layer(m, COMMANDS)]
+            continue
+        upstream += [
+            (rel, m) for m, _ in imports if _layer(m, PIPELINE + COMMANDS) and (rel, m) not in RUN_ENTRY_POINTS
+        ]
+    assert "hsrl.workflow.stages" in graph and "hsrl.rundir" in graph  # the layers were found
     assert not upstream, f"library modules importing the pipeline or commands: {upstream}"
+    assert not pipeline_up, f"pipeline modules importing the commands: {pipeline_up}"
 
     def visit(node: str, stack: list[str], done: set[str]) -> None:
         if node in stack:
@@ -86,6 +109,21 @@ def test_the_house_reads_one_way_without_import_cycles():
     done: set[str] = set()
     for module in graph:
         visit(module, [], done)
+
+
+def test_only_the_run_directory_knows_the_layout():
+    """No library module reads the run's saved config (RunDir.config does, for the pipeline)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "src" / "hsrl"
+    readers = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+        if rel in TOP or _layer(rel, COMMANDS + PIPELINE) or rel == "hsrl.config":
+            continue
+        if "load_run_config" in path.read_text():
+            readers.append(rel)
+    assert not readers, f"library modules reading the run's config: {readers}"
 
 
 def test_each_device_has_its_own_simulator_copy(cli, tiny_sets, tmp_path, fresh_cache):

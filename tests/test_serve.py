@@ -20,9 +20,10 @@ from hsrl.agents import HSRLAgent
 from hsrl.config import AgentConfig, load_config, save_config
 from hsrl.data.synthetic import generate
 from hsrl.errors import ArtifactError
-from hsrl.serve.export import POLICY, export_dir, export_policy, load_export
+from hsrl.rundir import RunDir
+from hsrl.serve.export import POLICY, load_export
 from hsrl.sid.index import SemanticIDIndex
-from hsrl.workflow import INDEX_PATH, agent_dir
+from hsrl.workflow import INDEX_PATH, agent_dir, export_run
 
 MAX_BATCH = 8
 CFG = load_config(overrides=["data.synthetic.n_users=30", "data.synthetic.n_items=60", "data.history_length=10"])
@@ -33,7 +34,7 @@ F, P, K = DS.feature_dim, DS.profile_dim, DS.slate_size
 def make_run(run: Path, with_agent: bool = True) -> None:
     """A tiny run directory: synthetic data, a SID index and an untrained HSRL agent."""
     cfg, ds = CFG, DS
-    ds.save(run)
+    ds.save(run / "data")
     save_config(cfg, run)
     index = SemanticIDIndex.build(ds.item_features, levels=2, codes=4, seed=0)
     index.save(run / INDEX_PATH)
@@ -114,7 +115,7 @@ def recommended(resp: httpx.Response) -> set[str]:
 def test_export_round_trip_and_clear_errors(tmp_path, cli):
     run = tmp_path / "run"
     make_run(run)
-    out = export_policy(run)
+    out = export_run(run)
     policy = load_export(out)
     assert policy.index.n_items == DS.n_items and policy.features.shape == (DS.n_items, F)
     assert not any(isinstance(m, torch.optim.Optimizer) for m in vars(policy).values())
@@ -126,7 +127,7 @@ def test_export_round_trip_and_clear_errors(tmp_path, cli):
     res = cli("serve", run)
     assert res.code == 2 and "checksum" in res.err
     # a manifest that does not fit the weights
-    export_policy(run)
+    export_run(run)
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["architecture"]["history_length"] = 99
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -136,12 +137,12 @@ def test_export_round_trip_and_clear_errors(tmp_path, cli):
     bare = tmp_path / "bare"
     make_run(bare, with_agent=False)
     res = cli("serve", bare)
-    assert res.code == 2 and "no HSRL checkpoint" in res.err and not export_dir(bare).exists()
+    assert res.code == 2 and "no HSRL checkpoint" in res.err and not RunDir(bare).export_dir.exists()
 
 
 # ---------------------------------------------------------------------- service
 def test_health_docs_and_greedy_recommendations(server, run_dir):
-    assert (export_dir(run_dir) / "manifest.json").is_file()  # `hsrl serve` exported the policy itself
+    assert (RunDir(run_dir).export_dir / "manifest.json").is_file()  # `hsrl serve` exported the policy itself
     health = server.get("/health").json()
     assert health["active_items"] == DS.n_items and health["model"]["architecture"]["slate_size"] == K
     assert server.get("/docs").status_code == 200
@@ -163,7 +164,7 @@ def item_features(run_dir) -> dict[str, list[float]]:
     """Features of the original items (the service does not expose them)."""
     from hsrl.data.schema import LogDataset
 
-    ds = LogDataset.load(run_dir)
+    ds = LogDataset.load(run_dir / "data")
     return {str(i): f.tolist() for i, f in zip(ds.item_ids, ds.item_features)}
 
 
@@ -369,7 +370,7 @@ def test_service_decodes_like_the_agent_including_exposure(tmp_path):
     expected = agent.act(obs)
     assert not torch.equal(plain, expected), "the exposure weights should change this slate"
     agent.save(agent_dir(run, "hsrl", 0) / "agent.pt")
-    client = TestClient(create_app(load_export(export_policy(run))))
+    client = TestClient(create_app(load_export(export_run(run))))
     body = {"users": [{"history": [{"item": str(i), "feedback": f} for i, f in history], "profile": profile.tolist()}]}
     resp = client.post("/recommend", json=body)
     assert resp.status_code == 200, resp.text

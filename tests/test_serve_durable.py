@@ -18,16 +18,18 @@ from fastapi.testclient import TestClient
 from test_serve import F, P, free_port, make_run, users
 
 from hsrl.errors import ArtifactError
+from hsrl.rundir import RunDir
 from hsrl.serve.app import create_app
 from hsrl.serve.catalogue import LOG
-from hsrl.serve.export import catalogue_dir, export_policy, load_export
+from hsrl.serve.export import load_export
 from hsrl.serve.recommender import MicroBatcher, Recommender, UserQuery
+from hsrl.workflow import export_run
 
 
 @pytest.fixture()
 def run(tmp_path) -> Path:
     make_run(tmp_path)
-    export_policy(tmp_path)
+    export_run(tmp_path)
     return tmp_path
 
 
@@ -99,13 +101,13 @@ def changes(client: TestClient, n: int) -> int:
 
 def test_a_torn_last_record_is_ignored_and_a_damaged_middle_one_is_an_error(run):
     export = load_export(run / "serve")
-    with TestClient(create_app(export, state_dir=catalogue_dir(run))) as client:
+    with TestClient(create_app(export, state_dir=RunDir(run).catalogue_dir)) as client:
         version = changes(client, 5)
-    log = catalogue_dir(run) / LOG
+    log = RunDir(run).catalogue_dir / LOG
     good = log.read_bytes()
     log.write_bytes(good + b'0badc0de {"version": 99, "op": "ad')  # a crash in the middle of a write
     export = load_export(run / "serve")
-    with TestClient(create_app(export, state_dir=catalogue_dir(run))) as client:
+    with TestClient(create_app(export, state_dir=RunDir(run).catalogue_dir)) as client:
         assert client.get("/health").json()["catalogue_version"] == version
         assert client.get("/items/x4").json()["active"] is True and client.get("/items/x0").json()["active"] is False
     assert log.read_bytes() == good, "the torn tail is cut off so that new records follow good ones"
@@ -113,23 +115,23 @@ def test_a_torn_last_record_is_ignored_and_a_damaged_middle_one_is_an_error(run)
     lines[1] = lines[1].replace(b'"delete"', b'"dalete"')  # checksum no longer matches
     log.write_bytes(b"".join(lines))
     with pytest.raises(ArtifactError, match="line 2 is damaged"):
-        create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))
+        create_app(load_export(run / "serve"), state_dir=RunDir(run).catalogue_dir)
 
 
 def test_compaction_snapshots_the_catalogue_and_cuts_the_log(run):
     export = load_export(run / "serve")
-    with TestClient(create_app(export, state_dir=catalogue_dir(run), compact_every=3)) as client:
+    with TestClient(create_app(export, state_dir=RunDir(run).catalogue_dir, compact_every=3)) as client:
         version = changes(client, 7)
         for _ in range(200):  # compaction runs in a background thread
             health = client.get("/health").json()
-            if (catalogue_dir(run) / "CURRENT").exists() and not health["compacting"]:
+            if (RunDir(run).catalogue_dir / "CURRENT").exists() and not health["compacting"]:
                 break
             time.sleep(0.05)
         records = health["log_records"]
-    assert records < 7 and len((catalogue_dir(run) / LOG).read_bytes().splitlines()) == records
-    snapshot = (catalogue_dir(run) / "CURRENT").read_text().strip()
-    assert (catalogue_dir(run) / snapshot / "index.npz").is_file()
-    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+    assert records < 7 and len((RunDir(run).catalogue_dir / LOG).read_bytes().splitlines()) == records
+    snapshot = (RunDir(run).catalogue_dir / "CURRENT").read_text().strip()
+    assert (RunDir(run).catalogue_dir / snapshot / "index.npz").is_file()
+    with TestClient(create_app(load_export(run / "serve"), state_dir=RunDir(run).catalogue_dir)) as client:
         assert client.get("/health").json()["catalogue_version"] == version
         active = {f"x{j}": client.get(f"/items/x{j}").json()["active"] for j in range(0, 7, 2)}
         assert active == {"x0": False, "x2": False, "x4": False, "x6": True}
@@ -234,7 +236,7 @@ def test_a_failed_log_write_leaves_no_fragment_and_the_next_change_is_kept(run, 
     import hsrl.serve.catalogue as catalogue_module
 
     export = load_export(run / "serve")
-    with TestClient(create_app(export, state_dir=catalogue_dir(run))) as client:
+    with TestClient(create_app(export, state_dir=RunDir(run).catalogue_dir)) as client:
         assert client.delete("/items/1").status_code == 200
         real_fsync = catalogue_module.os.fsync
         calls = {"n": 0}
@@ -251,12 +253,12 @@ def test_a_failed_log_write_leaves_no_fragment_and_the_next_change_is_kept(run, 
         assert failed.status_code == 503 and "not made" in failed.json()["detail"]
         assert client.get("/items/2").json()["active"] is True, "a change whose record failed is not applied"
         assert client.delete("/items/3").status_code == 200
-    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+    with TestClient(create_app(load_export(run / "serve"), state_dir=RunDir(run).catalogue_dir)) as client:
         assert [client.get(f"/items/{i}").json()["active"] for i in ("1", "2", "3")] == [False, True, False]
 
 
 def test_values_that_cannot_be_embedded_or_scored_are_4xx_not_500(run):
-    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+    with TestClient(create_app(load_export(run / "serve"), state_dir=RunDir(run).catalogue_dir)) as client:
         huge = client.post("/items", json={"items": [{"id": "h", "features": [3e38] * F}]})
         assert huge.status_code == 422 and "features" in huge.json()["detail"]
         assert client.get("/items/h").status_code == 404
@@ -266,7 +268,7 @@ def test_values_that_cannot_be_embedded_or_scored_are_4xx_not_500(run):
         seed = client.post("/recommend", json={"users": users(1), "greedy": False, "seed": 2**64})
         assert seed.status_code == 422
     # nothing was logged, so the service starts again
-    with TestClient(create_app(load_export(run / "serve"), state_dir=catalogue_dir(run))) as client:
+    with TestClient(create_app(load_export(run / "serve"), state_dir=RunDir(run).catalogue_dir)) as client:
         assert client.get("/health").json()["catalogue_version"] == 0
 
 

@@ -18,7 +18,7 @@ SMALL = ["data.synthetic.n_users=60", "data.synthetic.n_items=120"]
 @pytest.fixture
 def run_dir(tmp_path):
     ds, _ = generate(load_config(overrides=SMALL).data)
-    ds.save(tmp_path)
+    ds.save(tmp_path / "data")
     return tmp_path
 
 

@@ -251,7 +251,7 @@ def test_two_process_ddp_matches_one_process(cli, tmp_path):
     assert two["training"]["processes"] == 2 and one["training"]["processes"] == 1
     assert two["training"]["train_rows"] <= one["training"]["train_rows"] <= two["training"]["train_rows"] + 1
     assert abs(two["val"]["simulator"]["auc"] - one["val"]["simulator"]["auc"]) < 0.01
-    load_checkpoint(run / "simulator" / "model.pt", expect=LogDataset.load(run))  # the same artefacts
+    load_checkpoint(run / "simulator" / "model.pt", expect=LogDataset.load(run / "data"))  # the same artefacts
     assert not list(run.glob(".ddp-*"))  # the exchange folder is gone
     # a mode without every slot parameter trains too (DDP needs a gradient for each parameter)
     r = cli("simulator", "train", run, "--force", "--nproc", "2", "--set", "simulator.slots=off")

@@ -96,19 +96,17 @@ def test_tuned_flag_in_specs_and_missing_values_are_clear():
 
 def test_selection_never_reads_test_users_the_judge_or_the_true_world(tiny_run, monkeypatch):
     """Every environment a study builds is a training or validation one, in the training simulator."""
-    from hsrl.simulator import env as env_module
-
-    seen: list[tuple[str, str]] = []
-    real = env_module.make_env
-
-    def spy(run_dir, split="train", world="simulator", **kwargs):
-        seen.append((split, world))
-        return real(run_dir, split=split, world=world, **kwargs)
-
-    monkeypatch.setattr(env_module, "make_env", spy)
-    monkeypatch.setattr(workflow, "make_env", spy)
     from hsrl.data.schema import LogDataset
     from hsrl.rundir import LOADS
+
+    seen: list[tuple[str, str]] = []
+    real = RunDir.env  # every environment of a run is built there (make_env and the workflow's env_for)
+
+    def spy(self, split="test", world="simulator", *args, **kwargs):
+        seen.append((split, world))
+        return real(self, split, world, *args, **kwargs)
+
+    monkeypatch.setattr(RunDir, "env", spy)
 
     splits: list[str] = []
     for method in ("users_in", "rows_in"):  # any read of a split's users or logged rows

@@ -27,8 +27,12 @@ from hsrl.gym_registration import register_gymnasium  # noqa: E402  (no torch: s
 register_gymnasium()
 
 if TYPE_CHECKING:
+    import torch
+
     from hsrl.agents.base import Agent
+    from hsrl.config import RunConfig
     from hsrl.data.schema import LogDataset
+    from hsrl.sid.index import SemanticIDIndex
 
 # public name -> (module, attribute), resolved by ``__getattr__`` on first use
 _LAZY = {
@@ -40,7 +44,6 @@ _LAZY = {
     "LogDataset": ("hsrl.data.schema", "LogDataset"),
     "RunConfig": ("hsrl.config", "RunConfig"),
     "load_run_config": ("hsrl.config", "load_run_config"),
-    "build_agent": ("hsrl.agents.registry", "build"),
     "register_agent": ("hsrl.agents.registry", "register"),
     "agent_names": ("hsrl.agents.registry", "names"),
 }
@@ -88,15 +91,42 @@ def load_dataset(source: str | Path, **data_options: Any) -> LogDataset:
     from hsrl.data.schema import LogDataset
     from hsrl.rundir import RunDir
 
-    RunDir(source).require_dataset()
-    return LogDataset.load(Path(source))  # a copy of its own: the caller may change it
+    run = RunDir(source)
+    run.require_dataset()
+    return LogDataset.load(run.data_dir)  # a copy of its own: the caller may change it
 
 
-def load_agent(path: str | Path, device: Any = None) -> Agent:
-    """The agent saved at ``path`` (any registered kind), rebuilt from the file alone."""
+def build_agent(
+    spec: str,
+    run: str | Path | None = None,
+    config: RunConfig | None = None,
+    env: Any = None,
+    seed: int = 0,
+    index: SemanticIDIndex | None = None,
+) -> Agent:
+    """A fresh agent of kind ``spec`` (any registered name, with ``:key=value+...`` options) for the run
+    directory ``run``: ``config`` defaults to the run's (its ``config.yaml``), ``env`` to its training
+    environment (``SlateEnv.from_run(run, split="train", seed=seed)``). Without a run, give ``env`` (the
+    agents that read logged data, the index or the world need one). ``hsrl.agents.registry.build`` is the
+    same call on a run's loaded artefacts."""
+    from hsrl.agents import registry
+    from hsrl.config import RunConfig as Config
+    from hsrl.rundir import RunDir
+
+    artefacts = RunDir(run) if run is not None else None
+    if config is None:
+        config = artefacts.config() if artefacts is not None else Config()
+    if env is None and artefacts is not None:
+        env = artefacts.env(split=registry.TRAIN_SPLIT, seed=seed)
+    return registry.build(spec, artefacts, config, env, seed, index)
+
+
+def load_agent(path: str | Path, device: torch.device | str | None = None) -> Agent:
+    """The agent saved at ``path`` (any registered kind), rebuilt from the file alone, on ``device``
+    (default CPU; a file saved on another device type loads too)."""
     from hsrl.agents.base import Agent
 
     return Agent.load(path, device=device)
 
 
-__all__ = ["__version__", "load_dataset", "load_agent", *_LAZY]
+__all__ = ["__version__", "load_dataset", "load_agent", "build_agent", *_LAZY]

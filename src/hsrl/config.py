@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hsrl.errors import ConfigError
-from hsrl.rundir import CONFIG_FILE  # noqa: E402  (re-exported: the name of a run's config)
+
+CONFIG_FILE = "config.yaml"  # what save_config writes in the folder it is given (hsrl.rundir places it)
 
 
 class Section(BaseModel):
@@ -461,6 +462,7 @@ def load_config(
 
 
 def save_config(config: RunConfig, run_dir: str | Path) -> Path:
+    """Write ``config.yaml`` into ``run_dir`` (``hsrl.rundir.RunDir.save_config`` is the pipeline's way in)."""
     from hsrl.io import atomic_path
 
     path = Path(run_dir) / CONFIG_FILE

@@ -26,7 +26,7 @@ import yaml
 
 from hsrl.config import RunConfig
 from hsrl.errors import ConfigError
-from hsrl.rundir import RunDir
+from hsrl.rundir import RunDir, RunLike
 
 # the search spaces shipped with hsrl (a source checkout, which is how `make setup` installs it)
 SEARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "search"
@@ -407,7 +407,7 @@ def _summary(study: Any, agent: str, space: dict[str, Param], trials: int, secon
     }
 
 
-def load_tuned(run_dir: str | Path, cfg: RunConfig, agents: list[str]) -> RunConfig:
+def load_tuned(run_dir: RunLike, cfg: RunConfig, agents: list[str]) -> RunConfig:
     """``cfg`` with the tuned values of every learned agent among ``agents`` (from ``RUN/tuned/NAME.yaml``);
     an agent without a tuned file is an error that names the file and the command that writes it."""
     from hsrl.agents import registry

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from hsrl.agents.base import ppo_surrogate
+from hsrl.agents.base import ppo_surrogate, restore_generator
 from hsrl.agents.hsrl import HSRLAgent, SIDAgent
 from hsrl.agents.supervised import LoggedSlates
 from hsrl.config import AgentConfig
@@ -51,9 +51,9 @@ from hsrl.simulator.observation import Observation
 from hsrl.simulator.reward import REWARDS, RewardFn
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from hsrl.sid.index import SemanticIDIndex
+    from hsrl.sid.protocols import SIDIndex
+    from hsrl.simulator.catalogue import CatalogueView
+    from hsrl.simulator.env import SlateEnv
 
 EPS = 1e-6  # of the group normalisation (rewards and advantages are float64: rounding noise stays far below it)
 ClickProbs = Callable[[Observation, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -89,7 +89,7 @@ class ExpectedReward:
         self.per_count = reward_fn(counts).double()  # (K+1,)
 
     @classmethod
-    def of_env(cls, env: Any) -> ExpectedReward:
+    def of_env(cls, env: SlateEnv) -> ExpectedReward:
         """The expected reward of ``env``'s own click model and reward, UNCHECKED (any world; tests use the
         true one). The registry builds GRPO with ``simulator_reward``, which checks it is the simulator."""
         name = getattr(env, "reward_name", None)
@@ -123,14 +123,17 @@ def _through_view(click_probs: ClickProbs, order: torch.Tensor) -> ClickProbs:
     return probs
 
 
-def simulator_reward(env: Any, run_dir: str | Path | None = None) -> ExpectedReward:
+def simulator_reward(
+    env: SlateEnv | CatalogueView, training_simulator: Callable[..., Any] | None = None
+) -> ExpectedReward:
     """GRPO's reward model from its training environment, checked to be the TRAINING simulator.
 
     ``env`` is what the factory receives (``BuildContext.env``): a ``SlateEnv`` of the training split, or
     a ``CatalogueView`` of one (catalogue churn). Its response must be a learned ``UserResponseModel``
-    (the true synthetic world would hand GRPO the ground truth it is judged by) and, given the run
-    directory, the run's training simulator itself, not the judge (a second simulator that agents are
-    scored in and must never learn from). Only the click model and the reward function are kept."""
+    (the true synthetic world would hand GRPO the ground truth it is judged by) and, given the run's
+    ``training_simulator`` (called as ``training_simulator(device=...)``, e.g. ``RunDir(run).simulator``),
+    that model itself, not the judge (a second simulator that agents are scored in and must never learn
+    from). Only the click model and the reward function are kept."""
     from hsrl.simulator.catalogue import CatalogueView
     from hsrl.simulator.response import UserResponseModel
 
@@ -144,14 +147,11 @@ def simulator_reward(env: Any, run_dir: str | Path | None = None) -> ExpectedRew
         )
     if getattr(base, "split", "train") != "train":
         raise ConfigError(f"agent 'grpo' learns in the training users' simulator, not the '{base.split}' split")
-    if run_dir is not None:
-        from hsrl.rundir import RunDir
-
-        if response is not RunDir(run_dir).simulator(judge=False, device=base.device):
-            raise ConfigError(
-                "agent 'grpo': the environment's click model is not the run's training simulator "
-                "(the judge, or another model); build it on `SlateEnv.from_run(run, split='train')`"
-            )
+    if training_simulator is not None and response is not training_simulator(device=base.device):
+        raise ConfigError(
+            "agent 'grpo': the environment's click model is not the run's training simulator "
+            "(the judge, or another model); build it on `SlateEnv.from_run(run, split='train')`"
+        )
     model = ExpectedReward.of_env(base)
     if order is not None:
         model.click_probs = _through_view(response.click_probs, order)
@@ -189,7 +189,7 @@ class GRPOAgent(SIDAgent):
         self,
         item_features: torch.Tensor,
         slate_size: int,
-        index: Any,
+        index: SIDIndex,
         profile_dim: int,
         history_length: int,
         config: AgentConfig | None = None,
@@ -223,11 +223,11 @@ class GRPOAgent(SIDAgent):
 
     # ------------------------------------------------------------------ catalogue and acting
     @property
-    def index(self) -> SemanticIDIndex:
+    def index(self) -> SIDIndex:  # type: ignore[override]  # read-only: set_catalogue changes it
         return self.policy.index
 
     def set_catalogue(
-        self, item_features: torch.Tensor, index: SemanticIDIndex | None = None, active: torch.Tensor | None = None
+        self, item_features: torch.Tensor, index: SIDIndex | None = None, active: torch.Tensor | None = None
     ) -> None:
         self.policy.set_catalogue(item_features, index, active)
         self.reference.set_catalogue(item_features, self.policy.index, self.policy.active)
@@ -266,7 +266,7 @@ class GRPOAgent(SIDAgent):
             raise ValueError(
                 "this GRPO agent has no reward model (the training simulator's click model): build it with "
                 "hsrl.build_agent('grpo', run, env=train_env), or set agent.reward_model = "
-                "simulator_reward(train_env, run)"
+                "simulator_reward(train_env, RunDir(run).simulator)"
             )
         g = self.config.grpo.group
         b = obs.batch_size
@@ -394,6 +394,6 @@ class GRPOAgent(SIDAgent):
             m.load_state_dict(state["modules"][k])
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
-        self.policy.generator.set_state(state["generator"])
+        restore_generator(self.policy.generator, state["generator"])
         self.updates = int(state["updates"])
         self.frozen = bool(state["frozen"])

@@ -6,9 +6,11 @@ an agent exists everywhere once it has a class and one ``register(...)`` entry::
     register("mine", MyAgent)                     # learned/privileged are read from the class
     register("mine", MyAgent, factory=lambda ctx: MyAgent(ctx.features, ctx.slate_size, ctx.dataset()))
 
-A factory receives one ``BuildContext`` (run directory, config with the spec's options applied, the
+A factory receives one ``BuildContext`` (the run's artefacts, config with the spec's options applied, the
 environment, the seed, the Semantic ID index) and returns a fresh, untrained agent; whatever special input
 an agent needs (logged slates, train popularity, the world's click model, the index) it takes from there.
+The run is handed down loaded (``RunArtefacts``: a ``hsrl.rundir.RunDir`` from the pipeline, or anything
+with its loaders): the registry never builds a path itself. ``hsrl.build_agent`` takes a run directory.
 Without a factory the class is called as ``cls(features, slate_size)``, or for ``EncoderAgent`` subclasses
 ``cls(features, slate_size, profile_dim, history_length, config.agent, seed)``.
 """
@@ -18,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from os import PathLike
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -39,24 +41,48 @@ from hsrl.errors import ConfigError
 
 if TYPE_CHECKING:
     from hsrl.data.schema import LogDataset
+    from hsrl.data.synthetic import SyntheticWorld
     from hsrl.sid.index import SemanticIDIndex
+    from hsrl.sid.protocols import SIDIndex
+    from hsrl.simulator.catalogue import CatalogueView
+    from hsrl.simulator.env import SlateEnv
+    from hsrl.simulator.observation import Observation
+    from hsrl.simulator.response import UserResponseModel
 
 TRAIN_SPLIT = "train"
+
+
+class RunArtefacts(Protocol):
+    """What a factory may read of a run: its loaders (``hsrl.rundir.RunDir`` has them)."""
+
+    @property
+    def has_world(self) -> bool: ...
+
+    def dataset(self) -> LogDataset: ...
+
+    def world(self) -> SyntheticWorld: ...
+
+    def index(self) -> SemanticIDIndex: ...
+
+    def simulator(self, judge: bool = False, device: Any = "cpu") -> UserResponseModel: ...
+
+    def config(self) -> RunConfig: ...
 
 
 # ---------------------------------------------------------------------- what a factory gets
 @dataclass
 class BuildContext:
-    """Everything an agent factory may read. ``config.agent`` already holds the spec's options."""
+    """Everything an agent factory may read. ``config.agent`` already holds the spec's options; ``run``
+    is the run's artefacts (None: an agent built without a run, from its environment alone)."""
 
-    run_dir: Path | None
+    run: RunArtefacts | None
     config: RunConfig
-    env: Any
+    env: SlateEnv | CatalogueView  # the training environment, or a churn view of it
     seed: int = 0
-    index: SemanticIDIndex | None = None  # the Semantic IDs to use (default: the run's)
+    index: SIDIndex | None = None  # the Semantic IDs to use (default: the run's)
     spec: str = ""
     options: dict[str, str] = field(default_factory=dict)  # the spec's options (oracle:fatigue=blind)
-    _dataset: Any = field(default=None, repr=False)
+    _dataset: LogDataset | None = field(default=None, repr=False)
 
     @property
     def features(self) -> torch.Tensor:
@@ -67,31 +93,27 @@ class BuildContext:
         return int(self.env.slate_size)
 
     @property
-    def view(self) -> Any:
+    def view(self) -> CatalogueView | None:
         """The ``CatalogueView`` the agent is built for (catalogue churn), else None."""
         from hsrl.simulator.catalogue import CatalogueView
 
         return self.env if isinstance(self.env, CatalogueView) else None
 
-    def need_run(self, what: str) -> Path:
-        if self.run_dir is None:
+    def need_run(self, what: str) -> RunArtefacts:
+        if self.run is None:
             raise ConfigError(f"agent '{self.spec}' needs a run directory ({what})")
-        return Path(self.run_dir)
+        return self.run
 
     def dataset(self) -> LogDataset:
         """The run's prepared logs (read once per context)."""
         if self._dataset is None:
-            from hsrl.rundir import RunDir
-
-            self._dataset = RunDir(self.need_run("its logged data")).dataset()
+            self._dataset = self.need_run("its logged data").dataset()
         return self._dataset
 
-    def sid_index(self) -> SemanticIDIndex:
+    def sid_index(self) -> SIDIndex:
         if self.index is not None:
             return self.index
-        from hsrl.rundir import RunDir
-
-        return RunDir(self.need_run("its Semantic ID index")).index()
+        return self.need_run("its Semantic ID index").index()
 
 
 Factory = Callable[[BuildContext], Agent]
@@ -218,31 +240,31 @@ def base_name(spec: str) -> str:
 
 def build(
     spec: str,
-    run_dir: str | Path | None = None,
+    run: RunArtefacts | None = None,
     config: RunConfig | None = None,
     env: Any = None,
     seed: int = 0,
     index: SemanticIDIndex | None = None,
 ) -> Agent:
-    """A fresh agent of kind ``spec`` (a registered name, optionally with ``:key=value+...`` options).
+    """A fresh agent of kind ``spec`` (a registered name, optionally with ``:key=value+...`` options) on
+    ``env``, with the artefacts of ``run`` (a ``hsrl.rundir.RunDir``; ``hsrl.build_agent`` takes a run
+    directory and fills in its config and training environment).
 
-    ``config`` defaults to the run's (``RUN/config.yaml``), ``env`` to the run's training environment.
-    ``env`` may be a ``CatalogueView`` (catalogue churn): logged data is then re-indexed to its items, and
-    ``index`` is the Semantic ID index of those items (default: the run's index).
+    ``config`` defaults to the run's (``run.config()``), else the defaults. ``env`` may be a
+    ``CatalogueView`` (catalogue churn): logged data is then re-indexed to its items, and ``index`` is the
+    Semantic ID index of those items (default: the run's index).
     """
-    from hsrl.config import load_run_config
-
     name, options = parse_agent(spec)
     entry = get(name)
-    run = Path(run_dir) if run_dir is not None else None
+    if isinstance(run, str | PathLike) and not hasattr(run, "dataset"):  # a RunDir is path-like too
+        raise ConfigError(
+            f"agent '{spec}': registry.build takes a run's artefacts (hsrl.rundir.RunDir(path)), not the path "
+            f"{str(run)!r}; hsrl.build_agent(spec, path) takes a run directory"
+        )
     if config is None:
-        config = load_run_config(run) if run is not None else RunConfig()
+        config = run.config() if run is not None else RunConfig()
     if env is None:
-        if run is None:
-            raise ConfigError(f"agent '{spec}': give an environment or a run directory to build one from")
-        from hsrl.simulator.env import SlateEnv
-
-        env = SlateEnv.from_run(run, split=TRAIN_SPLIT, seed=seed)
+        raise ConfigError(f"agent '{spec}': give the environment it acts in (hsrl.build_agent builds the run's)")
     config = config.model_copy(update={"agent": agent_config(spec, config)})
     return entry.factory(BuildContext(run, config, env, seed, index, spec, options))
 
@@ -271,7 +293,8 @@ def _grpo(ctx: BuildContext) -> Agent:
     run's training simulator: ``simulator_reward`` refuses the true world and the judge) and warm-starts
     on the training users' logged clicks (re-indexed to a churn view's catalogue, as SL's)."""
     env = ctx.env
-    reward = simulator_reward(env, ctx.need_run("its training simulator"))
+    run = ctx.need_run("its training simulator")
+    reward = simulator_reward(env, run.simulator)  # checked to be the training simulator, not the judge
     logs = None
     if ctx.config.agent.grpo.warm_start > 0:
         logs = LoggedSlates.from_dataset(ctx.dataset(), TRAIN_SPLIT, device=ctx.features.device)
@@ -297,23 +320,22 @@ def _popular(ctx: BuildContext) -> Agent:
 def _oracle(ctx: BuildContext) -> Agent:
     """Privileged: the judging environment's own click model (or the true world's, fatigue-blind)."""
     if ctx.options.get("fatigue") == "blind":
-        blind = fatigue_blind_probs(ctx.need_run("the true world"), ctx.env)
+        run = ctx.need_run("the true world")
+        if not run.has_world:
+            raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
+        blind = fatigue_blind_probs(run.world(), ctx.env)
         return OracleGreedyAgent(ctx.features, ctx.slate_size, blind)
     return OracleGreedyAgent(ctx.features, ctx.slate_size, ctx.env.response.click_probs)
 
 
-def fatigue_blind_probs(run_dir: Path, env: Any) -> Callable[..., torch.Tensor]:
+def fatigue_blind_probs(world: SyntheticWorld, env: SlateEnv | CatalogueView) -> Callable[..., torch.Tensor]:
     """The true world's click probabilities without the repeat-topic fatigue term, for env's item indices."""
-    from hsrl.data.synthetic import WORLD_FILE
-    from hsrl.rundir import RunDir
     from hsrl.simulator.catalogue import CatalogueView
 
-    if not (Path(run_dir) / WORLD_FILE).is_file():
-        raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
-    blind = dataclasses.replace(RunDir(run_dir).world(), boredom_per_repeat=0.0)
+    blind = dataclasses.replace(world, boredom_per_repeat=0.0)
     order = env.order if isinstance(env, CatalogueView) else None
 
-    def click_probs(obs: Any, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+    def click_probs(obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
         return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate, slots)
 
     return click_probs

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, print_mapping, run_config
-from hsrl.config import save_config
+from hsrl.commands.common import (
+    ConfigOpt,
+    ForceOpt,
+    RunDirArg,
+    SetOpt,
+    console_progress,
+    new_group,
+    print_mapping,
+    run_config,
+    say,
+)
 from hsrl.rundir import RunDir
+
+if TYPE_CHECKING:
+    from hsrl.workflow.progress import StageReport
 
 app = new_group("Prepare and describe logged data (synthetic, MovieLens, RL4RS, your own CSV/Parquet).")
 
@@ -40,50 +52,21 @@ def data_overrides(
     return overrides
 
 
-def _same_data_or_stop(out: Path, requested: Any) -> None:
-    """A run holds one dataset: asking for another one (other source, other options) in it stops instead
-    of silently reusing the old data under a config that names the new one."""
-    from hsrl.config import CONFIG_FILE, load_run_config
-    from hsrl.errors import ConfigError
+def prepare_and_show(
+    out: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False
+) -> None:
+    """Resolve the config, prepare the data (``hsrl.workflow.prepare_data``) and show what was done."""
+    from hsrl.workflow import prepare_data
 
-    if not (out / CONFIG_FILE).is_file():
+    show_data(prepare_data(out, run_config(out, config, overrides), force, console_progress()))
+
+
+def show_data(report: StageReport) -> None:
+    if report.skipped:
+        say(f"{report.path} exists; skipping (use --force to redo).", "skip")
         return
-    saved = load_run_config(out).data.model_dump(mode="json")
-    wanted = requested.model_dump(mode="json")
-    diff = [k for k in wanted if wanted[k] != saved.get(k)]
-    if diff:
-        key = diff[0]
-        raise ConfigError(
-            f"{out} already holds data prepared with data.{key}={saved.get(key)!r}, not {wanted[key]!r}; use another"
-            " --out, or --force to prepare it again (then retrain the later stages with --force too)"
-        )
-
-
-def prepare_data(out: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False):
-    """Read, validate and save the dataset (and the synthetic world) into ``out``; returns the LogDataset."""
-    from hsrl.data import load
-    from hsrl.data.schema import DATA_DIR, LogDataset
-
-    cfg = run_config(out, config, overrides)
-    if RunDir(out).has_dataset and not force:
-        _same_data_or_stop(out, cfg.data)
-        console.print(f"[yellow]{out / DATA_DIR} exists; skipping (use --force to redo).[/]")
-        return LogDataset.load(out)
-    with console.status(f"reading {cfg.data.dataset} ..."):
-        if cfg.data.dataset == "synthetic":
-            from hsrl.data.synthetic import WORLD_FILE, generate
-
-            ds, world = generate(cfg.data)
-            ds.validate("synthetic")
-        else:
-            ds, world = load(cfg.data), None
-    ds.save(out)
-    if world is not None:
-        world.save(out / WORLD_FILE)
-    save_config(cfg, out)
-    console.print(f"[green]wrote[/] {out / DATA_DIR}")
-    print_mapping(cfg.data.dataset, ds.describe())
-    return ds
+    say(f"wrote {report.path}", "done")
+    print_mapping(report.config.data.dataset, report.details)
 
 
 @app.command("prepare")
@@ -103,12 +86,10 @@ def prepare(
     Your own logs: --dataset csv --source interactions.csv --items items.csv; `hsrl run` takes the same
     options and goes on through every stage.
     """
-    prepare_data(out, data_overrides(dataset, source, items, set_), config, force)
+    prepare_and_show(out, data_overrides(dataset, source, items, set_), config, force)
 
 
 @app.command("describe")
 def describe(run_dir: RunDirArg) -> None:
     """Users, items, impressions, click rate and history lengths of a prepared dataset."""
-    from hsrl.data.schema import LogDataset
-
-    print_mapping(str(run_dir), LogDataset.load(run_dir).describe())
+    print_mapping(str(run_dir), RunDir(run_dir).dataset().describe())

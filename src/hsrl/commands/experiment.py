@@ -1,7 +1,8 @@
 """`hsrl train`, `hsrl evaluate`, `hsrl compare`, `hsrl run`, ...: agents on top of the prepared stages.
 
 Only the data has to be prepared by hand (`hsrl data prepare`, or `hsrl run --dataset`): the commands
-that train or score agents build a missing simulator or Semantic ID index themselves (`ensure_stages`).
+that train or score agents build a missing simulator or Semantic ID index themselves
+(``hsrl.workflow.ensure_stages``). The commands parse options and render; the pipeline does the work.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.table import Table
 
-from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, run_config
+from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, console_progress, run_config
 from hsrl.commands.data import DatasetOpt, ItemsOpt, SourceOpt
 from hsrl.commands.tune import AddressOpt, EngineOpt, TunedOpt, engine_of
-from hsrl.config import RunConfig, save_config
-from hsrl.rundir import RunDir
+from hsrl.config import RunConfig
+from hsrl.rundir import RunDir, RunLike
 
 if TYPE_CHECKING:
-    from hsrl.eval.churn import HeldOut
     from hsrl.simulator.env import World
+    from hsrl.workflow.progress import Results
 
 AgentsOpt = Annotated[
     str | None, typer.Option("--agents", "-a", help="Comma-separated agents (default: eval.agents of the config).")
@@ -36,17 +37,6 @@ WorldOpt = Annotated[
         "both (simulator + true; default) or all.",
     ),
 ]
-
-
-def _with_tuned(run_dir: Path, cfg: RunConfig, names: list[str], tuned: bool) -> tuple[RunConfig, list[str]]:
-    """--tuned makes every learned agent NAME the spec NAME:tuned; every NAME:tuned spec gets the values
-    in RUN/tuned/NAME.yaml (read now, never from an older copy: config.yaml does not keep them)."""
-    from hsrl.agents import registry
-    from hsrl.tuning import load_tuned, tuned_specs
-
-    names = tuned_specs(names) if tuned else names
-    wanted = [n for n in names if registry.TUNED in registry.parse_agent(n)[1]]
-    return (load_tuned(run_dir, cfg, wanted) if wanted else cfg), names
 
 
 def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[str]:
@@ -67,92 +57,21 @@ def _agents(cfg: RunConfig, agents: str | None, ablation: bool = False) -> list[
     return names
 
 
-WORLDS = ("simulator", "judge", "true")
-
-
-def _worlds(run_dir: Path, world: str | None) -> list[str]:
-    """simulator | judge | true, a comma list of them, both (simulator + true world where there is one;
-    the default) or all (both + the judge simulator). Missing simulators are built by ``ensure_stages``."""
-    from hsrl.data.synthetic import WORLD_FILE
-    from hsrl.errors import ConfigError
-
-    has_world = (run_dir / WORLD_FILE).is_file()
-    if world in (None, "both", "all"):
-        names = ["simulator"] + (["judge"] if world == "all" else []) + (["true"] if has_world else [])
-    else:
-        names = [w.strip() for w in world.split(",") if w.strip()]
-    unknown = [w for w in names if w not in WORLDS]
-    if unknown or not names:
-        raise ConfigError(f"unknown world '{world}' (expected {', '.join(WORLDS)}, a comma list of them, both or all)")
-    if "true" in names and not has_world:
-        RunDir(run_dir).require_dataset()  # no data at all is the message to give, not "not synthetic"
-        raise ConfigError(f"{run_dir}: the true world exists only for synthetic data")
-    return names
-
-
 def ensure_stages(
-    run_dir: Path,
+    run_dir: RunLike,
+    cfg: RunConfig,
     worlds: Iterable[str],
-    config: list[Path] | None = None,
-    overrides: list[str] | None = None,
     force: bool = False,
-) -> None:
-    """Build what agents need on top of the data, where missing (everything with ``force``): the simulator
-    (and the judge) for the ``worlds`` used, and the Semantic ID index. One place, so every command that
-    trains or scores agents works on a run that has only its data; the data itself is never guessed."""
-    from hsrl.commands.sid import build_index, index_path
-    from hsrl.commands.simulator import train_simulator
-    from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
+) -> RunConfig:
+    """``hsrl.workflow.ensure_stages`` with its progress shown; the config after the stages built."""
+    from hsrl.workflow import ensure_stages as ensure
 
-    run_dir = Path(run_dir)
-    RunDir(run_dir).require_dataset()
-    worlds = set(worlds)
-    simulators = (("simulator", SIM_DIR, False, "simulator"), ("judge", JUDGE_DIR, True, "judge simulator"))
-    trained_agents = any(RunDir(run_dir).agents_dir.glob("*/seed*/agent.pt"))
-    for world, folder, judge, what in simulators:
-        if world in worlds and (force or not (run_dir / folder / MODEL_FILE).is_file()):
-            if not force:
-                console.print(f"[cyan]{run_dir / folder}: no {what} yet; training it now[/]")
-                if trained_agents and world == "simulator":
-                    console.print(f"[yellow]warning: the agents in {run_dir / 'agents'} were trained in a simulator "
-                                  "that is gone; the new one may differ (retrain them with --force)[/]")  # fmt: skip
-            train_simulator(run_dir, overrides, config, force=force, judge=judge)
-    if force or not index_path(run_dir).is_file():
-        if not force:
-            console.print(f"[cyan]{index_path(run_dir).parent}: no Semantic ID index yet; building it now[/]")
-        build_index(run_dir, overrides, config, force=force)
+    return ensure(run_dir, cfg, worlds, force, console_progress())
 
 
-def _require_reusable(
-    run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, force: bool, holdout: HeldOut | None = None
-) -> None:
-    """Without --force, checkpoints are reused: each must fit today's config (checked before any write)."""
-    if not force and RunDir(run_dir).has_dataset:
-        from hsrl.workflow import check_reusable
-
-        check_reusable(run_dir, cfg, agents, seeds, holdout)
-
-
-def _require_trained(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int) -> None:
-    """Scoring never trains agents: name every missing checkpoint up front, before any stage is built."""
-    from hsrl.agents import registry
-    from hsrl.errors import ArtifactError
-    from hsrl.workflow import agent_dir, base_name
-
-    missing = [
-        (name, seed)
-        for name in agents
-        if registry.get(base_name(name)).learned
-        for seed in range(seeds)
-        if not (agent_dir(run_dir, name, seed, cfg) / "agent.pt").is_file()
-    ]
-    if missing:
-        listed = ", ".join(f"{name} seed {seed}" for name, seed in missing)
-        todo = ",".join(dict.fromkeys(name for name, _ in missing))
-        raise ArtifactError(
-            f"{run_dir}: no trained agent for {listed}; `hsrl compare {run_dir} --agents {todo} --seeds {seeds}`"
-            " trains what is missing and evaluates (or `hsrl train` one agent)"
-        )
+def show_results(results: Results) -> None:
+    print_results(results.payload)
+    console.print("wrote " + ", ".join(str(p) for p in results.paths.values()))
 
 
 def print_results(payload: dict) -> None:
@@ -216,72 +135,6 @@ def print_results(payload: dict) -> None:
         console.print(s)
 
 
-def _train_one(
-    run_dir: Path, name: str, cfg: RunConfig, seed: int, force: bool, holdout: HeldOut | None = None
-) -> Path:
-    """One seed in a worker (the engine gives it one torch thread: seeds share the cores)."""
-    from hsrl.workflow import train_agent
-
-    return train_agent(run_dir, name, cfg, seed, force=force, show_progress=False, holdout=holdout)
-
-
-def train_stage(
-    run_dir: Path,
-    cfg: RunConfig,
-    agents: list[str],
-    seeds: int,
-    force: bool,
-    holdout: HeldOut | None = None,
-    engine: str = "local",
-    address: str | None = None,
-) -> None:
-    """Train every learned agent for every seed; agent-seeds run side by side (eval.jobs workers) as local
-    processes or Ray tasks (``engine``; ``address``: an existing Ray cluster).
-
-    ``holdout`` (a ``HeldOut``): train on the catalogue without the held-out items (catalogue churn)."""
-    from rich.progress import Progress
-
-    from hsrl.agents import registry
-    from hsrl.engine import default_workers, run_jobs
-    from hsrl.workflow import agent_dir, base_name, train_agent
-
-    jobs, seen = [], set()
-    for name in agents:
-        for seed in range(seeds):
-            folder = agent_dir(run_dir, name, seed, cfg, holdout)
-            if registry.get(base_name(name)).learned and folder not in seen:  # decode-only variants share weights
-                seen.add(folder)
-                jobs.append((name, seed))
-    workers = min(len(jobs), default_workers(cfg.eval.jobs))
-    if workers <= 1 and engine == "local":
-        for name, seed in jobs:
-            path = train_agent(run_dir, name, cfg, seed, force=force, holdout=holdout)
-            console.print(f"[green]trained[/] {name} seed {seed}: {path}")
-        return
-    if engine == "ray" and cfg.eval.jobs <= 0:
-        workers, where = 0, "Ray (one job per CPU of the cluster)"
-    else:
-        where = f"{workers} Ray workers" if engine == "ray" else f"{workers} processes"
-    with Progress(console=console) as progress:
-        task = progress.add_task(f"training {len(jobs)} agent-seeds on {where}", total=len(jobs))
-        args = [(run_dir, name, cfg, seed, force, holdout) for name, seed in jobs]
-        for number, path in run_jobs(_train_one, args, workers, engine, address):
-            name, seed = jobs[number]
-            progress.console.print(f"[green]trained[/] {name} seed {seed}: {path}")
-            progress.advance(task)
-
-
-def evaluate_stage(run_dir: Path, cfg: RunConfig, agents: list[str], seeds: int, worlds: list[str]) -> dict:
-    from hsrl.workflow import evaluate_agents, write_results
-
-    with console.status("evaluating on test users ..."):
-        payload = evaluate_agents(run_dir, cfg, agents, seeds, worlds, cfg.eval.episodes)
-    paths = write_results(run_dir, payload)
-    print_results(payload)
-    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return payload
-
-
 def register(app: typer.Typer) -> None:
     """Add train / evaluate / run to the top-level app."""
 
@@ -298,12 +151,14 @@ def register(app: typer.Typer) -> None:
         """Train an agent in the simulator on training users (one run per seed; resumes from checkpoints).
 
         A missing simulator or Semantic ID index is built first (the data must be prepared)."""
+        from hsrl.workflow import require_reusable, train_stage, with_tuned
+
         cfg = run_config(run_dir, config, set_)
-        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agent), tuned)
-        _require_reusable(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
-        ensure_stages(run_dir, [cfg.env.world], config, set_)
-        save_config(cfg, run_dir)
-        train_stage(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
+        cfg, names = with_tuned(run_dir, cfg, _agents(cfg, agent), tuned)
+        require_reusable(run_dir, cfg, names, seeds or cfg.eval.seeds, force)
+        cfg = ensure_stages(run_dir, cfg, [cfg.env.world])
+        RunDir(run_dir).save_config(cfg)
+        train_stage(run_dir, cfg, names, seeds or cfg.eval.seeds, force, progress=console_progress())
 
     @app.command("evaluate")
     def evaluate_cmd(
@@ -321,14 +176,16 @@ def register(app: typer.Typer) -> None:
         built first.
         """
 
+        from hsrl.workflow import evaluate_stage, require_trained, resolve_worlds, with_tuned
+
         cfg = run_config(run_dir, config, set_)
-        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents), tuned)
+        cfg, names = with_tuned(run_dir, cfg, _agents(cfg, agents), tuned)
         n_seeds = seeds or cfg.eval.seeds
         RunDir(run_dir).require_dataset()
-        _require_trained(run_dir, cfg, names, n_seeds)
-        worlds = _worlds(run_dir, world)
-        ensure_stages(run_dir, worlds, config, set_)
-        evaluate_stage(run_dir, cfg, names, n_seeds, worlds)
+        require_trained(run_dir, cfg, names, n_seeds)
+        worlds = resolve_worlds(run_dir, world)
+        cfg = ensure_stages(run_dir, cfg, worlds)
+        show_results(evaluate_stage(run_dir, cfg, names, n_seeds, worlds, console_progress()))
 
     @app.command("abtest")
     def abtest(
@@ -356,34 +213,19 @@ def register(app: typer.Typer) -> None:
         Repeated for each training seed (its checkpoints, its own random halves of the users); the lift CIs
         resample seeds, then sessions within each seed. A missing simulator or Semantic ID index is built first.
         """
-        from hsrl.agents import registry
-        from hsrl.errors import ArtifactError, ConfigError
-        from hsrl.io import write_json
-        from hsrl.workflow import ab_test_agents, agent_dir, base_name
+        from hsrl.errors import ConfigError
+        from hsrl.workflow import ab_test_agents, require_ab_trained, resolve_worlds, with_tuned, write_ab_test
 
         cfg = run_config(run_dir, config, set_)
-        cfg, arms = _with_tuned(run_dir, cfg, _agents(cfg, f"{control},{treatment}"), tuned)
+        cfg, arms = with_tuned(run_dir, cfg, _agents(cfg, f"{control},{treatment}"), tuned)
         control, treatment = arms
         n_seeds = seeds or cfg.eval.seeds
         RunDir(run_dir).require_dataset()
-        worlds = _worlds(run_dir, world)
+        worlds = resolve_worlds(run_dir, world)
         if len(worlds) != 1:
             raise ConfigError(f"--world {world}: an A/B test runs in one world (simulator, judge or true)")
-        try:
-            _require_trained(run_dir, cfg, arms, n_seeds)
-        except ArtifactError as exc:  # say how many seeds the test could run on now
-            learned = [a for a in arms if registry.get(base_name(a)).learned]
-            have = next(
-                (
-                    s
-                    for s in range(n_seeds)
-                    if not all((agent_dir(run_dir, a, s, cfg) / "agent.pt").is_file() for a in learned)
-                ),
-                n_seeds,
-            )
-            hint = f"; or test the {have} seed(s) trained for both arms: `--seeds {have}`" if have else ""
-            raise ArtifactError(f"{exc} (the A/B test uses seeds 0..{n_seeds - 1}{hint})") from None
-        ensure_stages(run_dir, worlds, config, set_)
+        require_ab_trained(run_dir, cfg, arms, n_seeds)
+        cfg = ensure_stages(run_dir, cfg, worlds)
         with console.status(f"running both arms for {n_seeds} training seed(s) ..."):
             report = ab_test_agents(
                 run_dir, cfg, control, treatment, cast("World", worlds[0]), episodes, seed, seeds=n_seeds
@@ -421,9 +263,7 @@ def register(app: typer.Typer) -> None:
                 console.print(
                     f"  seed {row['seed']}: CVR lift {lift(row['cvr_lift'])}, cost lift {lift(row['cost_lift'])}"
                 )
-        path = RunDir(run_dir).results_dir / f"abtest_{control}_vs_{treatment}.json".replace(":", "_")
-        write_json(path, report)
-        console.print(f"wrote {path}")
+        console.print(f"wrote {write_ab_test(run_dir, report)}")
 
     @app.command("compare")
     def compare(
@@ -451,18 +291,20 @@ def register(app: typer.Typer) -> None:
         Agent options: NAME:key=value+key=value, e.g. hsrl:residual=soft+credit=slate; NAME:tuned (or
         --tuned for every learned agent) uses the values `hsrl tune` chose.
         """
+        from hsrl.workflow import evaluate_stage, require_reusable, resolve_worlds, train_stage, with_tuned
 
         cfg = run_config(run_dir, config, set_)
-        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents, ablation), tuned)  # validated before any write
+        cfg, names = with_tuned(run_dir, cfg, _agents(cfg, agents, ablation), tuned)  # validated before any write
         RunDir(run_dir).require_dataset()
-        worlds = _worlds(run_dir, world)
+        worlds = resolve_worlds(run_dir, world)
         n_seeds = seeds or cfg.eval.seeds
-        _require_reusable(run_dir, cfg, names, n_seeds, force)
-        save_config(cfg, run_dir)
+        require_reusable(run_dir, cfg, names, n_seeds, force)
+        RunDir(run_dir).save_config(cfg)
         start = time.perf_counter()
-        ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)
-        train_stage(run_dir, cfg, names, n_seeds, force, engine=engine_of(engine, address), address=address)
-        evaluate_stage(run_dir, cfg, names, n_seeds, worlds)
+        cfg = ensure_stages(run_dir, cfg, [*worlds, cfg.env.world])
+        progress = console_progress()
+        train_stage(run_dir, cfg, names, n_seeds, force, None, engine_of(engine, address), address, progress)
+        show_results(evaluate_stage(run_dir, cfg, names, n_seeds, worlds, progress))
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
 
     @app.command("churn")
@@ -488,29 +330,20 @@ def register(app: typer.Typer) -> None:
         retraining); writes RUN_DIR/churn/holdoutS-seedN/results/{results.json,churn.md}. A missing
         simulator or Semantic ID index is built first.
         """
-        from hsrl.errors import ConfigError
-        from hsrl.eval.churn import HeldOut, write_churn
         from hsrl.eval.report import fmt
-        from hsrl.workflow import churn_index, evaluate_churn
+        from hsrl.workflow import churn_stage, draw_holdout, resolve_worlds, with_tuned
 
         cfg = run_config(run_dir, config, set_)
-        cfg, names = _with_tuned(run_dir, cfg, _agents(cfg, agents), tuned)
+        cfg, names = with_tuned(run_dir, cfg, _agents(cfg, agents), tuned)
         n_seeds = seeds or cfg.eval.seeds
-        worlds = _worlds(run_dir, world)
-        RunDir(run_dir).require_dataset()
-        try:
-            held = HeldOut.draw(RunDir(run_dir).dataset().n_items, holdout, holdout_seed)
-        except ValueError as exc:
-            raise ConfigError(f"--holdout {holdout}: {exc}") from None
-        ensure_stages(run_dir, [*worlds, cfg.env.world], config, set_)
+        worlds = resolve_worlds(run_dir, world)
+        held = draw_holdout(run_dir, holdout, holdout_seed)
+        cfg = ensure_stages(run_dir, cfg, [*worlds, cfg.env.world])
         start = time.perf_counter()
-        with console.status(f"Semantic IDs of the {held.n_kept} kept items ..."):
-            churn_index(run_dir, cfg, held)  # once, before the worker processes need it
-        _require_reusable(run_dir, cfg, names, n_seeds, force, held)
-        train_stage(run_dir, cfg, names, n_seeds, force, held, engine_of(engine, address), address)
-        with console.status("evaluating before and after the new items arrive ..."):
-            payload = evaluate_churn(run_dir, cfg, names, n_seeds, worlds, cfg.eval.episodes, held)
-        paths = write_churn(RunDir(held.root(run_dir)).results_dir, payload)
+        results = churn_stage(
+            run_dir, cfg, names, n_seeds, worlds, held, force, engine_of(engine, address), address, console_progress()
+        )
+        payload, paths = results.payload, results.paths
         for w, table in payload["aggregate"].items():
             t = Table(
                 title=f"catalogue churn — {held.held.size} of {held.n_items} items new — judged by: {w} — "
@@ -548,21 +381,23 @@ def register(app: typer.Typer) -> None:
         Your own logs, in one command: `hsrl run --dataset csv --source logs.csv --items items.csv --out
         runs/mine` (the data options of `hsrl data prepare`). Stages already in --out are reused.
         """
-        from hsrl.commands.data import data_overrides, prepare_data
-        from hsrl.data.synthetic import WORLD_FILE
+        from hsrl.commands.data import data_overrides, show_data
+        from hsrl.workflow import evaluate_stage, prepare_data, require_reusable, resolve_worlds, train_stage
 
         start = time.perf_counter()
+        run = RunDir(out)
+        progress = console_progress()
         overrides = data_overrides(dataset, source, items, set_)
         names = _agents(run_config(out, config, overrides), agents)  # validated before anything is written
-        prepare_data(out, overrides, config, force)
+        show_data(prepare_data(run, run_config(out, config, overrides), force, progress))
         cfg = run_config(out, config, overrides)
-        _require_reusable(out, cfg, names, seeds or cfg.eval.seeds, force)
-        save_config(cfg, out)
-        worlds = _worlds(out, None)
-        ensure_stages(out, [*worlds, cfg.env.world], config, overrides, force)
-        if agents is None and (out / WORLD_FILE).is_file() and "oracle:fatigue=blind" not in names:
+        require_reusable(run, cfg, names, seeds or cfg.eval.seeds, force)
+        run.save_config(cfg)
+        worlds = resolve_worlds(run, None)
+        cfg = ensure_stages(run, cfg, [*worlds, cfg.env.world], force)
+        if agents is None and run.has_world and "oracle:fatigue=blind" not in names:
             names.append("oracle:fatigue=blind")  # synthetic data: the fatigue-blind level in the table
         n_seeds = seeds or cfg.eval.seeds
-        train_stage(out, cfg, names, n_seeds, force)
-        evaluate_stage(out, cfg, names, n_seeds, worlds)
+        train_stage(run, cfg, names, n_seeds, force, progress=progress)
+        show_results(evaluate_stage(run, cfg, names, n_seeds, worlds, progress))
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s: {out}")

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hsrl.commands.common import RunDirArg, console
-from hsrl.errors import ArtifactError, ConfigError
-
-
-def prepare_export(run_dir: Path, seed: int | None = None, force: bool = False):
-    """Load RUN_DIR/serve/ (exporting the seed's checkpoint first when absent or ``force``)."""
-    from hsrl.serve.export import export_dir, export_policy, load_export
-
-    out = export_dir(run_dir)
-    if force or not out.exists():
-        export_policy(run_dir, 0 if seed is None else seed)
-        console.print(f"[green]exported[/] {out}")
-    policy = load_export(out)
-    exported_seed = (policy.manifest.get("source") or {}).get("seed")
-    if seed is not None and exported_seed != seed:
-        raise ArtifactError(f"{out}: exported from seed {exported_seed}, not {seed} (add --force to re-export)")
-    return policy
+from hsrl.commands.common import RunDirArg, console, say
+from hsrl.errors import ConfigError
+from hsrl.rundir import RunDir
 
 
 def serve(
@@ -68,7 +53,7 @@ def serve(
     import uvicorn
 
     from hsrl.serve.app import create_app
-    from hsrl.serve.export import catalogue_dir
+    from hsrl.workflow import prepare_export
 
     for name, value in (
         ("--max-batch", max_batch),
@@ -93,19 +78,22 @@ def serve(
         )
     if threads is not None:
         torch.set_num_threads(threads)
-    policy = prepare_export(run_dir, seed, force)
+    run = RunDir(run_dir)
+    policy, exported = prepare_export(run, seed, force)
+    if exported:
+        say(f"exported {run.export_dir}", "done")
     app = create_app(
         policy,
         max_batch=max_batch,
         max_new_items=max_new_items,
         seed=seed or 0,
-        state_dir=None if ephemeral else catalogue_dir(run_dir),
+        state_dir=None if ephemeral else run.catalogue_dir,
         admin_token=admin_token,
         max_body_bytes=int(max_body_mb * 2**20),
         batch_users=batch_users,
         batch_wait_ms=batch_wait_ms,
     )
-    state = "in memory only" if ephemeral else f"logged to {catalogue_dir(run_dir)}"
+    state = "in memory only" if ephemeral else f"logged to {run.catalogue_dir}"
     console.print(
         f"serving {run_dir} ({policy.index.n_active} items,"
         f" catalogue version {app.state.recommender.catalogue.version}, "

@@ -2,54 +2,38 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, print_mapping, run_config
-from hsrl.config import save_config
-from hsrl.errors import ArtifactError
+from hsrl.commands.common import (
+    ConfigOpt,
+    ForceOpt,
+    RunDirArg,
+    SetOpt,
+    console_progress,
+    new_group,
+    print_mapping,
+    run_config,
+    say,
+)
+
+if TYPE_CHECKING:
+    from hsrl.workflow.progress import StageReport
 
 app = new_group("Build and describe the Semantic ID index (residual k-means codebooks).")
-
-STATS_FILE = "stats.json"  # beside the index
-
-
-def index_path(run_dir: Path) -> Path:
-    from hsrl.rundir import RunDir
-
-    return RunDir(run_dir).index_file
 
 
 def _printable(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: (" ".join(map(str, v)) if isinstance(v, list) else v) for k, v in stats.items()}
 
 
-def build_index(
-    run_dir: Path, overrides: list[str] | None = None, config: list[Path] | None = None, force: bool = False
-):
-    """Build RUN_DIR/sid/index.npz from RUN_DIR/data (skipped if present unless ``force``); returns the index."""
-    from hsrl.data.schema import LogDataset
-    from hsrl.io import write_json
-    from hsrl.sid import SemanticIDIndex
-    from hsrl.sid.build import build_for_dataset
-
-    cfg = run_config(run_dir, config, overrides)
-    path = index_path(run_dir)
-    if path.is_file() and not force:
-        console.print(f"[yellow]{path} exists; skipping (use --force to redo).[/]")
-        return SemanticIDIndex.load(path)
-    ds = LogDataset.load(run_dir)
-    with console.status(f"building Semantic IDs for {ds.n_items} items ..."):
-        index = build_for_dataset(ds, cfg.sid, where=str(Path(run_dir) / "data"))
-    stats = index.stats()
-    index.save(path)
-    write_json(path.parent / STATS_FILE, stats)
-    save_config(cfg, run_dir)
-    console.print(f"[green]wrote[/] {path}")
-    print_mapping("Semantic IDs", _printable(stats))
-    return index
+def show_index(report: StageReport) -> None:
+    if report.skipped:
+        say(f"{report.path} exists; skipping (use --force to redo).", "skip")
+        return
+    say(f"wrote {report.path}", "done")
+    print_mapping("Semantic IDs", _printable(report.details))
 
 
 @app.command("build")
@@ -76,15 +60,15 @@ def build(
     for key, value in (("levels", levels), ("codes", codes), ("balanced", balanced), ("text", text)):
         if value is not None:
             overrides.append(f"sid.{key}={str(value).lower() if isinstance(value, bool) else value}")
-    build_index(run_dir, overrides, config, force)
+    from hsrl.workflow import build_index
+
+    show_index(build_index(run_dir, run_config(run_dir, config, overrides), force, console_progress()))
 
 
 @app.command("describe")
 def describe(run_dir: RunDirArg) -> None:
     """Code usage, entropy, collisions and reconstruction error of RUN_DIR/sid/index.npz."""
-    from hsrl.sid import SemanticIDIndex
+    from hsrl.workflow import index_stats
 
-    path = index_path(run_dir)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no Semantic ID index here (run `hsrl sid build {run_dir}` first)")
-    print_mapping(str(path), _printable(SemanticIDIndex.load(path).stats()))
+    path, stats = index_stats(run_dir)
+    print_mapping(str(path), _printable(stats))

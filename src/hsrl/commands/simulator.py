@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hsrl.commands.common import ConfigOpt, ForceOpt, RunDirArg, SetOpt, console, new_group, run_config
-from hsrl.config import save_config
-from hsrl.errors import ArtifactError, ConfigError
-from hsrl.rundir import RunDir
+from hsrl.commands.common import (
+    ConfigOpt,
+    ForceOpt,
+    RunDirArg,
+    SetOpt,
+    console,
+    console_progress,
+    new_group,
+    run_config,
+    say,
+)
+from hsrl.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from hsrl.workflow.progress import StageReport
 
 app = new_group("Train the user response model and report its fidelity.")
 
@@ -78,96 +88,24 @@ def print_report(report: dict[str, Any]) -> None:
     print_fidelity(report)
 
 
-def train_simulator(
-    run_dir: Path,
-    overrides: list[str] | None = None,
-    config: list[Path] | None = None,
-    force: bool = False,
-    judge: bool = False,
-    select: bool | None = None,
-    nproc: int = 1,
-) -> dict[str, Any]:
-    """Train (unless a checkpoint exists and not ``force``), save model.pt and report.json; return the report.
+def show_simulator(report: StageReport) -> None:
+    """A simulator stage: skipped or written, then its fidelity report (nothing from a rank but 0)."""
+    if not report.details:
+        return
+    if report.skipped:
+        say(f"{report.path} exists; skipping (use --force to retrain).", "skip")
+    else:
+        say("wrote " + ", ".join(map(str, report.files)), "done")
+    _print_checked(report)
 
-    ``judge``: the second simulator, same data and settings but another seed (RUN_DIR/simulator_judge),
-    so agents can be judged by a model they were not trained against; it reuses the settings the
-    main simulator's selection kept (written into config.yaml). ``select`` (default
-    ``simulator.select``): the small built-in selection on validation AUC. ``nproc`` > 1: DDP on that
-    many local processes; under torchrun the launcher's group is joined instead and only rank 0 writes."""
-    from hsrl.data.schema import LogDataset
-    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
-    from hsrl.io import write_json
-    from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
-    from hsrl.simulator import distributed
-    from hsrl.simulator.response import (
-        JUDGE_SEED_OFFSET,
-        REPORT_FILE,
-        fidelity_report,
-        save_checkpoint,
-        select_response_model,
-        train_response_model,
-    )  # fmt: skip
 
-    cfg = run_config(run_dir, config, overrides)
-    folder = Path(run_dir) / (JUDGE_DIR if judge else SIM_DIR)
-    if (folder / MODEL_FILE).is_file() and (folder / REPORT_FILE).is_file() and not force:
-        console.print(f"[yellow]{folder / MODEL_FILE} exists; skipping (use --force to retrain).[/]")
-        return show_report(run_dir, judge=judge)
-    launched = distributed.launched_world_size()
-    do_select = (select if select is not None else cfg.simulator.select) and not judge
-    if launched > 1 and nproc > 1:
-        raise ConfigError(f"--nproc {nproc} inside a launcher's group of {launched}: use one or the other")
-    if (launched > 1 or nproc > 1) and do_select:
-        raise ConfigError("--select runs in one process; the kept setting goes into config.yaml, so a later"
-                          " `--force --nproc N` trains it on N processes")  # fmt: skip
-    RunDir(run_dir).require_dataset()
-    dataset = LogDataset.load(run_dir) if nproc == 1 else None  # with --nproc: read after the workers
-    world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
-    sim = cfg.simulator
-    if judge:  # the main simulator's kept setting is already in config.yaml (selection writes it there)
-        sim = sim.model_copy(update={"seed": sim.seed + JUDGE_SEED_OFFSET, "select": False})
-    rank = 0
-    columns = (TextColumn("training simulator{task.fields[trial]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=console, transient=True, disable=launched > 1) as progress:
-        task = progress.add_task("train", total=sim.epochs, status="", trial="")
-
-        def on_epoch(stats: Any) -> None:
-            progress.update(task, advance=1, status=f"loss {stats.train_loss:.4f}  val AUC {stats.val_auc:.4f}")
-
-        def on_trial(label: str, trial: dict[str, Any]) -> None:
-            progress.console.print(f"  {label}: val AUC {trial['best_val_auc']:.4f} ({trial['epochs_run']} epochs)")
-            progress.reset(task, total=sim.epochs, status="", trial="")
-
-        if do_select:
-            assert dataset is not None  # one process: read above
-            model, training = select_response_model(dataset, sim, on_trial=on_trial, on_epoch=on_epoch)
-        elif nproc > 1:
-            model, training = distributed.train_distributed(run_dir, sim, nproc, on_epoch)
-        elif launched > 1:
-            assert dataset is not None
-            rank, device = distributed.join_launched_group()
-            model, training = train_response_model(dataset, sim, on_epoch if rank == 0 else None, device)
-            distributed.leave_group()
-        else:
-            assert dataset is not None
-            model, training = train_response_model(dataset, sim, on_epoch, distributed.backend_and_device()[1])
-    if rank != 0:
-        return {}
-    dataset = dataset if dataset is not None else LogDataset.load(run_dir)
-    report = fidelity_report(model, dataset, world, margin=sim.fidelity_margin)
-    report["training"] = training
-    save_checkpoint(model, folder / MODEL_FILE, training)
-    write_json(folder / REPORT_FILE, report)
-    if do_select:  # the selection is resolved into the config: later stages and retrains use the kept setting
-        changes = training["selection"]["changes"]
-        cfg = cfg.model_copy(update={"simulator": cfg.simulator.model_copy(update={**changes, "select": False})})
-        console.print(f"kept setting saved to {Path(run_dir) / 'config.yaml'}: {changes or 'the configured one'}")
-    if not judge:
-        save_config(cfg, run_dir)
-    console.print(f"[green]wrote[/] {folder / MODEL_FILE}, {folder / REPORT_FILE}")
-    print_report(report)
-    return report
+def _print_checked(report: StageReport) -> None:
+    try:
+        print_report(report.details)
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(
+            f"{report.files[-1]}: corrupt report ({type(exc).__name__}: {exc}); use --recompute"
+        ) from None
 
 
 JudgeOpt = Annotated[
@@ -202,37 +140,10 @@ def train(
     The report compares it with three floors (popularity, item CTR, slot CTR) and warns when it does not
     beat each by simulator.fidelity_margin AUC. Equivalent multi-process form:
     `torchrun --nproc-per-node 2 -m hsrl simulator train RUN_DIR`."""
-    train_simulator(run_dir, list(set_ or []), config, force, judge, select, nproc)
+    from hsrl.workflow import train_simulator
 
-
-def show_report(run_dir: Path, recompute: bool = False, judge: bool = False) -> dict[str, Any]:
-    """Check that the checkpoint loads and fits the dataset, then print (or recompute) its fidelity report."""
-    from hsrl.data.schema import LogDataset
-    from hsrl.data.synthetic import WORLD_FILE, SyntheticWorld
-    from hsrl.io import read_json, write_json
-    from hsrl.rundir import JUDGE_DIR, MODEL_FILE, SIM_DIR
-    from hsrl.simulator.response import REPORT_FILE, fidelity_report, load_checkpoint
-
-    folder = Path(run_dir) / (JUDGE_DIR if judge else SIM_DIR)
-    dataset = LogDataset.load(run_dir)
-    model = load_checkpoint(folder / MODEL_FILE, expect=dataset)
-    path = folder / REPORT_FILE
-    if recompute or not path.is_file():
-        world = SyntheticWorld.load(run_dir) if (Path(run_dir) / WORLD_FILE).is_file() else None
-        with console.status("computing the fidelity report ..."):
-            report = fidelity_report(model, dataset, world, margin=run_config(run_dir).simulator.fidelity_margin)
-        report["training"] = read_json(path).get("training") if path.is_file() else None
-        write_json(path, report)
-    else:
-        try:
-            report = read_json(path)
-        except ValueError as exc:
-            raise ArtifactError(f"{path}: corrupt report ({exc})") from None
-    try:
-        print_report(report)
-    except (KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path}: corrupt report ({type(exc).__name__}: {exc}); use --recompute") from None
-    return report
+    cfg = run_config(run_dir, config, list(set_ or []))
+    show_simulator(train_simulator(run_dir, cfg, force, judge, select, nproc, console_progress()))
 
 
 @app.command("report")
@@ -242,4 +153,8 @@ def report(
     judge: JudgeOpt = False,
 ) -> None:
     """Print the fidelity report of the trained simulator (RUN_DIR/simulator/report.json)."""
-    show_report(run_dir, recompute, judge)
+    from hsrl.workflow import simulator_report
+
+    with console.status("computing the fidelity report ...") if recompute else nullcontext():
+        report = simulator_report(run_dir, recompute=recompute, judge=judge)
+    _print_checked(report)

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         if len(names) != 1 or ":" in names[0] or not registry.get(names[0]).learned:
             raise ConfigError(f"--agent {agent}: name one learned agent, without options (e.g. --agent hac)")
         RunDir(run_dir).require_dataset()
-        ensure_stages(run_dir, ["simulator"], config, set_)
+        cfg = ensure_stages(run_dir, cfg, ["simulator"])
 
         def show(outcome: dict[str, Any]) -> None:
             value = f"{outcome['value']:.3f}" if outcome["state"] == "complete" else "-"

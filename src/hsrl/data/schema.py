@@ -19,7 +19,7 @@ from hsrl.errors import ArtifactError, InputError
 from hsrl.io import atomic_path
 
 SCHEMA_VERSION = 1
-from hsrl.rundir import DATA_DIR, DATASET_FILE  # noqa: E402  (re-exported)
+DATASET_FILE, HEADER_FILE = "dataset.npz", "dataset.json"  # the files of a dataset folder
 
 PAD = -1
 SPLITS = ("train", "val", "test")
@@ -142,9 +142,9 @@ class LogDataset:
             fail("user_split", "unknown split code", "0 (train), 1 (val) or 2 (test)")
 
     # ------------------------------------------------------------------ persistence
-    def save(self, run_dir: str | Path) -> Path:
-        """Write ``RUN_DIR/data/`` atomically (arrays in one .npz, metadata in JSON)."""
-        target = Path(run_dir) / DATA_DIR
+    def save(self, folder: str | Path) -> Path:
+        """Write the dataset folder ``folder`` atomically (arrays in one .npz, metadata in JSON); returns it."""
+        target = Path(folder)
         arrays: dict[str, Any] = {
             "item_ids": self.item_ids.astype(str),
             "item_features": self.item_features.astype(np.float32),
@@ -163,14 +163,15 @@ class LogDataset:
             tmp.mkdir()
             np.savez_compressed(tmp / DATASET_FILE, **arrays)
             header = {"schema_version": SCHEMA_VERSION, "meta": self.meta, "item_text": self.item_text}
-            (tmp / "dataset.json").write_text(json.dumps(header, indent=1, default=str))
+            (tmp / HEADER_FILE).write_text(json.dumps(header, indent=1, default=str))
         return target
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> LogDataset:
-        """Read ``RUN_DIR/data/``; a missing, corrupt or other-version dataset is an ArtifactError."""
-        folder = Path(run_dir) / DATA_DIR
-        npz_path, json_path = folder / DATASET_FILE, folder / "dataset.json"
+    def load(cls, folder: str | Path) -> LogDataset:
+        """Read a dataset folder (what ``save`` wrote); a missing, corrupt or other-version dataset is an
+        ArtifactError."""
+        folder = Path(folder)
+        npz_path, json_path = folder / DATASET_FILE, folder / HEADER_FILE
         if not npz_path.is_file() or not json_path.is_file():
             raise ArtifactError(f"{folder}: no prepared dataset here (run `hsrl data prepare` first)")
         try:

@@ -19,7 +19,6 @@ from hsrl.config import DataConfig, SyntheticConfig
 from hsrl.data.schema import PAD, LogDataset, build_histories, split_users
 from hsrl.errors import ArtifactError
 from hsrl.io import atomic_path
-from hsrl.rundir import WORLD_FILE  # noqa: E402  (re-exported)
 
 
 @dataclass
@@ -97,9 +96,8 @@ class SyntheticWorld:
 
     @classmethod
     def load(cls, path: str | Path) -> SyntheticWorld:
+        """Read a world file (what ``save`` wrote)."""
         path = Path(path)
-        if path.is_dir():
-            path = path / WORLD_FILE
         if not path.is_file():
             raise ArtifactError(f"{path}: no synthetic world here (only synthetic datasets have one)")
         try:

@@ -21,9 +21,9 @@ import torch
 from hsrl.errors import ArtifactError
 from hsrl.eval.report import fmt
 from hsrl.io import atomic_path, read_json, write_json
-from hsrl.rundir import CHURN_DIR  # noqa: E402  (re-exported)
 
 PHASES = ("before", "after")
+HOLDOUT_FILE = "holdout.json"  # the draw, in the hold-out's folder
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,23 @@ class HeldOut:
         """(N,) bool over view indices: True for the appended (held-out) items."""
         return torch.arange(self.n_items) >= self.n_kept
 
-    def root(self, run_dir: Path) -> Path:
-        """Where this hold-out's index, agents and results live inside the run directory."""
-        return Path(run_dir) / CHURN_DIR / f"holdout{self.share:g}-seed{self.seed}"
+    @property
+    def name(self) -> str:
+        """The name of this hold-out's folder (``hsrl.rundir.RunDir.churn_root`` places it)."""
+        return f"holdout{self.share:g}-seed{self.seed}"
 
-    def save(self, run_dir: Path) -> Path:
-        path = self.root(run_dir) / "holdout.json"
+    def save(self, folder: str | Path) -> Path:
+        """Record the draw in the hold-out's folder (once: an existing record is kept)."""
+        path = Path(folder) / HOLDOUT_FILE
         if not path.is_file():
             write_json(
                 path, {"share": self.share, "seed": self.seed, "n_kept": self.n_kept, "order": self.order.tolist()}
             )
         return path
 
-    def check(self, run_dir: Path) -> None:
+    def check(self, folder: str | Path) -> None:
         """A hold-out folder written for another catalogue must not be mixed with this one."""
-        path = self.root(run_dir) / "holdout.json"
+        path = Path(folder) / HOLDOUT_FILE
         if path.is_file():
             saved = read_json(path)
             if saved.get("order") != self.order.tolist():

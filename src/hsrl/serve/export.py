@@ -1,7 +1,7 @@
-"""The exported policy: what a server loads, written from a run directory (DESIGN §10).
+"""The exported policy: what a server loads, written from a trained HSRL checkpoint (DESIGN §10).
 
-``export_policy`` turns RUN_DIR/agents/hsrl/seedS/agent.pt + RUN_DIR/sid/index.npz + RUN_DIR/data into
-RUN_DIR/serve/:
+``export_policy`` turns an HSRL checkpoint, its Semantic ID index and its dataset into one folder (the
+pipeline places it: ``RUN_DIR/serve/``, from ``RUN_DIR/agents/hsrl/seedS/agent.pt``):
 
     manifest.json  format version, architecture, source checkpoint, sha256 of every file below
     policy.pt      state dict of the actor (state encoder + hierarchical policy): plain tensors, read
@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,8 +32,10 @@ from hsrl.agents.encoder import StateEncoder
 from hsrl.agents.hsrl import HierarchicalPolicy
 from hsrl.errors import ArtifactError
 from hsrl.io import atomic_path
-from hsrl.rundir import CATALOGUE_DIR, EXPORT_DIR  # noqa: E402  (re-exported)
 from hsrl.sid.index import SemanticIDIndex
+
+if TYPE_CHECKING:
+    from hsrl.data.schema import LogDataset
 
 EXPORT_FORMAT = "hsrl-serve"
 EXPORT_VERSION = 1
@@ -87,15 +89,6 @@ class ExportedPolicy:
     manifest: dict[str, Any]
 
 
-def export_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / EXPORT_DIR
-
-
-def catalogue_dir(run_dir: str | Path) -> Path:
-    """Where the service logs its catalogue changes and snapshots (kept across re-exports of the model)."""
-    return Path(run_dir) / CATALOGUE_DIR
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -104,16 +97,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
-    """Write RUN_DIR/serve/ from the seed's HSRL checkpoint (atomically: all files or none); returns it."""
+def export_policy(
+    checkpoint: str | Path, index: SemanticIDIndex, dataset: LogDataset, out: str | Path, seed: int = 0
+) -> Path:
+    """Write the export folder ``out`` (atomically: all files or none) from an HSRL checkpoint, the Semantic
+    ID index and the dataset it was trained on (``seed``: recorded as its source); returns ``out``."""
     from hsrl.agents.base import CHECKPOINT_VERSION, read_checkpoint
-    from hsrl.rundir import RunDir
 
-    run_dir = Path(run_dir)
-    run = RunDir(run_dir)
-    ckpt = run.agent_dir("hsrl", seed) / "agent.pt"
+    ckpt = Path(checkpoint)
     if not ckpt.is_file():
-        raise ArtifactError(f"{ckpt}: no HSRL checkpoint for seed {seed} (train one with `hsrl train {run_dir}`)")
+        raise ArtifactError(f"{ckpt}: no HSRL checkpoint here")
     blob = read_checkpoint(ckpt, formats=(1, CHECKPOINT_VERSION))  # the state is the same in both formats
     if blob.get("agent") != "hsrl":
         raise ArtifactError(f"{ckpt}: a checkpoint of agent '{blob.get('agent')}', not an HSRL one")
@@ -122,11 +115,10 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
         cfg, net_state, vocab = state["config"], state["net"], [int(v) for v in state["vocab_sizes"]]
     except Exception as exc:
         raise ArtifactError(f"{ckpt}: corrupt agent checkpoint ({type(exc).__name__}: {exc})") from None
-    index = run.index()
-    ds = run.dataset()
+    ds = dataset
     if index.n_items != ds.n_items:
         raise ArtifactError(
-            f"{run_dir}: the SID index has {index.n_items} items, the dataset {ds.n_items} (rebuild the index)"
+            f"{ckpt}: the SID index has {index.n_items} items, the dataset {ds.n_items} (rebuild the index)"
         )
     if vocab != index.vocab_sizes:
         raise ArtifactError(f"{ckpt}: policy SID vocabulary {vocab} differs from the index's {index.vocab_sizes}")
@@ -150,7 +142,7 @@ def export_policy(run_dir: str | Path, seed: int = 0) -> Path:
         net.load_state_dict(net_state)
     except RuntimeError as exc:
         raise ArtifactError(f"{ckpt}: weights do not fit the run's data (features/profile/history): {exc}") from None
-    out = export_dir(run_dir)
+    out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir()
         torch.save({"format": EXPORT_FORMAT, "state": net.state_dict()}, tmp / POLICY)

@@ -78,7 +78,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: str, events: Any) -> None:
+def _worker(rank: int, world: int, port: int, data_dir: str, config: dict, out: str, events: Any) -> None:
     """One rank: join the group, train on its shard, rank 0 saves the best weights for the parent."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))  # fmt: skip
@@ -88,7 +88,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: s
         from hsrl.simulator.response import train_response_model
 
         _, device = join_launched_group()
-        ds = LogDataset.load(run_dir)
+        ds = LogDataset.load(data_dir)
         on_epoch = (lambda stats: events.put(("epoch", stats))) if rank == 0 else None
         model, summary = train_response_model(ds, SimulatorConfig.model_validate(config), on_epoch, device)
         if rank == 0:
@@ -101,14 +101,17 @@ def _worker(rank: int, world: int, port: int, run_dir: str, config: dict, out: s
 
 
 def train_distributed(
-    run_dir: str | Path,
+    data_dir: str | Path,
     config: SimulatorConfig,
     nproc: int,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    scratch_dir: str | Path | None = None,
 ) -> tuple[UserResponseModel, dict[str, Any]]:
-    """Train on ``nproc`` local processes (DDP, one shard of the rows each); returns rank 0's model
-    and summary, exactly what ``train_response_model`` returns in one process. The calling process does
-    not need the dataset meanwhile (on a large log, one copy fewer in memory)."""
+    """Train on ``nproc`` local processes (DDP, one shard of the rows each) on the dataset folder
+    ``data_dir`` (each worker reads it); returns rank 0's model and summary, exactly what
+    ``train_response_model`` returns in one process. The calling process does not need the dataset
+    meanwhile (on a large log, one copy fewer in memory). Rank 0 hands its weights back through a
+    temporary folder inside ``scratch_dir`` (default: the system's temporary directory)."""
     import torch.multiprocessing as mp
 
     if nproc < 1:
@@ -116,10 +119,10 @@ def train_distributed(
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix=".ddp-", dir=run_dir) as out:
+    with tempfile.TemporaryDirectory(prefix=".ddp-", dir=scratch_dir) as out:
         procs = [
             ctx.Process(
-                target=_worker, args=(r, nproc, port, str(run_dir), config.model_dump(mode="json"), out, events)
+                target=_worker, args=(r, nproc, port, str(data_dir), config.model_dump(mode="json"), out, events)
             )
             for r in range(nproc)
         ]

@@ -9,17 +9,18 @@ one drawn from the split's start states, and every finished episode is recorded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
-from hsrl.config import load_run_config
 from hsrl.data.schema import SPLITS, LogDataset
-from hsrl.errors import ConfigError
 from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import ResponseModel
 from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
+
+if TYPE_CHECKING:
+    from hsrl.config import EnvConfig
 
 World = Literal["simulator", "judge", "true"]  # who answers: the trained simulator, the judge, the truth
 
@@ -119,6 +120,35 @@ class SlateEnv:
         """The environment of a run directory (its data and simulator, or the true world): ``make_env``'s
         keywords (``batch_users``, ``seed``, ``reward``, ``device``, ``users``) pass through."""
         return make_env(run, split=split, world=world, **kwargs)
+
+    @classmethod
+    def from_config(
+        cls,
+        dataset: LogDataset,
+        response: ResponseModel,
+        config: EnvConfig,
+        split: str = "test",
+        batch_users: int | None = None,
+        seed: int = 0,
+        reward: str | RewardFn | None = None,
+        device: str | torch.device | None = None,
+        users: np.ndarray | None = None,
+    ) -> SlateEnv:
+        """An environment whose batch size, reward, click cost, sweet-point target and initial temper
+        come from an ``env`` config section, unless given."""
+        return cls(
+            dataset,
+            response,
+            split=split,
+            batch_users=batch_users if batch_users is not None else config.batch_users,
+            seed=seed,
+            reward=reward if reward is not None else config.reward,
+            click_cost=config.click_cost,
+            sweet_target=config.sweet_target,
+            temper=config.temper,
+            device=device,
+            users=users,
+        )
 
     # ------------------------------------------------------------------ episodes
     def _draw(self, n: int) -> Observation:
@@ -266,7 +296,7 @@ class SlateEnv:
 def make_env(
     run_dir: str | Path,
     split: str = "test",
-    world: Literal["simulator", "judge", "true"] = "simulator",
+    world: World = "simulator",
     batch_users: int | None = None,
     seed: int = 0,
     reward: str | RewardFn | None = None,
@@ -278,30 +308,11 @@ def make_env(
 
     ``batch_users`` and ``reward`` default to the run's ``env`` config section (as do the click cost
     sweet-point target and the initial temper). Missing or mismatched artefacts are ArtifactErrors.
-    """
-    from hsrl.rundir import RunDir
 
-    cfg = load_run_config(run_dir).env
-    run = RunDir(run_dir)
-    dataset = run.dataset()  # dataset and simulators are read once per process (RunDir), shared read-only
-    dev = torch.device(device) if device is not None else default_device()
-    response: ResponseModel
-    if world in ("simulator", "judge"):
-        response = run.simulator(judge=world == "judge", device=dev)
-    elif world == "true":
-        response = TrueWorldResponse(run.world())
-    else:
-        raise ConfigError(f"unknown world '{world}' (expected one of {', '.join(get_args(World))})")
-    return SlateEnv(
-        dataset,
-        response,
-        split=split,
-        batch_users=batch_users if batch_users is not None else cfg.batch_users,
-        seed=seed,
-        reward=reward if reward is not None else cfg.reward,
-        click_cost=cfg.click_cost,
-        sweet_target=cfg.sweet_target,
-        temper=cfg.temper,
-        device=dev,
-        users=users,
-    )
+    A run-taking entry point on purpose (as ``SlateEnv.from_run`` and the gymnasium and TorchRL adapters
+    that call it): the run directory is resolved by ``hsrl.rundir.RunDir.env``, the one place that knows
+    its layout; ``SlateEnv.from_config`` builds an environment from loaded artefacts.
+    """
+    from hsrl.rundir import RunDir  # the library's one way up to the pipeline (see the docstring)
+
+    return RunDir(run_dir).env(split, world, batch_users, seed, reward, device, users)

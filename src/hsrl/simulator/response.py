@@ -37,13 +37,10 @@ from hsrl.config import SimulatorConfig
 from hsrl.data.schema import PAD, LogDataset
 from hsrl.errors import ArtifactError, ConfigError
 from hsrl.io import atomic_path
-from hsrl.rundir import SIM_DIR  # noqa: E402  (re-exported; the judge: another seed, judges agents)
 from hsrl.simulator.observation import Observation
 
-JUDGE_SEED_OFFSET = 1
-from hsrl.rundir import MODEL_FILE  # noqa: E402
+JUDGE_SEED_OFFSET = 1  # the judge: a second simulator, another seed, that judges agents
 
-REPORT_FILE = "report.json"
 CHECKPOINT_FORMAT = "hsrl-user-response-model"
 CHECKPOINT_VERSION = 2  # 2: slot terms, slate size in the shape
 
@@ -490,8 +487,6 @@ def save_checkpoint(model: UserResponseModel, path: str | Path, training: dict[s
 def load_checkpoint(path: str | Path, expect: LogDataset | DatasetShape | None = None) -> UserResponseModel:
     """Load a checkpoint (eval mode); a missing, corrupt, other-version or mismatched file is an ArtifactError."""
     path = Path(path)
-    if path.is_dir():
-        path = path / SIM_DIR / MODEL_FILE
     if not path.is_file():
         raise ArtifactError(f"{path}: no simulator checkpoint here (run `hsrl simulator train RUN_DIR` first)")
     try:

@@ -91,7 +91,7 @@ class Trainer:
         config: TrainConfig,
         out_dir: str | Path | None = None,
         eval_env: Callable[[], SlateEnvironment] | None = None,
-        show_progress: bool = True,
+        show_progress: bool = False,  # a rich progress bar (the CLI turns it on)
         callbacks: Sequence[Callable[[dict[str, Any]], Any]] | None = None,
     ) -> None:
         self.agent = agent

@@ -259,6 +259,19 @@ def test_a_new_agent_needs_only_its_class_and_one_entry(toy, tiny_run, cli):
     assert bad.code == 2 and "clicks" in bad.err  # the error lists the registered agents
 
 
+def test_the_readme_names_every_registered_agent():
+    """The docs follow the registry: the tuning section lists exactly the learned agents, and the agents
+    section has an entry for every registered name (a new agent cannot go undocumented)."""
+    import re
+
+    text = README.read_text()
+    tuned = text.split("every learned agent (", 1)[1].split(")", 1)[0]
+    assert set(re.findall(r"`(\w+)`", tuned)) == set(registry.learned_names())
+    agents_section = text.split("\n## Agents", 1)[1].split("\n## ", 1)[0]
+    missing = [n for n in registry.names() if f"`{n}`" not in agents_section and f"**{n}**" not in agents_section]
+    assert not missing, f"README's Agents section does not describe {missing}"
+
+
 def test_registry_refuses_a_name_twice_and_names_unknown_agents():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("hsrl", ClickCounter)

@@ -1,6 +1,6 @@
 """An agent file loads on any device: a generator state saved on another device type (a CUDA generator's
 16 bytes on a CPU, a CPU generator's 5056 on a GPU) does not fit the loading agent's generator, which is
-then reseeded from the saved bytes instead (``hsrl.agents.base.restore_generator``)."""
+then reseeded from the saved bytes instead (``hsrl.io.restore_generator``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import torch
 
 import hsrl
 from hsrl.agents.a2c import A2CItemAgent
-from hsrl.agents.base import Agent, restore_generator
+from hsrl.agents.base import Agent
 from hsrl.agents.grpo import GRPOAgent
 from hsrl.agents.heuristics import RandomAgent
 from hsrl.agents.hsrl import HSRLAgent
 from hsrl.config import AgentConfig
+from hsrl.io import restore_generator
 from hsrl.sid.index import SemanticIDIndex
 
 N_ITEMS, SLATE, HISTORY = 40, 3, 5

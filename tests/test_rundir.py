@@ -164,3 +164,34 @@ def test_old_configs_and_agent_files_still_load(cli, tiny_sets, tmp_path):
     torch.save({"version": 1, "agent": "hsrl", "state": blob["state"]}, path)  # the old format: state only
     again = load_agent("hsrl", run, cfg, env, 0).act(env.reset(seed=3))
     assert torch.equal(expected, again)
+
+
+def test_a_run_directory_given_for_a_dataset_folder_is_refused_not_emptied(cli, tiny_sets, tmp_path, fresh_cache):
+    """The library takes folders and files; a run directory passed where its parts were meant (the old
+    call forms) is a located error, and ``save`` never replaces a run directory with a dataset."""
+    from hsrl.data.synthetic import SyntheticWorld
+    from hsrl.errors import ArtifactError
+
+    run = tmp_path / "run"
+    assert cli("data", "prepare", "--out", run, *tiny_sets).code == 0
+    before = sorted(p.name for p in run.iterdir())
+    dataset = RunDir(run).dataset()
+    with pytest.raises(ArtifactError, match="not a dataset folder"):
+        dataset.save(run)
+    assert sorted(p.name for p in run.iterdir()) == before and (run / "config.yaml").is_file()
+    with pytest.raises(ArtifactError, match="the dataset folder is"):
+        type(dataset).load(run)
+    with pytest.raises(ArtifactError, match="give the world file itself"):
+        SyntheticWorld.load(run)
+    assert str(RunDir(run)) == str(run)  # messages built from a RunDir name a path one can paste
+    dataset.save(run / "data")  # its own folder: replaced in place
+    assert type(dataset).load(run / "data").n_items == dataset.n_items
+
+
+def test_saved_config_is_read_back_after_each_write(tmp_path, fresh_cache):
+    run = RunDir(tmp_path / "run")
+    cfg = run.config()
+    for seed in (1, 2, 3):  # several writes in one clock tick must not return a stale cached copy
+        cfg.sid.seed = seed
+        run.save_config(cfg)
+        assert run.config().sid.seed == seed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,7 +10,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextmanager
@@ -72,3 +76,21 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Put a checkpoint's generator state back into ``generator`` (agents, environments and replay buffers).
+
+    The state is device-specific: a CPU generator's is 5056 bytes (Mersenne Twister), a CUDA one's 16
+    (Philox seed and offset), so a file saved on another device type holds a state that does not fit.
+    Then the generator is reseeded from a hash of the saved bytes instead: the agent loads anywhere, two
+    loads of one file sample alike, and greedy slates (which never read the generator) are unchanged;
+    only the sampled stream differs from the one the saving device would have continued."""
+    import torch
+
+    saved = torch.as_tensor(state).detach().cpu()
+    if saved.numel() == generator.get_state().numel():
+        generator.set_state(saved)
+        return
+    digest = hashlib.sha256(saved.numpy().tobytes()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)  # 63 bits: valid on every device

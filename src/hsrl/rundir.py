@@ -7,9 +7,9 @@ eval, serve) folders, files and loaded objects, never a run directory to find it
 
 Evaluating A agents x S seeds x W judges builds A·S·W environments; each used to re-read the dataset
 and the simulator checkpoint from disk. ``RunDir`` keeps the last loaded copy of the dataset, the
-synthetic world, the saved config and each simulator, keyed by the file's path, size and modification
-time, so a file rewritten in the same process (``--force``, the tests) is read again. Objects that
-callers change in place (the Semantic ID index: ``add_items``) are not cached.
+synthetic world, the saved config and each simulator, keyed by the file's path, size, modification and
+change times and inode, so a file rewritten in the same process (``--force``, the tests) is read again.
+Objects that callers change in place (the Semantic ID index: ``add_items``) are not cached.
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:  # the path, so that messages naming the run stay commands one can paste
+        return str(self.path)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -212,6 +215,7 @@ class RunDir:
         from hsrl.config import save_config
 
         self.path.mkdir(parents=True, exist_ok=True)
+        _CACHE.pop(("config", str(self.config_file.resolve())), None)  # never trust the stamp across own writes
         return save_config(config, self.path)
 
     def index(self) -> SemanticIDIndex:

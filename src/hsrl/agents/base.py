@@ -12,7 +12,6 @@ rebuilds the agent from the file alone.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -254,22 +253,6 @@ def read_checkpoint(path: Path, formats: tuple[int, ...] = (CHECKPOINT_VERSION,)
             " retrain the agent (`hsrl train RUN --agent NAME --force`)"
         )
     return blob
-
-
-def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
-    """Put a checkpoint's generator state back into ``generator`` (every agent's ``load_state_dict``).
-
-    The state is device-specific: a CPU generator's is 5056 bytes (Mersenne Twister), a CUDA one's 16
-    (Philox seed and offset), so a file saved on another device type holds a state that does not fit.
-    Then the generator is reseeded from a hash of the saved bytes instead: the agent loads anywhere, two
-    loads of one file sample alike, and greedy slates (which never read the generator) are unchanged;
-    only the sampled stream differs from the one the saving device would have continued."""
-    saved = torch.as_tensor(state).detach().cpu()
-    if saved.numel() == generator.get_state().numel():
-        generator.set_state(saved)
-        return
-    digest = hashlib.sha256(saved.numpy().tobytes()).digest()
-    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)  # 63 bits: valid on every device
 
 
 def sample_without_replacement(logits: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:

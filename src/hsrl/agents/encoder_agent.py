@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import nn
 
-from hsrl.agents.base import NEG, Agent, restore_generator
+from hsrl.agents.base import NEG, Agent
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
+from hsrl.io import restore_generator
 
 if TYPE_CHECKING:
     from hsrl.sid.protocols import SIDIndex

@@ -41,12 +41,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from hsrl.agents.base import ppo_surrogate, restore_generator
+from hsrl.agents.base import ppo_surrogate
 from hsrl.agents.hsrl import HSRLAgent, SIDAgent
 from hsrl.agents.supervised import LoggedSlates
 from hsrl.config import AgentConfig
 from hsrl.data.schema import PAD
 from hsrl.errors import ConfigError
+from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
 from hsrl.simulator.reward import REWARDS, RewardFn
 

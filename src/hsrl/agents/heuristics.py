@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hsrl.agents.base import NEG, Agent, restore_generator, sample_without_replacement
+from hsrl.agents.base import NEG, Agent, sample_without_replacement
+from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
 
 if TYPE_CHECKING:

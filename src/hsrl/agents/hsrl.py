@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsrl.agents.base import NEG, Agent, ppo_surrogate, restore_generator, sample_without_replacement, soft_update
+from hsrl.agents.base import NEG, Agent, ppo_surrogate, sample_without_replacement, soft_update
 from hsrl.agents.decoding import (
     BranchExposure,
     RecentExposure,
@@ -47,6 +47,7 @@ from hsrl.agents.decoding import (
 )
 from hsrl.agents.encoder import StateEncoder
 from hsrl.config import AgentConfig
+from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
 
 if TYPE_CHECKING:

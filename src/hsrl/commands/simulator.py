@@ -153,8 +153,10 @@ def report(
     judge: JudgeOpt = False,
 ) -> None:
     """Print the fidelity report of the trained simulator (RUN_DIR/simulator/report.json)."""
+    from hsrl.rundir import RunDir
     from hsrl.workflow import simulator_report
 
-    with console.status("computing the fidelity report ...") if recompute else nullcontext():
+    computes = recompute or not RunDir(run_dir).simulator_report_file(judge).is_file()
+    with console.status("computing the fidelity report ...") if computes else nullcontext():
         report = simulator_report(run_dir, recompute=recompute, judge=judge)
     _print_checked(report)

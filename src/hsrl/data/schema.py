@@ -143,8 +143,18 @@ class LogDataset:
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
-        """Write the dataset folder ``folder`` atomically (arrays in one .npz, metadata in JSON); returns it."""
+        """Write the dataset folder ``folder`` atomically (arrays in one .npz, metadata in JSON); returns it.
+
+        The folder is replaced as a whole, so one that holds anything but a dataset (a run directory given
+        where its ``data/`` folder was meant) is refused rather than emptied."""
         target = Path(folder)
+        if target.is_dir():
+            foreign = sorted(p.name for p in target.iterdir() if p.name not in (DATASET_FILE, HEADER_FILE))
+            if foreign:
+                raise ArtifactError(
+                    f"{target}: not a dataset folder (it holds {', '.join(foreign[:5])}); save writes the folder"
+                    " itself and would replace it: give the dataset's own folder (a run's is RUN/data)"
+                )
         arrays: dict[str, Any] = {
             "item_ids": self.item_ids.astype(str),
             "item_features": self.item_features.astype(np.float32),
@@ -173,6 +183,8 @@ class LogDataset:
         folder = Path(folder)
         npz_path, json_path = folder / DATASET_FILE, folder / HEADER_FILE
         if not npz_path.is_file() or not json_path.is_file():
+            if (folder / "data" / DATASET_FILE).is_file():
+                raise ArtifactError(f"{folder}: a run directory; the dataset folder is {folder / 'data'}")
             raise ArtifactError(f"{folder}: no prepared dataset here (run `hsrl data prepare` first)")
         try:
             header = json.loads(json_path.read_text())

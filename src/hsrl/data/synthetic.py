@@ -98,6 +98,8 @@ class SyntheticWorld:
     def load(cls, path: str | Path) -> SyntheticWorld:
         """Read a world file (what ``save`` wrote)."""
         path = Path(path)
+        if path.is_dir():
+            raise ArtifactError(f"{path}: a folder; give the world file itself (a run's is RUN/world.npz)")
         if not path.is_file():
             raise ArtifactError(f"{path}: no synthetic world here (only synthetic datasets have one)")
         try:

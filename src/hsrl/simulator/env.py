@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from hsrl.data.schema import SPLITS, LogDataset
+from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import ResponseModel
 from hsrl.simulator.reward import RewardFn, make_reward, make_slot_reward, reward_ceiling, temper_drop
@@ -277,7 +278,7 @@ class SlateEnv:
         self._temper = state["temper"].to(self.device)
         self._return = state["return"].to(self.device)
         self._depth = state["depth"].to(self.device)
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])  # a state of another device reseeds
         self.episodes_finished, self.user_steps, self.total_reward, self.total_clicks = state["counters"]
         self._finished_returns, self._finished_depths = (list(x) for x in state["finished"])
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
 
 OBS_FIELDS = ("user", "profile", "hist_items", "hist_feedback")
@@ -83,4 +84,4 @@ class ReplayBuffer:
             full = torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype, device=v.device)
             full[: v.shape[0]] = v
             self.storage[k] = full
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])  # a state of another device reseeds

@@ -1,6 +1,6 @@
 """How a pipeline stage tells what it is doing without printing: a ``Progress`` object whose hooks the
 stage calls. The default says nothing (the Python API, the tests, worker processes); the commands pass
-one that renders with rich (``hsrl.commands.common.ConsoleProgress``)."""
+one that renders with rich (``hsrl.commands.common.console_progress()``)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from hsrl.workflow.checkpoints import check_trained_with, checkpoint
 if TYPE_CHECKING:
     from hsrl.eval.churn import HeldOut
     from hsrl.sid.index import SemanticIDIndex
+    from hsrl.simulator.catalogue import CatalogueView
     from hsrl.simulator.env import SlateEnv, World
 
 INDEX_PATH = INDEX_FILE  # the index's place in a run (and in each churn folder)
@@ -36,7 +37,12 @@ def env_for(run_dir: RunLike, cfg: RunConfig, split: str, seed: int, world: str 
 
 
 def build_agent(
-    spec: str, run_dir: RunLike, cfg: RunConfig, env: Any, seed: int, index: SemanticIDIndex | None = None
+    spec: str,
+    run_dir: RunLike,
+    cfg: RunConfig,
+    env: SlateEnv | CatalogueView,
+    seed: int,
+    index: SemanticIDIndex | None = None,
 ) -> Agent:
     """A fresh agent of kind ``spec`` (a registered name, optionally with ``:key=value+...`` options);
     the registry's factory of that agent builds it (``hsrl.agents.registry.build``) on the run's artefacts.
@@ -66,7 +72,7 @@ def load_agent(
     name: str,
     run_dir: RunLike,
     cfg: RunConfig,
-    env: Any,
+    env: SlateEnv | CatalogueView,
     seed: int,
     holdout: HeldOut | None = None,
     index: SemanticIDIndex | None = None,

@@ -262,3 +262,73 @@ def test_a_saved_per_coordinate_noise_is_converted_exactly_with_the_agents_dimen
     assert at16.agent.ddpg.noise_size == pytest.approx(1.2)
     # same per-coordinate std as the old code: the perturbation a DDPG agent applies is unchanged
     assert at16.agent.ddpg.noise_size / 16**0.5 == pytest.approx(0.3)
+
+
+# ------------------------------------------------------------------ SL: the replayed per-item clicks, offered
+def sl_agent(ds, replay: float, seed: int = 0):
+    from hsrl.agents import SupervisedAgent
+    from hsrl.agents.supervised import LoggedSlates
+
+    cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0, sl={"replay": replay})
+    agent = SupervisedAgent(
+        torch.as_tensor(ds.item_features), ds.slate_size, ds.profile_dim, ds.history_length, None, cfg, seed
+    )
+    agent.logs = LoggedSlates.from_dataset(ds)
+    return agent
+
+
+def test_sl_learns_from_replayed_clicks_only_when_asked(world, a2c_batch):
+    """``sl.replay`` > 0 adds the BCE of each replayed slot's click (skipped slots included): flipping the
+    replayed clicks changes the update then, and never with the logs-only default; the default SL still
+    serves its greedy slate while exploring, the replay-learning one samples."""
+    ds, _ = world
+    flipped = {**a2c_batch, "clicks": 1.0 - a2c_batch["clicks"].float()}
+
+    def after_update(replay: float, batch) -> torch.Tensor:
+        agent = sl_agent(ds, replay)
+        agent.update(batch)
+        return torch.cat([p.detach().flatten() for p in agent.query.parameters()])
+
+    assert torch.equal(after_update(0.0, a2c_batch), after_update(0.0, flipped))
+    assert not torch.allclose(after_update(1.0, a2c_batch), after_update(1.0, flipped))
+    obs = a2c_batch["obs"]
+    greedy = sl_agent(ds, 0.0)
+    assert torch.equal(greedy.explore(obs)[0], greedy.act(obs, greedy=True))
+    sampling = sl_agent(ds, 1.0)
+    assert not torch.equal(sampling.explore(obs)[0], sampling.act(obs, greedy=True))
+
+
+def test_sl_fits_the_replayed_clicks(world, a2c_batch):
+    """Learning from replay lowers the replayed slots' BCE (a fixed batch, 60 steps); from logs only it
+    does not reach the same fit of those clicks."""
+    ds, _ = world
+
+    def replay_bce(replay: float) -> float:
+        agent = sl_agent(ds, replay)
+        for _ in range(60):
+            agent.update(a2c_batch)
+        with torch.no_grad():
+            logits = agent.logits(a2c_batch["obs"], a2c_batch["slate"])
+            return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, a2c_batch["clicks"].float()))
+
+    start = sl_agent(ds, 1.0)
+    with torch.no_grad():
+        logits = start.logits(a2c_batch["obs"], a2c_batch["slate"])
+        before = float(torch.nn.functional.binary_cross_entropy_with_logits(logits, a2c_batch["clicks"].float()))
+    fitted, logs_only = replay_bce(1.0), replay_bce(0.0)
+    assert fitted < 0.9 * before and fitted < logs_only
+
+
+def test_an_sl_checkpoint_saved_before_replay_existed_is_reused_only_at_replay_0():
+    from hsrl.config import RunConfig
+    from hsrl.tuning import protocol_config
+    from hsrl.workflow.checkpoints import config_drift
+
+    cfg = RunConfig()
+    saved = cfg.agent.model_dump(mode="json")
+    del saved["sl"]["replay"]  # what an SL checkpoint of the previous round holds
+    assert config_drift(saved, "sl", cfg) == []
+    assert config_drift(saved, "sl:replay=1", cfg) == ["sl.replay"]
+    assert "replay" not in protocol_config(cfg, "sl")["agent"]["sl"]  # tuned values stay valid at 0
+    cfg.agent.sl.replay = 1.0
+    assert protocol_config(cfg, "sl")["agent"]["sl"]["replay"] == 1.0

@@ -125,6 +125,13 @@ class SIDConfig(Section):
 
 class SLConfig(Section):
     lr: float = Field(1e-3, gt=0, description="Adam lr of the click scorer trained on logged slates")
+    replay: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the BCE on replayed slates (its own slates in the training simulator, every shown"
+        " slot, clicked or skipped: the per-item click signal HSRL's click loss reads); 0 = logs only. Above 0"
+        " SL explores by sampling its slates from its click logits instead of serving the greedy one",
+    )
 
 
 class A2CConfig(Section):
@@ -145,6 +152,11 @@ class A2CConfig(Section):
         "agent.supervision's); 0 = off",
     )
 
+
+# keys added to an agent's section after checkpoints were saved without them, with the value that
+# reproduces what those checkpoints did: a checkpoint without the key is reusable under that value (any
+# other added key makes an old checkpoint stale, since its behaviour then was not today's default)
+ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {"sl": {"replay": 0.0}}
 
 # DDPG/TD3 noise used to be a per-coordinate std on the unit action (so its angle grew with the dimension:
 # 0.1 was 14 degrees at dim 8, 30 at dim 32, 48 at dim 128); the *_size keys are sizes of the whole

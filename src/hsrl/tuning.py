@@ -139,11 +139,16 @@ def current_values(agent: str, space: dict[str, Param], cfg: RunConfig, path: st
 def protocol_config(cfg: RunConfig, agent: str) -> dict[str, Any]:
     """The parts of the config ``agent``'s study scores depend on: every section but evaluation and the
     tuned values, and of the agent section the shared fields and that agent's own section only."""
-    from hsrl.config import Section
+    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, Section
 
     tree = cfg.model_dump(mode="json", exclude={"eval", "tuned"})
     others = {k for k, v in cfg.agent if isinstance(v, Section) and k != agent}
     tree["agent"] = {k: v for k, v in tree["agent"].items() if k not in others}
+    for section, added in ADDED_WITH_OLD_BEHAVIOUR.items():  # at its old behaviour, a later key changes no hash
+        own = tree["agent"].get(section, {})
+        for key, value in added.items():
+            if key in own and own[key] == value:
+                del own[key]
     return tree
 
 

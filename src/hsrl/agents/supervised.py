@@ -3,9 +3,11 @@
 The state encoder plus an item scorer: logit(click | s, i) = <q(s), v_i> + b(v_i), with v_i the item's
 vector in the encoder's item space (from its features, so new items are scored too) and b a per-item
 propensity read from the same vector. It learns by binary cross-entropy on the training users' logged
-impressions (every slot of every logged slate is one example), not from the environment: the shared
-training loop still drives it, but ``update`` ignores the replay batch and takes a minibatch of the
-same size from the logs. ``act`` is the top-K by predicted click logit, a myopic policy.
+impressions (every slot of every logged slate is one example); the shared training loop drives it and
+``update`` takes a minibatch of the replay batch's size from the logs. With ``agent.sl.replay`` > 0 it
+also learns from the replay batch, its own slates in the training simulator with every shown slot's click
+(the per-item signal HSRL's click loss reads, offered to SL too), and explores by sampling its slates:
+a myopic click model of the environment it trains in. ``act`` is the top-K by predicted click logit.
 """
 
 from __future__ import annotations
@@ -133,8 +135,9 @@ class SupervisedAgent(EncoderAgent):
         return sample_without_replacement(scores, self.slate_size, self.generator)
 
     def explore(self, obs: Observation) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """SL does not learn from the environment: it serves its greedy slate."""
-        return self.act(obs, greedy=True), {}
+        """From the logs only, SL serves its greedy slate; learning from replay too, it samples its slate
+        (without replacement, from its click logits), so that what it is shown to learn from varies."""
+        return self.act(obs, greedy=self.config.sl.replay <= 0), {}
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One BCE step on a logged minibatch as large as the replay batch (which is ignored)."""
@@ -148,8 +151,14 @@ class SupervisedAgent(EncoderAgent):
         logits = self.logits(self.logs.obs.index(idx), self.logs.slate[idx])
         weight = None if self.logs.weight is None else self.logs.weight[idx]
         loss = F.binary_cross_entropy_with_logits(logits, self.logs.clicks[idx], weight=weight)
+        replay_bce = torch.zeros(())
+        if self.config.sl.replay > 0 and "clicks" in batch:
+            replay_bce = F.binary_cross_entropy_with_logits(
+                self.logits(batch["obs"], batch["slate"]), batch["clicks"].float()
+            )
+        total = loss + self.config.sl.replay * replay_bce
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         self.optimizer.step()
         self.updates += 1
-        return {"bce": float(loss.detach())}
+        return {"bce": float(loss.detach()), "replay_bce": float(replay_bce.detach())}

@@ -89,17 +89,22 @@ def config_drift(saved: dict[str, Any], spec: str, cfg: RunConfig) -> list[str]:
             own, own_then = getattr(now, key), getattr(then, key)
             raw: dict[str, Any] = saved[key] if isinstance(saved.get(key), dict) else {}
             for sub in type(own).model_fields:
-                if getattr(own, sub) != getattr(own_then, sub) or (sub not in raw and not _renamed(key, sub, raw)):
+                absent = sub not in raw and not _known_absent(key, sub, raw, own)
+                if getattr(own, sub) != getattr(own_then, sub) or absent:
                     drift.append(f"{key}.{sub}")
         elif getattr(now, key) != getattr(then, key) or key not in saved:
             drift.append(key)
     return drift
 
 
-def _renamed(section: str, key: str, raw: dict[str, Any]) -> bool:
-    """Was ``key`` saved under its old name (converted by the config's migration)?"""
-    from hsrl.config import PER_COORDINATE_NOISE
+def _known_absent(section: str, key: str, raw: dict[str, Any], now: Any) -> bool:
+    """A key missing from a saved section that still matches: saved under its old name (converted by the
+    config's migration), or added later with a value that reproduces the old behaviour, the one asked for now."""
+    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, PER_COORDINATE_NOISE
 
+    added = ADDED_WITH_OLD_BEHAVIOUR.get(section, {})
+    if key in added:
+        return bool(getattr(now, key) == added[key])
     return section in ("ddpg", "td3") and any(new == key and old in raw for old, new in PER_COORDINATE_NOISE.items())
 
 

@@ -332,3 +332,37 @@ def test_an_sl_checkpoint_saved_before_replay_existed_is_reused_only_at_replay_0
     assert "replay" not in protocol_config(cfg, "sl")["agent"]["sl"]  # tuned values stay valid at 0
     cfg.agent.sl.replay = 1.0
     assert protocol_config(cfg, "sl")["agent"]["sl"]["replay"] == 1.0
+
+
+def test_sl_satiation_term_counts_similar_recent_items(world):
+    """``sl.satiation``: the logit gains sum_h cos(candidate, h) x w[feedback_h, position_h]. Zero at the
+    start (the scorer alone), the formula on hand-set weights, and absent (no module, old checkpoints fit)
+    when off."""
+    from hsrl.agents import SupervisedAgent
+    from hsrl.simulator.observation import Observation
+
+    ds, _ = world
+    feats = torch.as_tensor(ds.item_features)
+    cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0, sl={"satiation": True})
+    agent = SupervisedAgent(feats, ds.slate_size, ds.profile_dim, ds.history_length, None, cfg, 0)
+    assert "satiation" in agent.modules() and "satiation" not in sl_agent(ds, 0.0).modules()
+    h = ds.history_length
+    hist = torch.full((1, h), -1, dtype=torch.long)
+    hist[0, -2:] = torch.tensor([3, 7])  # the two most recent entries: item 3 skipped, item 7 clicked
+    fb = torch.zeros(1, h)
+    fb[0, -1] = 1.0
+    obs = Observation(torch.zeros(1, dtype=torch.long), torch.zeros(1, ds.profile_dim), hist, fb)
+    items = torch.tensor([[3, 7, 11]])
+    assert torch.equal(agent.satiation_logits(obs, items), torch.zeros(1, 3))
+    with torch.no_grad():
+        agent.satiation.weight[0, h - 2] = -2.0  # skipped, second most recent
+        agent.satiation.weight[1, h - 1] = 0.5  # clicked, most recent
+    unit = torch.nn.functional.normalize(feats, dim=-1)
+    expected = -2.0 * unit[items[0]] @ unit[3] + 0.5 * unit[items[0]] @ unit[7]
+    assert torch.allclose(agent.satiation_logits(obs, items)[0], expected, atol=1e-5)
+    every = agent.satiation_logits(obs)  # every item at once agrees with the chosen ones
+    assert torch.allclose(every[0, items[0]], expected, atol=1e-5)
+    with agent.evaluating():
+        plain = agent.logits(obs, items) - agent.satiation_logits(obs, items)
+        agent.satiation.weight.zero_()
+        assert torch.allclose(agent.logits(obs, items), plain, atol=1e-5)

@@ -132,6 +132,12 @@ class SLConfig(Section):
         " slot, clicked or skipped: the per-item click signal HSRL's click loss reads); 0 = logs only. Above 0"
         " SL explores by sampling its slates from its click logits instead of serving the greedy one",
     )
+    satiation: bool = Field(
+        False,
+        description="add a per-candidate satiation term to the click logit: the cosine similarity of the"
+        " candidate's features to each history entry, weighted by a learned weight per history position and"
+        " feedback (the kind of term the learned simulator has); false = the dot-product scorer alone",
+    )
 
 
 class A2CConfig(Section):
@@ -156,7 +162,7 @@ class A2CConfig(Section):
 # keys added to an agent's section after checkpoints were saved without them, with the value that
 # reproduces what those checkpoints did: a checkpoint without the key is reusable under that value (any
 # other added key makes an old checkpoint stale, since its behaviour then was not today's default)
-ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {"sl": {"replay": 0.0}}
+ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {"sl": {"replay": 0.0, "satiation": False}}
 
 # DDPG/TD3 noise used to be a per-coordinate std on the unit action (so its angle grew with the dimension:
 # 0.1 was 14 degrees at dim 8, 30 at dim 32, 48 at dim 128); the *_size keys are sizes of the whole

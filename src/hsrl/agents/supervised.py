@@ -101,7 +101,13 @@ class SupervisedAgent(EncoderAgent):
         dim = self.config.dim
         self.query = mlp(dim, dim, dim).to(self.device)
         self.bias = mlp(dim, dim, 1).to(self.device)
-        params = [*self.encoder.parameters(), *self.query.parameters(), *self.bias.parameters()]
+        params: list[torch.Tensor] = [*self.encoder.parameters(), *self.query.parameters(), *self.bias.parameters()]
+        self.satiation: torch.nn.Embedding | None = None
+        if self.config.sl.satiation:  # one weight per (feedback, history position), zero at the start
+            positions = self.encoder.position_emb.num_embeddings - 1  # the history length (+1: the user token)
+            self.satiation = torch.nn.Embedding(2, positions).to(self.device)
+            torch.nn.init.zeros_(self.satiation.weight)
+            params.append(self.satiation.weight)
         self.optimizer = torch.optim.Adam(params, lr=self.config.sl.lr, weight_decay=self.config.weight_decay)
 
     @classmethod
@@ -112,7 +118,8 @@ class SupervisedAgent(EncoderAgent):
         return cls(features, slate_size, int(inputs["profile_dim"]), int(inputs["history_length"]), None, cfg)
 
     def modules(self):
-        return {"encoder": self.encoder, "query": self.query, "bias": self.bias}
+        parts = {"encoder": self.encoder, "query": self.query, "bias": self.bias}
+        return parts if self.satiation is None else {**parts, "satiation": self.satiation}
 
     def optimizers(self):
         return {"optimizer": self.optimizer}
@@ -123,9 +130,27 @@ class SupervisedAgent(EncoderAgent):
         q = self.query(state)
         if items is None:
             vectors = self.item_vectors()
-            return self.score_items(q, vectors) + self.bias(vectors).squeeze(-1)
-        vectors = self.encoder.item_vectors(self.item_features[items])  # (B, K, dim)
-        return (vectors * q.unsqueeze(1)).sum(-1) + self.bias(vectors).squeeze(-1)
+            logits = self.score_items(q, vectors) + self.bias(vectors).squeeze(-1)
+        else:
+            vectors = self.encoder.item_vectors(self.item_features[items])  # (B, K, dim)
+            logits = (vectors * q.unsqueeze(1)).sum(-1) + self.bias(vectors).squeeze(-1)
+        if self.satiation is not None:
+            logits = logits + self.satiation_logits(obs, items)
+        return logits
+
+    def satiation_logits(self, obs: Observation, items: torch.Tensor | None = None) -> torch.Tensor:
+        """sum over history entries h of cos(candidate, h) x w[feedback_h, position_h]: how much of what
+        the user was just shown (or clicked) the candidate repeats. (B, K), or (B, N) for every item."""
+        unit = F.normalize(self.item_features, dim=-1)
+        hist = unit[obs.hist_items.clamp_min(0)]  # (B, H, F)
+        cand = unit.unsqueeze(0).expand(obs.batch_size, -1, -1) if items is None else unit[items]
+        similarity = cand @ hist.transpose(1, 2)  # (B, K|N, H)
+        clicked = (obs.hist_feedback > 0.5).long()
+        assert self.satiation is not None
+        positions = torch.arange(obs.hist_items.shape[1], device=self.device)
+        weight = self.satiation.weight[clicked, positions]  # (B, H)
+        weight = weight * obs.hist_mask.float()
+        return (similarity * weight.unsqueeze(1)).sum(-1)
 
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
         with self.evaluating():

@@ -141,12 +141,12 @@ class SupervisedAgent(EncoderAgent):
     def satiation_logits(self, obs: Observation, items: torch.Tensor | None = None) -> torch.Tensor:
         """sum over history entries h of cos(candidate, h) x w[feedback_h, position_h]: how much of what
         the user was just shown (or clicked) the candidate repeats. (B, K), or (B, N) for every item."""
+        assert self.satiation is not None, "satiation_logits needs agent.sl.satiation"
         unit = F.normalize(self.item_features, dim=-1)
-        hist = unit[obs.hist_items.clamp_min(0)]  # (B, H, F)
+        hist = unit[obs.hist_items.clamp_min(0)]  # (B, H, F); padding is masked below
         cand = unit.unsqueeze(0).expand(obs.batch_size, -1, -1) if items is None else unit[items]
         similarity = cand @ hist.transpose(1, 2)  # (B, K|N, H)
         clicked = (obs.hist_feedback > 0.5).long()
-        assert self.satiation is not None
         positions = torch.arange(obs.hist_items.shape[1], device=self.device)
         weight = self.satiation.weight[clicked, positions]  # (B, H)
         weight = weight * obs.hist_mask.float()
@@ -165,7 +165,8 @@ class SupervisedAgent(EncoderAgent):
         return self.act(obs, greedy=self.config.sl.replay <= 0), {}
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One BCE step on a logged minibatch as large as the replay batch (which is ignored)."""
+        """One BCE step on a logged minibatch as large as the replay batch, plus (``sl.replay`` > 0) the BCE
+        of the replay batch's shown slots, weighted by ``sl.replay``."""
         if self.logs is None:
             raise ValueError(
                 "this SL agent has no logged slates to learn from (set agent.logs = LoggedSlates.from_dataset(...))"

@@ -36,7 +36,7 @@ from hsrl.agents import HSRLAgent  # noqa: E402
 from hsrl.config import AgentConfig, load_config, save_config  # noqa: E402
 from hsrl.data.schema import LogDataset, build_histories  # noqa: E402
 from hsrl.rundir import RunDir  # noqa: E402
-from hsrl.workflow import INDEX_PATH, agent_dir  # noqa: E402
+from hsrl.workflow import agent_dir  # noqa: E402
 
 PROFILE_DIM, HISTORY, SLATE = 8, 50, 9
 
@@ -70,7 +70,7 @@ def build_run(run: Path, n: int, dim: int) -> np.ndarray:
     ds.validate()
     ds.save(RunDir(run).data_dir)
     save_config(load_config(overrides=[f"data.history_length={HISTORY}", f"data.slate_size={SLATE}"]), run)
-    index.save(run / INDEX_PATH)
+    index.save(RunDir(run).index_file)
     agent = HSRLAgent(torch.from_numpy(features), SLATE, index, PROFILE_DIM, HISTORY, AgentConfig(), seed=0)
     agent.save(agent_dir(run, "hsrl", 0) / "agent.pt")
     return features

@@ -23,7 +23,7 @@ from hsrl.errors import ArtifactError
 from hsrl.rundir import RunDir
 from hsrl.serve.export import POLICY, load_export
 from hsrl.sid.index import SemanticIDIndex
-from hsrl.workflow import INDEX_PATH, agent_dir, export_run
+from hsrl.workflow import agent_dir, export_run
 
 MAX_BATCH = 8
 CFG = load_config(overrides=["data.synthetic.n_users=30", "data.synthetic.n_items=60", "data.history_length=10"])
@@ -37,7 +37,7 @@ def make_run(run: Path, with_agent: bool = True) -> None:
     ds.save(run / "data")
     save_config(cfg, run)
     index = SemanticIDIndex.build(ds.item_features, levels=2, codes=4, seed=0)
-    index.save(run / INDEX_PATH)
+    index.save(RunDir(run).index_file)
     if with_agent:
         feats = torch.as_tensor(ds.item_features)
         agent = HSRLAgent(feats, ds.slate_size, index, ds.profile_dim, ds.history_length, AgentConfig(), seed=0)
@@ -352,7 +352,7 @@ def test_service_decodes_like_the_agent_including_exposure(tmp_path):
 
     run = tmp_path / "run"
     make_run(run, with_agent=False)
-    index = SemanticIDIndex.load(run / INDEX_PATH)
+    index = SemanticIDIndex.load(RunDir(run).index_file)
     feats = torch.as_tensor(DS.item_features)
     agent = HSRLAgent(feats, K, index, P, DS.history_length, AgentConfig(), seed=0)
     history = [(3, 1), (7, 0), (11, 1), (12, 0), (20, 1)]

@@ -24,7 +24,6 @@ from hsrl.simulator.env import make_env
 from hsrl.workflow.abtest import ab_test_agents, require_ab_trained, write_ab_test
 from hsrl.workflow.build import (
     EVAL_SPLIT,
-    INDEX_PATH,
     TEST_SPLIT,
     TRAIN_SPLIT,
     build_agent,
@@ -68,7 +67,6 @@ __all__ = [
     "ABLATION",
     "EVAL_ONLY",
     "EVAL_SPLIT",
-    "INDEX_PATH",
     "SILENT",
     "TEST_SPLIT",
     "TRAIN_SPLIT",

@@ -13,7 +13,7 @@ from hsrl.agents.base import CHECKPOINT_VERSION, read_checkpoint
 from hsrl.agents.registry import agent_config, base_name
 from hsrl.config import RunConfig
 from hsrl.errors import ArtifactError
-from hsrl.rundir import INDEX_FILE, RunDir, RunLike
+from hsrl.rundir import RunDir, RunLike
 from hsrl.workflow.checkpoints import check_trained_with, checkpoint
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from hsrl.simulator.catalogue import CatalogueView
     from hsrl.simulator.env import SlateEnv, World
 
-INDEX_PATH = INDEX_FILE  # the index's place in a run (and in each churn folder)
 TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT = "train", "val", "test"
 
 

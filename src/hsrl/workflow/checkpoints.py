@@ -105,7 +105,7 @@ def _known_absent(section: str, key: str, raw: dict[str, Any], now: Any) -> bool
     added = ADDED_WITH_OLD_BEHAVIOUR.get(section, {})
     if key in added:
         return bool(getattr(now, key) == added[key])
-    return section in ("ddpg", "td3") and any(new == key and old in raw for old, new in PER_COORDINATE_NOISE.items())
+    return any(new == key and old in raw for old, new in PER_COORDINATE_NOISE.items())  # DDPG/TD3 noise keys
 
 
 def check_trained_with(path: Path, blob: dict[str, Any], spec: str, cfg: RunConfig) -> None:

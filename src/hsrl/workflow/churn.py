@@ -17,7 +17,7 @@ from hsrl.rundir import RunDir, RunLike
 from hsrl.sid.build import build_for_dataset, index_features
 from hsrl.sid.index import SemanticIDIndex
 from hsrl.simulator.catalogue import CatalogueView
-from hsrl.workflow.build import INDEX_PATH, TEST_SPLIT, diagnostic_groups, env_for, load_agent
+from hsrl.workflow.build import TEST_SPLIT, diagnostic_groups, env_for, load_agent
 from hsrl.workflow.checkpoints import require_reusable
 from hsrl.workflow.progress import SILENT, Progress, Results
 from hsrl.workflow.training import train_stage
@@ -39,7 +39,7 @@ def churn_index(run_dir: RunLike, cfg: RunConfig, holdout: HeldOut) -> SemanticI
     run = RunDir(run_dir)
     folder = run.churn_root(holdout)
     holdout.check(folder)  # a folder written for another catalogue is an error, not a silent mix
-    path = folder / INDEX_PATH
+    path = RunDir(folder).index_file  # a hold-out's folder is laid out as a run of its own
     if path.is_file():
         return SemanticIDIndex.load(path)
     index = build_for_dataset(run.dataset(), cfg.sid, holdout.order[: holdout.n_kept])

@@ -12,7 +12,7 @@ import torch
 
 from hsrl.errors import ArtifactError, InputError
 from hsrl.sid import FORMAT_VERSION, SemanticIDIndex, default_codes, disambiguation_capacity, feature_embeddings
-from hsrl.sid.embeddings import FeatureTransform, text_embeddings
+from hsrl.sid.embeddings import FeatureTransform, aligned_projection, text_embeddings
 from hsrl.sid.rqkmeans import balanced_assign
 
 
@@ -336,3 +336,70 @@ def test_adds_past_the_spare_capacity_keep_every_row_and_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.codes, index.codes)
     np.testing.assert_array_equal(loaded.active, index.active)
     np.testing.assert_array_equal(loaded.residual_sq, index.residual_sq)
+
+
+# ---------------------------------------------------------------------------- aligned embeddings
+def loud_and_quiet(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features where 16 noise columns drown the 4 that carry the group the targets name (z-scored, every
+    column weighs the same, so plain k-means splits mostly on noise)."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, 4, size=n)
+    signal = np.eye(4)[group] * 0.6 + 0.25 * rng.normal(size=(n, 4))
+    noise = rng.normal(size=(n, 16))
+    return np.concatenate([noise, signal], 1).astype(np.float32), group
+
+
+def purity(codes: np.ndarray, group: np.ndarray) -> float:
+    """Share of items whose code's majority group is their own."""
+    hits = sum(np.bincount(group[codes == c]).max() for c in np.unique(codes))
+    return hits / len(group)
+
+
+def test_aligned_projection_puts_the_asked_variance_on_the_regression_block():
+    x, group = loud_and_quiet(600, seed=0)
+    z = FeatureTransform.fit(x, normalize=False)(x)
+    for weight in (0.5, 3.0):
+        proj = aligned_projection(z, np.eye(4)[group], weight)
+        emb = z @ proj
+        aligned, plain = emb[:, :4].var(0).sum(), emb[:, 4:].var(0).sum()  # 4 targets, then the 20 features
+        assert plain == pytest.approx(1.0, rel=1e-3) and aligned == pytest.approx(weight, rel=1e-3)
+    with pytest.raises(ValueError, match="targets"):
+        aligned_projection(z, np.ones((5, 2)), 1.0)
+
+
+def test_aligned_codes_follow_the_targets_and_new_items_are_coded_from_features_alone(tmp_path):
+    x, group = loud_and_quiet(800, seed=1)
+    plain = SemanticIDIndex.build(x, levels=2, codes=4, seed=0)
+    aligned = SemanticIDIndex.build(x, levels=2, codes=4, seed=0, align_to=np.eye(4)[group], align=3.0)
+    assert purity(aligned.codes[:, 0], group) > 0.8 > 0.65 > purity(plain.codes[:, 0], group)
+    assert aligned.codebooks[0].shape[1] == 4 + x.shape[1] and aligned.build_config["align"] == 3.0
+    # new items: no targets, only features, through the frozen map; a copy of a trained item lands on its code
+    new, new_group = loud_and_quiet(200, seed=2)
+    ids = aligned.add_items(np.concatenate([x[:5], new]))
+    assert (aligned.codes[ids[:5], :-1] == aligned.codes[:5, :-1]).all()
+    assert purity(aligned.codes[ids[5:], 0], new_group) > 0.8
+    back = SemanticIDIndex.load(aligned.save(tmp_path / "index.npz"))
+    np.testing.assert_array_equal(back.codes, aligned.codes)
+    np.testing.assert_array_equal(back.embed(new), aligned.embed(new))
+    assert SemanticIDIndex.load(plain.save(tmp_path / "plain.npz")).transform.projection is None
+
+
+def test_build_for_dataset_fits_the_alignment_on_the_indexed_items_only():
+    from hsrl.config import SIDConfig
+    from hsrl.data.schema import LogDataset
+    from hsrl.sid.build import build_for_dataset
+
+    x, group = loud_and_quiet(400, seed=3)
+    ds = LogDataset.__new__(LogDataset)
+    ds.item_features, ds.item_text = x, None
+    cfg = SIDConfig(levels=2, codes=4, align=3.0)
+    with pytest.raises(ValueError, match="alignment targets"):
+        build_for_dataset(ds, cfg)
+    kept = np.arange(300)
+    targets = np.eye(4)[group]
+    garbage = targets.copy()
+    garbage[300:] = np.random.default_rng(0).normal(size=(100, 4)) * 50  # rows of held-out items
+    a = build_for_dataset(ds, cfg, kept, align_to=targets)
+    b = build_for_dataset(ds, cfg, kept, align_to=garbage)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    np.testing.assert_array_equal(a.transform.projection, b.transform.projection)

@@ -13,6 +13,7 @@ from hsrl.data.synthetic import generate
 from hsrl.sid import SemanticIDIndex
 
 SMALL = ["data.synthetic.n_users=60", "data.synthetic.n_items=120"]
+PLAIN = ["--align", "0"]  # codebooks on the features alone: no simulator needed
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def run_dir(tmp_path):
 
 
 def test_build_writes_index_stats_and_config_then_skips(cli, run_dir):
-    res = cli("sid", "build", run_dir, "--levels", "2", "--codes", "8", "--balanced", "--set", "sid.seed=3")
+    res = cli("sid", "build", run_dir, "--levels", "2", "--codes", "8", "--balanced", "--set", "sid.seed=3", *PLAIN)
     assert res.code == 0, res.err
     index = SemanticIDIndex.load(run_dir / "sid" / "index.npz")
     assert index.levels == 2 and index.vocab_sizes[:2] == [8, 8] and index.n_items == 120
@@ -37,7 +38,7 @@ def test_build_writes_index_stats_and_config_then_skips(cli, run_dir):
     again = cli("sid", "build", run_dir, "--codes", "4")
     assert again.code == 0 and "skipping" in again.out
     assert (run_dir / "sid" / "index.npz").stat().st_mtime_ns == mtime
-    forced = cli("sid", "build", run_dir, "--codes", "4", "--force")
+    forced = cli("sid", "build", run_dir, "--codes", "4", "--force", *PLAIN)
     assert forced.code == 0 and SemanticIDIndex.load(run_dir / "sid" / "index.npz").vocab_sizes[0] == 4
 
     described = cli("sid", "describe", run_dir)
@@ -45,17 +46,48 @@ def test_build_writes_index_stats_and_config_then_skips(cli, run_dir):
 
 
 def test_default_codes_come_from_the_catalogue_size(cli, run_dir):
-    assert cli("sid", "build", run_dir).code == 0
+    assert cli("sid", "build", run_dir, *PLAIN).code == 0
     assert SemanticIDIndex.load(run_dir / "sid" / "index.npz").vocab_sizes[0] == 8  # sqrt(120) ~ 11 -> 8
 
 
 def test_errors_are_one_line_exit_2_and_nothing_written(cli, tmp_path, run_dir):
     missing = cli("sid", "build", tmp_path / "nowhere")
     assert missing.code == 2 and "hsrl data prepare" in missing.err and "Traceback" not in missing.err
-    too_many = cli("sid", "build", run_dir, "--codes", "500")
+    too_many = cli("sid", "build", run_dir, "--codes", "500", *PLAIN)
     assert too_many.code == 2 and "sid.codes" in too_many.err
-    no_text = cli("sid", "build", run_dir, "--text")
+    no_text = cli("sid", "build", run_dir, "--text", *PLAIN)
     assert no_text.code == 2 and "item text" in no_text.err
     assert not (run_dir / "sid").exists()
     nothing = cli("sid", "describe", run_dir)
     assert nothing.code == 2 and "sid build" in nothing.err
+
+
+def test_aligned_ids_need_the_simulator_and_are_built_on_its_item_clusters(cli, run_dir):
+    from hsrl.rundir import RunDir
+    from hsrl.workflow import ensure_stages
+
+    no_sim = cli("sid", "build", run_dir)  # aligned by default
+    assert no_sim.code == 2 and "hsrl simulator train" in no_sim.err and "Traceback" not in no_sim.err
+    assert not (run_dir / "sid").exists()
+    # a command judged only in the true world still trains the simulator first when the SIDs need it
+    cfg = load_config(overrides=[*SMALL, "simulator.epochs=2"])
+    ensure_stages(run_dir, cfg, worlds={"true"})
+    run = RunDir(run_dir)
+    index = SemanticIDIndex.load(run.index_file)
+    assert run.simulator_file().is_file() and index.transform.projection is not None
+    clusters = run.simulator().item_clusters()
+    assert clusters.shape == (120, run.simulator().config.clusters)
+    assert index.codebooks[0].shape[1] == clusters.shape[1] + run.dataset().item_features.shape[1]
+    assert yaml.safe_load(run.config_file.read_text())["sid"]["align"] == cfg.sid.align > 0
+
+
+def test_a_run_saved_before_the_alignment_reads_as_features_only(run_dir):
+    from hsrl.config import save_config
+    from hsrl.rundir import RunDir
+
+    path = save_config(load_config(overrides=SMALL), run_dir)
+    tree = yaml.safe_load(path.read_text())
+    del tree["sid"]["align"]  # as an older hsrl wrote it
+    path.write_text(yaml.safe_dump(tree))
+    assert RunDir(run_dir).config().sid.align == 0.0  # what built that run's index
+    assert load_config().sid.align > 0  # a new run is aligned

@@ -225,3 +225,14 @@ def test_a_checkpoint_is_reused_only_under_the_config_it_was_trained_with(tiny_r
     cfg = load_config([RunDir(tiny_run).config_file], overrides=["agent.ddpg.noise_size=0.5656854249492381"])
     assert workflow.config_drift(saved, "ddpg", cfg) == []
     assert workflow.config_drift(saved, "ddpg", load_config([RunDir(tiny_run).config_file])) == ["ddpg.noise_size"]
+
+
+def test_the_sid_alignment_changes_the_study_hash_of_sid_agents_only():
+    cfg = load_config(overrides=["sid.align=0"])
+    aligned = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"align": 3.0})})
+    for agent in registry.learned_names():
+        same = tuning._config_hash(aligned, agent) == tuning._config_hash(cfg, agent)
+        assert same != registry.get(agent).uses_index, agent  # hsrl and grpo read the SIDs
+    # at its old behaviour (0) the key is not in the hash at all: studies from before it still match
+    assert "align" not in tuning.protocol_config(cfg, "hsrl")["sid"]
+    assert tuning.protocol_config(aligned, "hsrl")["sid"]["align"] == 3.0

@@ -138,10 +138,17 @@ def current_values(agent: str, space: dict[str, Param], cfg: RunConfig, path: st
 
 def protocol_config(cfg: RunConfig, agent: str) -> dict[str, Any]:
     """The parts of the config ``agent``'s study scores depend on: every section but evaluation and the
-    tuned values, and of the agent section the shared fields and that agent's own section only."""
-    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, Section
+    tuned values, and of the agent section the shared fields and that agent's own section only. A key
+    added later changes no hash at the value that reproduces the old behaviour, nor (``sid`` keys) for an
+    agent that never reads the Semantic IDs."""
+    from hsrl.agents import registry
+    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, SID_ADDED_WITH_OLD_BEHAVIOUR, Section
 
     tree = cfg.model_dump(mode="json", exclude={"eval", "tuned"})
+    reads_sids = registry.get(agent).uses_index
+    for key, value in SID_ADDED_WITH_OLD_BEHAVIOUR.items():
+        if key in tree["sid"] and (tree["sid"][key] == value or not reads_sids):
+            del tree["sid"][key]
     others = {k for k, v in cfg.agent if isinstance(v, Section) and k != agent}
     tree["agent"] = {k: v for k, v in tree["agent"].items() if k not in others}
     for section, added in ADDED_WITH_OLD_BEHAVIOUR.items():  # at its old behaviour, a later key changes no hash

@@ -51,13 +51,21 @@ def build(
     text: Annotated[
         bool | None, typer.Option("--text/--features", help="Embed item texts (needs the 'text' extra).")
     ] = None,
+    align: Annotated[
+        float | None,
+        typer.Option(
+            "--align",
+            help="Weight of the block aligned with the trained simulator's item clusters (0: features only).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Residual k-means codebooks + invertible SID lookup for the items of RUN_DIR/data -> RUN_DIR/sid/."""
     overrides = list(set_ or [])
-    for key, value in (("levels", levels), ("codes", codes), ("balanced", balanced), ("text", text)):
+    options = (("levels", levels), ("codes", codes), ("balanced", balanced), ("text", text), ("align", align))
+    for key, value in options:
         if value is not None:
             overrides.append(f"sid.{key}={str(value).lower() if isinstance(value, bool) else value}")
     from hsrl.workflow import build_index

@@ -26,12 +26,24 @@ def index_features(ds: LogDataset, sid: SIDConfig, where: str = "data") -> tuple
 
 
 def build_for_dataset(
-    ds: LogDataset, sid: SIDConfig, items: np.ndarray | None = None, where: str = "data"
+    ds: LogDataset,
+    sid: SIDConfig,
+    items: np.ndarray | None = None,
+    where: str = "data",
+    align_to: np.ndarray | None = None,
 ) -> SemanticIDIndex:
-    """Codebooks and SIDs for the items ``items`` of ``ds`` (all when None), in that order."""
+    """Codebooks and SIDs for the items ``items`` of ``ds`` (all when None), in that order.
+
+    ``align_to`` (N, C), one row per item of ``ds``: the targets of ``sid.align`` (the simulator's item
+    clusters); only the rows of ``items`` are fitted on, so held-out items stay unseen."""
+    if sid.align > 0 and align_to is None:
+        raise ValueError("sid.align > 0 needs alignment targets (the trained simulator's item clusters)")
     features, source = index_features(ds, sid, where)
+    if align_to is not None and len(align_to) != len(features):
+        raise ValueError(f"{len(align_to)} alignment targets for {len(features)} items")
     if items is not None:
         features = features[items]
+        align_to = None if align_to is None else align_to[items]
     return SemanticIDIndex.build(
         features,
         levels=sid.levels,
@@ -42,4 +54,6 @@ def build_for_dataset(
         kmeans_iters=sid.kmeans_iters,
         disambiguation=sid.disambiguation,
         source=source,
+        align_to=align_to if sid.align > 0 else None,
+        align=sid.align,
     )

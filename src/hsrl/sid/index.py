@@ -238,13 +238,16 @@ class SemanticIDIndex:
         kmeans_iters: int = 25,
         disambiguation: int | None = None,
         source: str = "features",
+        align_to: np.ndarray | None = None,
+        align: float = 0.0,
     ) -> SemanticIDIndex:
         """Train residual codebooks on ``features`` (N, F) and give every item a unique SID.
 
         ``codes`` None -> ``default_codes(N)``; ``disambiguation`` None -> ``disambiguation_capacity``
         of the largest collision group (a smaller given value makes the excess spill to neighbour codes).
         ``source`` records what the features are ("features" or "text"), so that callers embed new
-        items the same way.
+        items the same way. ``align_to`` (N, C) per-item targets and ``align`` > 0: quantise the aligned
+        embedding (``FeatureTransform.fit``), a frozen linear map of the features.
         """
         x_raw = check_features(features)
         n = x_raw.shape[0]
@@ -257,7 +260,7 @@ class SemanticIDIndex:
             raise InputError(
                 None, f"codes={v} per level but only {n} items", field="sid.codes", expected=f"at most {n}"
             )
-        transform = FeatureTransform.fit(x_raw, normalize)
+        transform = FeatureTransform.fit(x_raw, normalize, align_to, align)
         x = transform(x_raw)
         del x_raw
         mean = x.mean(axis=0, dtype=np.float64)
@@ -284,9 +287,11 @@ class SemanticIDIndex:
         disamb, spilled, _, _ = _allocate_slots(before_last, books[-1], sem, [v] * levels, d, empty, empty)
         residual = before_last - books[-1][sem[:, -1]]
         del before_last
-        config = dict(
+        config: dict[str, Any] = dict(
             levels=levels, codes=v, balanced=balanced, normalize=normalize, seed=seed, kmeans_iters=kmeans_iters
         )
+        if transform.projection is not None:
+            config["align"] = float(align)
         return cls(
             transform=transform,
             codebooks=books,
@@ -567,6 +572,7 @@ class SemanticIDIndex:
             "levels": self.levels,
             "vocab_sizes": self.vocab_sizes,
             "source": self.source,
+            "align": float(self.build_config.get("align", 0.0)),
             "index_version": self.version,
         }
         for level, v in enumerate(self.vocab_sizes[: self.levels]):
@@ -604,6 +610,7 @@ class SemanticIDIndex:
             "mean": self.transform.mean,
             "std": self.transform.std,
             "normalize": np.bool_(self.transform.normalize),
+            **({} if self.transform.projection is None else {"projection": self.transform.projection}),
             "disambiguation": np.int64(self.disambiguation),
             "codes": self.codes.astype(np.int32),
             "active": self.active,
@@ -641,7 +648,7 @@ class SemanticIDIndex:
             books = a["codebooks"]
             codes = a["codes"].astype(np.int64)
             index = cls(
-                transform=FeatureTransform(a["mean"], a["std"], bool(a["normalize"])),
+                transform=FeatureTransform(a["mean"], a["std"], bool(a["normalize"]), a.get("projection")),
                 codebooks=list(books),
                 disambiguation=int(a["disambiguation"]),
                 codes=codes,
@@ -667,5 +674,8 @@ class SemanticIDIndex:
         for name, arr in (("active", self.active), ("residual_sq", self.residual_sq), ("spilled", self.spilled)):
             if arr.shape != (n,):
                 raise ValueError(f"{name} shape {arr.shape}, expected ({n},)")
-        if self.transform.mean.shape != (self.codebooks[0].shape[1],):
+        projection = self.transform.projection
+        if projection is not None and projection.shape[0] != self.transform.dim:
+            raise ValueError("the feature transform's projection does not match its statistics")
+        if self.transform.out_dim != self.codebooks[0].shape[1]:
             raise ValueError("the feature transform does not match the codebooks")

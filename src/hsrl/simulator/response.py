@@ -237,6 +237,13 @@ class UserResponseModel(nn.Module):
         """Soft cluster membership (…, C) of items, from their features and their own id."""
         return torch.softmax(self.cluster(self.item_feat[items]) + self.cluster_id(items), dim=-1)
 
+    @torch.no_grad()
+    def item_clusters(self) -> np.ndarray:
+        """Soft satiation-cluster membership (N, C) of every item: which items bore together, as learnt
+        from the logs (what ``sid.align`` aligns the Semantic ID codebooks with)."""
+        items = torch.arange(self.shape.n_items, device=self.item_feat.device)
+        return self.clusters(items).float().cpu().numpy()
+
     def satiation(self, hist_items: torch.Tensor, mask: torch.Tensor, slate: torch.Tensor) -> torch.Tensor:
         """Logit shift (B, K): recency-weighted count of history items in the same cluster as each slate item.
 

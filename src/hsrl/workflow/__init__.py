@@ -49,6 +49,7 @@ from hsrl.workflow.evaluation import evaluate_agents, evaluate_stage, write_resu
 from hsrl.workflow.progress import SILENT, Counter, Progress, Results, StageReport
 from hsrl.workflow.stages import (
     WORLDS,
+    alignment_targets,
     build_index,
     check_same_data,
     ensure_stages,
@@ -80,6 +81,7 @@ __all__ = [
     "agent_dir",
     "base_name",
     "build_agent",
+    "alignment_targets",
     "build_index",
     "check_reusable",
     "check_same_data",

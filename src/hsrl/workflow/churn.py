@@ -20,6 +20,7 @@ from hsrl.simulator.catalogue import CatalogueView
 from hsrl.workflow.build import TEST_SPLIT, diagnostic_groups, env_for, load_agent
 from hsrl.workflow.checkpoints import require_reusable
 from hsrl.workflow.progress import SILENT, Progress, Results
+from hsrl.workflow.stages import alignment_targets
 from hsrl.workflow.training import train_stage
 
 
@@ -42,7 +43,8 @@ def churn_index(run_dir: RunLike, cfg: RunConfig, holdout: HeldOut) -> SemanticI
     path = RunDir(folder).index_file  # a hold-out's folder is laid out as a run of its own
     if path.is_file():
         return SemanticIDIndex.load(path)
-    index = build_for_dataset(run.dataset(), cfg.sid, holdout.order[: holdout.n_kept])
+    kept = holdout.order[: holdout.n_kept]  # alignment is fitted on these rows only
+    index = build_for_dataset(run.dataset(), cfg.sid, kept, align_to=alignment_targets(run, cfg))
     holdout.save(folder)
     index.save(path)
     return index

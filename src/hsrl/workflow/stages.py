@@ -79,19 +79,49 @@ def build_index(run_dir: RunLike, cfg: RunConfig, force: bool = False, progress:
     if path.is_file() and not force:
         return StageReport("sid", [path], True, cfg, value=SemanticIDIndex.load(path))
     ds = run.dataset()
+    align_to = alignment_targets(run, cfg)
     with progress.working(f"building Semantic IDs for {ds.n_items} items ..."):
-        index = build_for_dataset(ds, cfg.sid, where=str(run.data_dir))
-    stats = index.stats()
+        index = build_for_dataset(ds, cfg.sid, where=str(run.data_dir), align_to=align_to)
+    stats = {**index.stats(), **topic_agreement(run, index)}
     index.save(path)
     write_json(run.sid_stats_file, stats)
     run.save_config(cfg)
     return StageReport("sid", [path], False, cfg, stats, index)
 
 
+def alignment_targets(run_dir: RunLike, cfg: RunConfig) -> Any:
+    """The training simulator's item clusters (N, C) when ``sid.align`` asks for them, else None; a
+    missing simulator is an ArtifactError naming the command that trains it."""
+    if cfg.sid.align <= 0:
+        return None
+    run = RunDir(run_dir)
+    if not run.simulator_file().is_file():
+        raise ArtifactError(
+            f"{run.simulator_file()}: sid.align={cfg.sid.align} aligns the Semantic IDs with the trained simulator's"
+            f" item clusters, and there is no simulator yet (run `hsrl simulator train {run}` first, or build on"
+            " the features alone: `hsrl sid build {run} --align 0`)"
+        )
+    return run.simulator().item_clusters()
+
+
+def topic_agreement(run: RunDir, index: Any) -> dict[str, float]:
+    """On synthetic data, how well the level-1 codes match the true topics that fatigue acts on (adjusted
+    mutual information, 1 = the same partition): a report only, never an input to any stage."""
+    if not run.has_world:
+        return {}
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    topics = run.world().item_topic
+    if len(topics) != index.n_items:
+        return {}
+    return {"level1_topic_ami": float(adjusted_mutual_info_score(topics, index.codes[:, 0]))}
+
+
 def index_stats(run_dir: RunLike) -> tuple[Path, dict[str, Any]]:
     """The index's file and its statistics (an ArtifactError naming the command when there is none)."""
     run = RunDir(run_dir)
-    return run.index_file, run.index().stats()
+    index = run.index()
+    return run.index_file, {**index.stats(), **topic_agreement(run, index)}
 
 
 # ---------------------------------------------------------------------- the simulator
@@ -253,6 +283,8 @@ def ensure_stages(
     worlds = set(worlds)
     simulators = (("simulator", False, "simulator"), ("judge", True, "judge simulator"))
     trained_agents = any(run.agents_dir.glob("*/seed*/agent.pt"))
+    if cfg.sid.align > 0:
+        worlds.add("simulator")  # the aligned Semantic IDs are built on its item clusters
     for world, judge, what in simulators:
         if world in worlds and (force or not run.simulator_file(judge).is_file()):
             if not force:

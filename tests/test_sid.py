@@ -395,10 +395,11 @@ def test_build_for_dataset_fits_the_alignment_on_the_indexed_items_only():
     cfg = SIDConfig(levels=2, codes=4, align=3.0)
     with pytest.raises(ValueError, match="alignment targets"):
         build_for_dataset(ds, cfg)
-    kept = np.arange(300)
+    kept = np.sort(np.random.default_rng(1).permutation(400)[:300])  # not a prefix: rows must be picked
+    held = np.setdiff1d(np.arange(400), kept)
     targets = np.eye(4)[group]
     garbage = targets.copy()
-    garbage[300:] = np.random.default_rng(0).normal(size=(100, 4)) * 50  # rows of held-out items
+    garbage[held] = np.random.default_rng(0).normal(size=(100, 4)) * 50  # rows of held-out items
     a = build_for_dataset(ds, cfg, kept, align_to=targets)
     b = build_for_dataset(ds, cfg, kept, align_to=garbage)
     np.testing.assert_array_equal(a.codes, b.codes)

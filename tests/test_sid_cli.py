@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -68,6 +69,7 @@ def test_aligned_ids_need_the_simulator_and_are_built_on_its_item_clusters(cli, 
 
     no_sim = cli("sid", "build", run_dir)  # aligned by default
     assert no_sim.code == 2 and "hsrl simulator train" in no_sim.err and "Traceback" not in no_sim.err
+    assert f"hsrl sid build {run_dir} --align 0" in " ".join(no_sim.err.split())
     assert not (run_dir / "sid").exists()
     # a command judged only in the true world still trains the simulator first when the SIDs need it
     cfg = load_config(overrides=[*SMALL, "simulator.epochs=2"])
@@ -81,13 +83,34 @@ def test_aligned_ids_need_the_simulator_and_are_built_on_its_item_clusters(cli, 
     assert yaml.safe_load(run.config_file.read_text())["sid"]["align"] == cfg.sid.align > 0
 
 
-def test_a_run_saved_before_the_alignment_reads_as_features_only(run_dir):
+def test_a_run_indexed_before_the_alignment_reads_as_features_only(run_dir):
     from hsrl.config import save_config
     from hsrl.rundir import RunDir
 
     path = save_config(load_config(overrides=SMALL), run_dir)
     tree = yaml.safe_load(path.read_text())
     del tree["sid"]["align"]  # as an older hsrl wrote it
+    tree["sid"]["levels"] = 0  # and broken: an override may repair it
     path.write_text(yaml.safe_dump(tree))
-    assert RunDir(run_dir).config().sid.align == 0.0  # what built that run's index
-    assert load_config().sid.align > 0  # a new run is aligned
+    run = RunDir(run_dir)
+    assert run.config(["sid.levels=2"]).sid.align == load_config().sid.align > 0  # no index yet: today's default
+    bad = None
+    try:
+        run.config(["sid.codes=-1"])
+    except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        bad = str(exc)
+    assert bad is not None and f"{path} + overrides" in bad
+    tree["sid"]["levels"] = 2
+    path.write_text(yaml.safe_dump(tree))
+    SemanticIDIndex.build(np.random.default_rng(0).normal(size=(120, 4)), levels=2).save(run.index_file)
+    assert run.config().sid.align == 0.0  # once the run has its index, the key reads as what built it
+
+
+def test_sid_describe_reports_the_topic_agreement_on_synthetic_runs(cli, tmp_path):
+    ds, world = generate(load_config(overrides=SMALL).data)
+    ds.save(tmp_path / "data")
+    world.save(tmp_path / "world.npz")
+    assert cli("sid", "build", tmp_path, *PLAIN).code == 0
+    stats = json.loads((tmp_path / "sid" / "stats.json").read_text())
+    assert 0.0 < stats["level1_topic_ami"] <= 1.0 and stats["align"] == 0.0
+    assert "level1_topic_ami" in cli("sid", "describe", tmp_path).out

@@ -236,3 +236,10 @@ def test_the_sid_alignment_changes_the_study_hash_of_sid_agents_only():
     # at its old behaviour (0) the key is not in the hash at all: studies from before it still match
     assert "align" not in tuning.protocol_config(cfg, "hsrl")["sid"]
     assert tuning.protocol_config(aligned, "hsrl")["sid"]["align"] == 3.0
+
+
+def test_every_shipped_study_applies_to_the_default_synthetic_config():
+    cfg = load_config()
+    for path in sorted((tuning.SEARCH_DIR.parent / "tuned" / "synthetic").glob("*.yaml")):
+        study = yaml.safe_load(path.read_text())
+        assert study["study"]["config"] == tuning._config_hash(cfg, study["agent"]), path.name

@@ -43,10 +43,17 @@ _LAZY = {
     "Observation": ("hsrl.simulator.observation", "Observation"),
     "LogDataset": ("hsrl.data.schema", "LogDataset"),
     "RunConfig": ("hsrl.config", "RunConfig"),
-    "load_run_config": ("hsrl.config", "load_run_config"),
     "register_agent": ("hsrl.agents.registry", "register"),
     "agent_names": ("hsrl.agents.registry", "names"),
 }
+
+
+def load_run_config(run: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The config saved in a run directory (defaults if none yet) with ``overrides``, read as every command
+    reads it (keys added since it was written take the value that built its artefacts)."""
+    from hsrl.rundir import RunDir
+
+    return RunDir(run).config(overrides)
 
 
 def __getattr__(name: str) -> Any:
@@ -129,4 +136,4 @@ def load_agent(path: str | Path, device: torch.device | str | None = None) -> Ag
     return Agent.load(path, device=device)
 
 
-__all__ = ["__version__", "load_dataset", "load_agent", "build_agent", *_LAZY]
+__all__ = ["__version__", "load_dataset", "load_agent", "build_agent", "load_run_config", *_LAZY]

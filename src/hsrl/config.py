@@ -501,16 +501,21 @@ def save_config(config: RunConfig, run_dir: str | Path) -> Path:
     return path
 
 
-def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> RunConfig:
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None, has_index: bool = False) -> RunConfig:
     """The config saved in a run directory (defaults if none yet), with overrides applied.
 
-    A saved config is a full dump, so a ``sid`` key it lacks was added after it was written: it reads as
-    the value that built that run's index (``SID_ADDED_WITH_OLD_BEHAVIOUR``), not as today's default."""
+    A saved config is a full dump, so a ``sid`` key it lacks was added after it was written: when the run
+    already has its index (``has_index``), the key reads as the value that built it
+    (``SID_ADDED_WITH_OLD_BEHAVIOUR``), not as today's default."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return load_config(None, overrides)
-    saved = _read_yaml(path)
-    if isinstance(saved.get("sid"), dict):
+    tree = _read_yaml(path)
+    if has_index and isinstance(tree.get("sid"), dict):
         for key, old in SID_ADDED_WITH_OLD_BEHAVIOUR.items():
-            saved["sid"].setdefault(key, old)
-    return load_config(None, overrides, base=_validate(saved, str(path)))
+            tree["sid"].setdefault(key, old)
+    origin = str(path)
+    if overrides:
+        tree = _merge(tree, parse_overrides(list(overrides)))
+        origin = f"{path} + overrides"
+    return _validate(tree, origin)

@@ -205,9 +205,12 @@ class RunDir:
         applied. Parsed once per version of the file; each call returns a copy of its own."""
         from hsrl.config import load_run_config
 
+        has_index = self.index_file.is_file()  # a run indexed before a later sid key was built without it
         if overrides or not self.config_file.is_file():
-            return load_run_config(self.path, overrides)
-        saved = _cached("config", self.config_file, lambda: load_run_config(self.path), count=False)
+            return load_run_config(self.path, overrides, has_index)
+        load = lambda: load_run_config(self.path, has_index=has_index)  # noqa: E731
+        depends = (self.index_file,) if has_index else ()
+        saved = _cached("config", self.config_file, load, depends=depends, count=False)
         return saved.model_copy(deep=True)
 
     def save_config(self, config: RunConfig) -> Path:

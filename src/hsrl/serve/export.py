@@ -97,6 +97,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _same_codes(embedded: Any, index: SemanticIDIndex) -> bool:
+    """Whether an agent checkpoint's embedded index gives its items the SIDs ``index`` gives them."""
+    from hsrl.agents.hsrl import index_from_tensor
+
+    trained = index_from_tensor(embedded)
+    n = trained.n_items
+    return n <= index.n_items and bool((trained.codes == index.codes[:n]).all())
+
+
 def export_policy(
     checkpoint: str | Path, index: SemanticIDIndex, dataset: LogDataset, out: str | Path, seed: int = 0
 ) -> Path:
@@ -122,6 +131,12 @@ def export_policy(
         )
     if vocab != index.vocab_sizes:
         raise ArtifactError(f"{ckpt}: policy SID vocabulary {vocab} differs from the index's {index.vocab_sizes}")
+    trained_on = blob.get("inputs", {}).get("index")  # format 2 embeds the index the policy was trained with
+    if trained_on is not None and not _same_codes(trained_on, index):
+        raise ArtifactError(
+            f"{ckpt}: trained on another Semantic ID index than this one (rebuilt since, e.g. with another"
+            " sid.align?); retrain the agent (`hsrl train RUN --force`) or restore that index"
+        )
     arch = Architecture(
         feature_dim=ds.feature_dim,
         profile_dim=ds.profile_dim,

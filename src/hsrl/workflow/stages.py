@@ -99,7 +99,7 @@ def alignment_targets(run_dir: RunLike, cfg: RunConfig) -> Any:
         raise ArtifactError(
             f"{run.simulator_file()}: sid.align={cfg.sid.align} aligns the Semantic IDs with the trained simulator's"
             f" item clusters, and there is no simulator yet (run `hsrl simulator train {run}` first, or build on"
-            " the features alone: `hsrl sid build {run} --align 0`)"
+            f" the features alone: `hsrl sid build {run} --align 0`)"
         )
     return run.simulator().item_clusters()
 
@@ -283,7 +283,7 @@ def ensure_stages(
     worlds = set(worlds)
     simulators = (("simulator", False, "simulator"), ("judge", True, "judge simulator"))
     trained_agents = any(run.agents_dir.glob("*/seed*/agent.pt"))
-    if cfg.sid.align > 0:
+    if cfg.sid.align > 0 and (force or not run.index_file.is_file()):
         worlds.add("simulator")  # the aligned Semantic IDs are built on its item clusters
     for world, judge, what in simulators:
         if world in worlds and (force or not run.simulator_file(judge).is_file()):

@@ -4,9 +4,11 @@
     .venv/bin/hsrl compare runs/topic --agents hsrl,oracle --seeds 3 --world all
 
 Copies a synthetic run's data, world, simulator and config into a new run directory and builds its
-Semantic ID index on [z-scored features / sqrt(F), 3 x one-hot(true topic)]: the same codebook sizes, but a
-level 1 split along the topics that the true world's fatigue acts on (no agent may see them; this run
-exists only to measure how much the SIDs' agreement with the topics limits HSRL). Prints the adjusted
+Semantic ID index on [features, one-hot(true topic)] (the index build z-scores every column, so the
+feature and topic columns weigh the same): the same codebook sizes, but a level 1 split mostly along the
+topics that the true world's fatigue acts on (no agent may see them; this run exists only to measure how
+much the SIDs' agreement with the topics limits HSRL). Train and score it with `compare` / `evaluate`
+only: its index is wider than the features, so `churn` and the service's new items do not apply. Prints the adjusted
 mutual information of level 1 with the topics for the source run's index, the aligned index that the
 default builds, and this one; writes bench/results/topic_sids.json. Not a test.
 """
@@ -27,7 +29,6 @@ from hsrl.sid.build import build_for_dataset
 from hsrl.sid.index import SemanticIDIndex
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TOPIC_WEIGHT = 3.0
 
 
 def main() -> None:
@@ -47,9 +48,8 @@ def main() -> None:
     for part in (source.data_dir, source.simulator_dir(), source.world_file, source.config_file):
         copy = shutil.copytree if part.is_dir() else shutil.copy2
         copy(part, args.out / part.name)
-    z = (ds.item_features - ds.item_features.mean(0)) / (ds.item_features.std(0) + 1e-8)
     onehot = np.eye(int(topics.max()) + 1)[topics]
-    embedding = np.concatenate([z / np.sqrt(z.shape[1]), TOPIC_WEIGHT * onehot], axis=1)
+    embedding = np.concatenate([ds.item_features, onehot], axis=1)
     plain = build_for_dataset(ds, cfg.sid.model_copy(update={"align": 0.0}))
     aligned_sid = cfg.sid.model_copy(update={"align": 3.0})  # the default's
     aligned = build_for_dataset(ds, aligned_sid, align_to=source.simulator().item_clusters())

@@ -133,6 +133,10 @@ def test_export_round_trip_and_clear_errors(tmp_path, cli):
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="do not fit"):
         load_export(out)
+    # an index rebuilt since the agent was trained (another seed: same vocabulary, other codes) is refused
+    SemanticIDIndex.build(DS.item_features, levels=2, codes=4, seed=5).save(RunDir(run).index_file)
+    with pytest.raises(ArtifactError, match="another Semantic ID index"):
+        export_run(run)
     # a run without a trained agent
     bare = tmp_path / "bare"
     make_run(bare, with_agent=False)

@@ -21,12 +21,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import adjusted_mutual_info_score
 
 from hsrl.io import write_json
 from hsrl.rundir import RunDir
 from hsrl.sid.build import build_for_dataset
 from hsrl.sid.index import SemanticIDIndex
+from hsrl.workflow.stages import topic_agreement
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,7 +58,7 @@ def main() -> None:
     topical.save(target.index_file)
     write_json(target.sid_stats_file, topical.stats())
     ami = {
-        name: float(adjusted_mutual_info_score(topics, index.codes[:, 0]))
+        name: topic_agreement(source, index)["level1_topic_ami"]
         for name, index in (("features", plain), ("aligned", aligned), ("topics", topical))
     }
     for name, value in ami.items():

@@ -168,12 +168,15 @@ class A2CConfig(Section):
     )
 
 
-# keys added to an agent's section after checkpoints were saved without them, with the value that
-# reproduces what those checkpoints did: a checkpoint without the key is reusable under that value (any
-# other added key makes an old checkpoint stale, since its behaviour then was not today's default)
-ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {"sl": {"replay": 0.0, "satiation": False}}
-# the same for the sid section: an index (and a tuning study) from before the key was built that way
-SID_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"align": 0.0}
+# keys added to a section (by its dotted path) after artefacts were made without them, with the value that
+# reproduces what those artefacts did. An agent section's: a checkpoint without the key is reusable under
+# that value (any other added key makes it stale). A run-level section's (``sid``): a run's saved config
+# without the key reads as that value once the run has the artefact. Either way, a tuning study's hash
+# does not change at that value.
+ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "agent.sl": {"replay": 0.0, "satiation": False},
+    "sid": {"align": 0.0},
+}
 
 # DDPG/TD3 noise used to be a per-coordinate std on the unit action (so its angle grew with the dimension:
 # 0.1 was 14 degrees at dim 8, 30 at dim 32, 48 at dim 128); the *_size keys are sizes of the whole
@@ -506,13 +509,13 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | None = None, has
 
     A saved config is a full dump, so a ``sid`` key it lacks was added after it was written: when the run
     already has its index (``has_index``), the key reads as the value that built it
-    (``SID_ADDED_WITH_OLD_BEHAVIOUR``), not as today's default."""
+    (``ADDED_WITH_OLD_BEHAVIOUR``), not as today's default."""
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return load_config(None, overrides)
     tree = _read_yaml(path)
     if has_index and isinstance(tree.get("sid"), dict):
-        for key, old in SID_ADDED_WITH_OLD_BEHAVIOUR.items():
+        for key, old in ADDED_WITH_OLD_BEHAVIOUR["sid"].items():
             tree["sid"].setdefault(key, old)
     origin = str(path)
     if overrides:

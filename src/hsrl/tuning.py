@@ -142,19 +142,18 @@ def protocol_config(cfg: RunConfig, agent: str) -> dict[str, Any]:
     added later changes no hash at the value that reproduces the old behaviour, nor (``sid`` keys) for an
     agent that never reads the Semantic IDs."""
     from hsrl.agents import registry
-    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, SID_ADDED_WITH_OLD_BEHAVIOUR, Section
+    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, Section
 
     tree = cfg.model_dump(mode="json", exclude={"eval", "tuned"})
-    reads_sids = registry.get(agent).uses_index
-    for key, value in SID_ADDED_WITH_OLD_BEHAVIOUR.items():
-        if key in tree["sid"] and (tree["sid"][key] == value or not reads_sids):
-            del tree["sid"][key]
     others = {k for k, v in cfg.agent if isinstance(v, Section) and k != agent}
     tree["agent"] = {k: v for k, v in tree["agent"].items() if k not in others}
-    for section, added in ADDED_WITH_OLD_BEHAVIOUR.items():  # at its old behaviour, a later key changes no hash
-        own = tree["agent"].get(section, {})
+    ignores_sids = not registry.get(agent).uses_index
+    for path, added in ADDED_WITH_OLD_BEHAVIOUR.items():
+        own: dict[str, Any] = tree
+        for part in path.split("."):
+            own = own.get(part, {})
         for key, value in added.items():
-            if key in own and own[key] == value:
+            if key in own and (own[key] == value or (path == "sid" and ignores_sids)):
                 del own[key]
     return tree
 

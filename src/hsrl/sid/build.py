@@ -54,6 +54,6 @@ def build_for_dataset(
         kmeans_iters=sid.kmeans_iters,
         disambiguation=sid.disambiguation,
         source=source,
-        align_to=align_to if sid.align > 0 else None,
+        align_to=align_to,
         align=sid.align,
     )

@@ -102,7 +102,7 @@ def _known_absent(section: str, key: str, raw: dict[str, Any], now: Any) -> bool
     config's migration), or added later with a value that reproduces the old behaviour, the one asked for now."""
     from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, PER_COORDINATE_NOISE
 
-    added = ADDED_WITH_OLD_BEHAVIOUR.get(section, {})
+    added = ADDED_WITH_OLD_BEHAVIOUR.get(f"agent.{section}", {})
     if key in added:
         return bool(getattr(now, key) == added[key])
     return any(new == key and old in raw for old, new in PER_COORDINATE_NOISE.items())  # DDPG/TD3 noise keys

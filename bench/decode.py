@@ -3,7 +3,8 @@
     .venv/bin/python bench/decode.py [--sizes 10000 100000 1000000 --batch 32 --threads 1]
 
 For each catalogue size N: synthetic clustered item features, a Semantic ID index (L = 3, V = 256,
-cached under bench/results/), one untrained HSRLAgent (same seed), one batch of user states. Both
+cached under bench/results/), one untrained HSRLAgent (same seed; its exposure coefficients drawn non-zero,
+as a trained policy's are), one batch of user states. Both
 decoders run on the SAME weights and states: ``HSRLAgent._beam_slate`` (trie beam, decode="trie") and
 ``HSRLAgent._score_all`` + top-K (decode="score_all", the reference's O(N·L) path). score_all
 materialises (users, N, V) logits per level (32 GB at N = 10^6, 32 users), so it runs in user chunks
@@ -51,6 +52,16 @@ def catalogue(n: int, dim: int, levels: int, codes: int) -> tuple[np.ndarray, Se
         index = SemanticIDIndex.build(features, levels=levels, codes=codes, seed=0, kmeans_iters=10)
         index.save(path)
     return features, index, time.perf_counter() - start
+
+
+def trained_like(policy: torch.nn.Module, seed: int = 0) -> None:
+    """Give an untrained policy non-zero exposure coefficients, as training does: at zero (their
+    initial value) the decoder skips the similar-code spread, which would flatter the timings."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in getattr(policy, "exposure_coef", []):
+            layer.weight.normal_(0.0, 0.5, generator=g)
+            layer.bias.normal_(0.0, 1.0, generator=g)
 
 
 def observations(n_items: int, batch: int, history: int, profile_dim: int) -> Observation:
@@ -137,6 +148,7 @@ def main() -> None:
         cfg = AgentConfig(dropout=0.0, beam=args.beam, exposure=not args.no_exposure)
         agent = HSRLAgent(feats, args.k, index, profile_dim=8, history_length=args.history, config=cfg, seed=0)
         agent.train_mode(False)
+        trained_like(agent.net.policy)
         obs = observations(n, args.batch, args.history, 8)
         with torch.no_grad():
             state = agent.net.encoder(obs, feats)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import RESULTS, catalogue  # noqa: E402  (the same cached 10^6-item index)
+from decode import RESULTS, catalogue, trained_like  # noqa: E402  (the same cached 10^6-item index)
 
 from hsrl.agents import HSRLAgent  # noqa: E402
 from hsrl.config import AgentConfig, load_config, save_config  # noqa: E402
@@ -42,7 +42,8 @@ PROFILE_DIM, HISTORY, SLATE = 8, 50, 9
 
 
 def build_run(run: Path, n: int, dim: int) -> np.ndarray:
-    """A run directory over N items: features + index, a small synthetic log, an untrained agent."""
+    """A run directory over N items: features + index, a small synthetic log, an untrained agent (with
+    non-zero exposure coefficients, as a trained one has: the decoder does the work a trained one needs)."""
     features, index, _ = catalogue(n, dim, 3, 256)
     if (agent_dir(run, "hsrl", 0) / "agent.pt").is_file():
         return features
@@ -72,6 +73,7 @@ def build_run(run: Path, n: int, dim: int) -> np.ndarray:
     save_config(load_config(overrides=[f"data.history_length={HISTORY}", f"data.slate_size={SLATE}"]), run)
     index.save(RunDir(run).index_file)
     agent = HSRLAgent(torch.from_numpy(features), SLATE, index, PROFILE_DIM, HISTORY, AgentConfig(), seed=0)
+    trained_like(agent.net.policy)
     agent.save(agent_dir(run, "hsrl", 0) / "agent.pt")
     return features
 

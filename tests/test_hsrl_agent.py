@@ -198,7 +198,7 @@ def test_sparse_exposure_logits_equal_the_dense_count_formula(world):
     rows = torch.arange(16).repeat_interleave(4)
     for level in range(policy.depth):
         prefix = codes[torch.randint(0, ds.n_items, (64,), generator=torch.Generator().manual_seed(level)), :level]
-        exposure = recent.branches(prefix, rows)
+        exposure = recent.branches(prefix.view(16, 4, level)).view(64)
         dense = exposure.dense(policy.vocab_sizes[level])
         assert float(dense.sum()) > 0, "the histories should hold entries under some of these prefixes"
         if level < policy.depth - 1:

@@ -128,14 +128,17 @@ class RecentExposure:
         weights = torch.stack([last, torch.ones_like(last), last * clicked, clicked], -1) * real[..., None]
         return cls(codes, weights / slate_size)
 
-    def branches(self, prefix: torch.Tensor, rows: torch.Tensor) -> BranchExposure:
-        """For each prefix row (user ``rows``): the child token each recent entry falls under and its
-        weights, zero for entries outside the prefix. Kept sparse (W entries, not V children): the policy
-        contracts the weights with its coefficients first and scatters W scalars per row."""
+    def branches(self, prefix: torch.Tensor) -> BranchExposure:
+        """For prefixes (B, R, l), R rows per user (1 where all users share them): the child token each
+        recent entry falls under and its weights, zero for entries outside the prefix. Kept sparse (W
+        entries, not V children): the policy contracts the weights with its coefficients first and
+        scatters W scalars per row. Broadcast per user rather than gathered per row (the decoders' rows
+        are grouped by user)."""
         level = prefix.shape[-1]
-        codes, weights = self.codes[:, :, : level + 1][rows], self.weights[rows]  # only the columns needed
-        under = (codes[:, :, :level] == prefix[:, None, :]).all(-1).float()  # (M, W)
-        return BranchExposure(codes[:, :, level], weights * under[..., None])
+        codes = self.codes[:, None, :, : level + 1]  # (B, 1, W, l + 1): only the columns needed
+        under = (codes[..., :level] == prefix[:, :, None, :]).all(-1)  # (B, R, W)
+        weight = self.weights[:, None] * under[..., None]
+        return BranchExposure(codes[..., level].expand(under.shape), weight)
 
 
 class BranchExposure:
@@ -147,7 +150,7 @@ class BranchExposure:
 
     def view(self, *lead: int) -> BranchExposure:
         return BranchExposure(
-            self.child.view(*lead, self.child.shape[-1]), self.weight.view(*lead, *self.weight.shape[-2:])
+            self.child.reshape(*lead, self.child.shape[-1]), self.weight.reshape(*lead, *self.weight.shape[-2:])
         )
 
     def dense(self, vocab: int) -> torch.Tensor:
@@ -155,31 +158,41 @@ class BranchExposure:
         out = torch.zeros(*self.child.shape[:-1], vocab, self.weight.shape[-1], device=self.weight.device)
         return out.scatter_add_(-2, self.child[..., None].expand_as(self.weight), self.weight)
 
-    def apply(self, coef: torch.Tensor, vocab: int, spread: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., vocab): sum_f coef_f * dense[..., v, f] for coefficients (..., F), without the dense tensor;
-        with ``spread`` (V, V) that vector times it, computed only for rows that have an entry under their
-        prefix (few of them below level 1: score_all's rows are every distinct prefix of every user)."""
-        per_entry = (self.weight * coef.unsqueeze(-2)).sum(-1)  # (..., W)
-        out = torch.zeros(*self.child.shape[:-1], vocab, device=coef.device, dtype=coef.dtype)
-        out.scatter_add_(-1, self.child, per_entry)
+    def add_to(self, logits: torch.Tensor, coef: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
+        """Add sum_f coef_f * dense[..., v, f] into ``logits`` (..., V) in place (a head's fresh output, which
+        no backward pass reads) and return it, without the dense tensor.
+
+        Without ``spread`` the coefficients are (..., F). With ``spread`` (V, V) they are (..., 2F): the first
+        F weigh the counts, the last F the counts times ``spread`` (exposure to a similar code), computed
+        only for rows with an entry under their prefix (few below level 1: the beam's rows are every
+        user's open branches). Each entry's weights are contracted with its row's coefficients first and
+        the W scalars scattered into the logits (at V = 256, 16 users x 32 rows: 0.9 -> 0.4 ms per level
+        against two dense scatters and a full-width spread)."""
+        f = self.weight.shape[-1]
+        parts = coef.unflatten(-1, (-1, f))  # (..., 1 or 2, F)
+        per_entry = self.weight @ parts.transpose(-1, -2)  # (..., W, 1 or 2)
+        out = logits.scatter_add_(-1, self.child, per_entry[..., 0])
         if spread is None:
             return out
-        flat = out.view(-1, vocab)
-        live = (self.weight.reshape(flat.shape[0], -1) != 0).any(-1).nonzero().squeeze(-1)
-        spread_out = torch.zeros_like(flat)
-        if live.numel():
-            spread_out[live] = flat[live] @ spread
-        return spread_out.view_as(out)
+        vocab = logits.shape[-1]
+        flat_child, flat_weight = self.child.flatten(0, -2), per_entry[..., 1].flatten(0, -2)
+        live = (flat_weight != 0).any(-1).nonzero().squeeze(-1)
+        if not live.numel():
+            return out
+        counts = torch.zeros(live.numel(), vocab, device=logits.device, dtype=logits.dtype)
+        counts.scatter_add_(-1, flat_child[live], flat_weight[live])
+        return out.view(-1, vocab).index_add_(0, live, counts @ spread).view_as(out)
 
 
 def level_exposure(
-    policy: SIDPolicy, recent: RecentExposure | None, level: int, prefix: torch.Tensor, rows: torch.Tensor
+    policy: SIDPolicy, recent: RecentExposure | None, level: int, prefix: torch.Tensor
 ) -> BranchExposure | None:
-    """Exposure of every child of each prefix row (user ``rows``); None when the policy reads none.
-    Shared by the decoders and the learner's teacher-forced pass, so both see the same logits."""
+    """Exposure of every child of the prefixes (B, R, level) (R rows per user, or 1 shared by all), with
+    leading shape (B, R); None when the policy reads none. Shared by the decoders and the learner's
+    teacher-forced pass, so both see the same logits."""
     if recent is None or not policy.exposure:
         return None
-    return recent.branches(prefix, rows)
+    return recent.branches(prefix)
 
 
 def level_children(policy: SIDPolicy, index: SIDTrie, level: int, prefix: torch.Tensor) -> torch.Tensor | None:
@@ -210,9 +223,10 @@ def beam_search(
     for level in range(depth):
         w = prefix.shape[1]
         flat_prefix = prefix.reshape(b * w, level)
-        valid = index.child_counts(flat_prefix).to(dev) > 0
+        valid = index.valid_next(flat_prefix).to(dev)
         children = level_children(policy, index, level, flat_prefix)
-        exposure = level_exposure(policy, recent, level, flat_prefix, torch.arange(b, device=dev).repeat_interleave(w))
+        exposure = level_exposure(policy, recent, level, prefix)
+        exposure = None if exposure is None else exposure.view(b * w)
         logits = policy.logits(level, context.reshape(b * w, dim), valid, children, items, exposure)  # invalid: NEG
         vocab = logits.shape[-1]
         total = (score.reshape(b * w, 1) + logits.log_softmax(-1)).reshape(b, w * vocab)
@@ -253,7 +267,8 @@ def sample_slate(
             same = (chosen[:, :, :level] == prefix.unsqueeze(1)).all(-1).long()  # (B, slots so far)
             remaining = counts.scatter_add(1, chosen[:, :, level], -same)
             children = level_children(policy, index, level, prefix)
-            exposure = level_exposure(policy, recent, level, prefix, torch.arange(b, device=dev))
+            exposure = level_exposure(policy, recent, level, prefix[:, None])
+            exposure = None if exposure is None else exposure.view(b)
             raw = policy.raw_logits(level, context, children, items, exposure)
             trie_logits = raw.masked_fill(counts <= 0, NEG)
             u = torch.rand(raw.shape, generator=generator, device=dev).clamp_(1e-10, 1 - 1e-10)
@@ -287,12 +302,9 @@ def score_all(
     row_of = torch.zeros(n, dtype=torch.long, device=state.device)  # item -> its prefix's row
     context = state.unsqueeze(1)  # (B, P, dim)
     for level in range(depth):
-        p = prefixes.shape[0]
-        valid = index.child_counts(prefixes).to(state.device) > 0  # (P, V)
+        valid = index.valid_next(prefixes).to(state.device)  # (P, V)
         children = level_children(policy, index, level, prefixes)
-        users = torch.arange(b, device=state.device).repeat_interleave(p)
-        exposure = level_exposure(policy, recent, level, prefixes.repeat(b, 1), users)
-        exposure = None if exposure is None else exposure.view(b, p)
+        exposure = level_exposure(policy, recent, level, prefixes[None])  # (B, P) rows
         logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)  # (B, P, V)
         log_prob = logits.log_softmax(-1)
         total += log_prob[:, row_of, codes[:, level]]
@@ -321,11 +333,9 @@ def score_all_naive(
     context = state.unsqueeze(1).expand(b, n, -1)
     total = torch.zeros(b, n, device=state.device)
     for level in range(codes.shape[1]):
-        valid = index.child_counts(codes[:, :level]).to(state.device) > 0  # (N, V)
+        valid = index.valid_next(codes[:, :level]).to(state.device)  # (N, V)
         children = level_children(policy, index, level, codes[:, :level])
-        users = torch.arange(b, device=state.device).repeat_interleave(n)
-        exposure = level_exposure(policy, recent, level, codes[:, :level].repeat(b, 1), users)
-        exposure = None if exposure is None else exposure.view(b, n)
+        exposure = level_exposure(policy, recent, level, codes[None, :, :level])  # (B, N) rows
         logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)
         tok = codes[:, level].expand(b, n)
         total = total + logits.log_softmax(-1).gather(2, tok[..., None]).squeeze(-1)

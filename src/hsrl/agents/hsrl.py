@@ -181,17 +181,10 @@ class HierarchicalPolicy(nn.Module):
             q = self.query[level](context) * self.scale
             logits = q @ keys.T + self.bias[level] if keys.dim() == 2 else (keys @ q.unsqueeze(-1)).squeeze(-1)
         if self.exposure and exposure is not None:
-            # linear in the counts: contract each recent entry's weights with the coefficients, scatter the
-            # W scalars to their children, then spread the similar-code part with one (V, V) product
-            # (the same logits as building the dense (M, V, 2F) features, ~10x less work at V = 256)
-            coef = self.exposure_coef[level](context)
-            vocab = logits.shape[-1]
-            if level < self.depth - 1:
-                f = coef.shape[-1] // 2
-                spread = exposure.apply(coef[..., f:], vocab, getattr(self, f"similarity{level}"))
-                logits = logits + exposure.apply(coef[..., :f], vocab) + spread
-            else:
-                logits = logits + exposure.apply(coef, vocab)
+            # linear in the counts, applied sparsely (BranchExposure.add_to); at the semantic levels the
+            # second half of the coefficients weighs the counts spread to similar codes
+            spread = getattr(self, f"similarity{level}") if level < self.depth - 1 else None
+            logits = exposure.add_to(logits, self.exposure_coef[level](context), spread)
         return logits
 
     def logits(
@@ -203,7 +196,8 @@ class HierarchicalPolicy(nn.Module):
         items: ItemTable | None = None,
         exposure: BranchExposure | None = None,
     ) -> torch.Tensor:
-        return self.raw_logits(level, context, children, items, exposure).masked_fill(~valid, NEG)
+        # in place: raw_logits returns a fresh tensor that no backward pass reads (saves a (M, V) copy)
+        return self.raw_logits(level, context, children, items, exposure).masked_fill_(~valid, NEG)
 
     def token_embeddings(
         self, level: int, children: torch.Tensor | None = None, items: ItemTable | None = None
@@ -421,16 +415,14 @@ class HSRLAgent(SIDAgent):
         b, k, d = tokens.shape
         items = self.items()
         recent = self.recent(obs)
-        rows = torch.arange(b, device=state.device).repeat_interleave(k)
         context = state.unsqueeze(1).expand(b, k, -1)
         logps, ents, chosen, values = [], [], [], [policy.value(0, context)]
         for level in range(d):
             prefix = tokens[:, :, :level].reshape(b * k, level)
-            valid = (self.index.child_counts(prefix).to(state.device) > 0).view(b, k, -1)
+            valid = self.index.valid_next(prefix).to(state.device).view(b, k, -1)
             children = level_children(policy, self.index, level, prefix)
             children = None if children is None else children.view(b, k, -1)
-            exposure = level_exposure(policy, recent, level, prefix, rows)
-            exposure = None if exposure is None else exposure.view(b, k)
+            exposure = level_exposure(policy, recent, level, tokens[:, :, :level])
             raw = policy.raw_logits(level, context, children, items, exposure)
             logits = raw.masked_fill(~valid, NEG)
             log_prob = logits.log_softmax(-1)

@@ -419,7 +419,31 @@ class SemanticIDIndex:
         ``prefix`` is (B, l) with 0 <= l < depth ((B, 0) for the first level). A prefix that names no
         live subtree (unknown, removed, or a token out of range) gets an all-False row.
         """
-        return self.child_counts(prefix) > 0
+        prefix = self._check_prefix(prefix)
+        if prefix.shape[1] < self.levels:
+            counts, present = self._level_rows(prefix)
+            open_ = counts > 0  # no int64 copy of the (B, V) counts: the beam's hot path
+            return open_ if bool(present.all()) else open_ & present[:, None]
+        row, token, _item = self._live_children(prefix)
+        out = torch.zeros(prefix.shape[0], self.disambiguation, dtype=torch.bool, device=prefix.device)
+        out[row, token] = True
+        return out
+
+    def _check_prefix(self, prefix: torch.Tensor) -> torch.Tensor:
+        prefix = torch.as_tensor(prefix)
+        if prefix.dim() != 2 or not 0 <= prefix.shape[1] < self.depth:
+            raise ValueError(
+                f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}"
+            )
+        return prefix
+
+    def _level_rows(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored (B, V) counts row of each semantic-level prefix, and whether the prefix exists."""
+        t = self._tables(prefix.device)
+        key, ok = self._torch_keys(prefix, t["vocab"])
+        keys, counts = t["trie"][prefix.shape[1]]
+        pos, found = self._lookup(keys, key)
+        return counts[pos], ok & found
 
     def child_counts(self, prefix: torch.Tensor) -> torch.Tensor:
         """(B, vocab_sizes[l]) number of ACTIVE items below each child of each l-token prefix.
@@ -428,26 +452,27 @@ class SemanticIDIndex:
         stays open while it holds items not yet placed in the slate. At the last level each child is
         one item, so the counts are 0/1.
         """
-        prefix = torch.as_tensor(prefix)
-        if prefix.dim() != 2 or not 0 <= prefix.shape[1] < self.depth:
-            raise ValueError(
-                f"valid_next expects (B, l) prefixes with 0 <= l < {self.depth}, got {tuple(prefix.shape)}"
-            )
-        t = self._tables(prefix.device)
-        key, ok = self._torch_keys(prefix, t["vocab"])
+        prefix = self._check_prefix(prefix)
         if prefix.shape[1] < self.levels:
-            keys, counts = t["trie"][prefix.shape[1]]
-            pos, found = self._lookup(keys, key)
-            return counts[pos].long() * (ok & found)[:, None]
+            counts, present = self._level_rows(prefix)
+            return counts.long() * present[:, None]
         return (self.child_items(prefix) >= 0).long()
 
     def child_items(self, prefix: torch.Tensor) -> torch.Tensor:
         """(B, D) item index behind each last-level token of each L-token prefix; -1 where none is active.
 
-        The items of one L-token group are the run of sorted SID keys in [key * D, key * D + D), so this
-        is one searchsorted and a gather of at most D keys per prefix. Semantic policy heads score these
-        items by their features.
+        The items of one L-token group are the run of sorted SID keys in [key * D, key * D + D): two
+        searchsorted give each prefix's run, and only the items inside the runs are gathered (O(items
+        under the prefixes), where gathering D per prefix was 2.3 ms of a 9.6 ms beam at 10^6 items and
+        512 prefixes). Semantic policy heads score these items by their features.
         """
+        row, token, item = self._live_children(prefix)
+        out = torch.full((prefix.shape[0], self.disambiguation), -1, dtype=torch.long, device=prefix.device)
+        out[row, token] = item
+        return out
+
+    def _live_children(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, last-level token, item) of every active item below (M, L) prefixes (see ``child_items``)."""
         prefix = torch.as_tensor(prefix)
         if prefix.dim() != 2 or prefix.shape[1] != self.levels:
             raise ValueError(f"child_items expects (B, {self.levels}) prefixes, got {tuple(prefix.shape)}")
@@ -456,13 +481,14 @@ class SemanticIDIndex:
         d = self.disambiguation
         item_keys = t["item_keys"]
         start = torch.searchsorted(item_keys, key * d)
-        span = (start[:, None] + torch.arange(d, device=prefix.device)).clamp_(max=item_keys.numel() - 1)
-        token = item_keys[span] - key[:, None] * d
-        item = t["item_ids"][span]
-        live = (token >= 0) & (token < d) & t["active"][item] & ok[:, None]
-        out = torch.full((prefix.shape[0], d + 1), -1, dtype=torch.long, device=prefix.device)
-        out.scatter_(1, torch.where(live, token, torch.full_like(token, d)), torch.where(live, item, -1))
-        return out[:, :d]
+        length = (torch.searchsorted(item_keys, key * d + d) - start) * ok
+        row = torch.repeat_interleave(torch.arange(key.numel(), device=prefix.device), length)
+        first = torch.cumsum(length, 0) - length  # where each prefix's run starts among the gathered items
+        pos = torch.arange(row.numel(), device=prefix.device) - first[row] + start[row]
+        item = t["item_ids"][pos]
+        live = t["active"][item]
+        row, pos, item = row[live], pos[live], item[live]
+        return row, item_keys[pos] - key[row] * d, item
 
     def copy(self) -> SemanticIDIndex:
         """An independent copy (array copies; the derived torch tables are rebuilt lazily)."""

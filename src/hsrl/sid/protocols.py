@@ -35,6 +35,10 @@ class SIDTrie(Protocol):
         """(M, V) active items below each (prefix, next token) for prefixes (M, l)."""
         ...
 
+    def valid_next(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(M, V) bool: ``child_counts(prefix) > 0`` (what greedy decoding needs, without the counts)."""
+        ...
+
     def child_items(self, prefix: torch.Tensor) -> torch.Tensor:
         """(M, D) the item index behind each last-level token of (M, L) prefixes; -1 where none is active."""
         ...

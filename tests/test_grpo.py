@@ -279,6 +279,49 @@ def test_grpo_refuses_any_other_reward_model(small_run, world_kind, split, match
         registry.build("grpo", RunDir(small_run), env=env)  # the registry, on the run's artefacts
 
 
+@pytest.mark.parametrize("agent", ["hsrl", "sl", "a2c", "hac"])
+@pytest.mark.parametrize(
+    "world_kind, split, match",
+    [
+        ("judge", "train", "not the run's training simulator"),
+        ("true", "train", "true world"),
+        ("simulator", "val", "split"),
+    ],
+)
+def test_distill_s_teacher_is_the_training_simulator_only(small_run, agent, world_kind, split, match):
+    """agent.distill: every learned agent gets the training simulator's click model as its teacher, and
+    none can get the judge's or the true world's."""
+    cfg = RunDir(small_run).config().model_copy(deep=True)
+    cfg.agent.distill = 1.0
+    train = SlateEnv.from_run(small_run, split="train", seed=0, device="cpu")
+    built = registry.build(agent, RunDir(small_run), cfg, env=train)
+    assert built.teacher is not None
+    assert registry.build(agent, RunDir(small_run), env=train).teacher is None  # off by default
+    env = SlateEnv.from_run(small_run, split=split, world=world_kind, seed=0, device="cpu")
+    with pytest.raises(ConfigError, match=match):
+        registry.build(agent, RunDir(small_run), cfg, env=env)
+
+
+@pytest.mark.parametrize("agent", ["sl", "a2c", "hac", "ddpg", "td3", "grpo"])
+def test_every_learned_agent_learns_from_the_distill_term(small_run, agent):
+    """The signal HSRL gets is offered to every learned agent: its cross-entropy to the teacher falls
+    when the agent is updated on one replayed batch (GRPO past its warm start)."""
+    from hsrl.train.buffer import ReplayBuffer
+    from hsrl.train.loop import collect_step
+
+    cfg = RunDir(small_run).config().model_copy(deep=True)
+    cfg.agent.distill, cfg.agent.grpo.warm_start = 1.0, 0
+    env = SlateEnv.from_run(small_run, split="train", seed=0, device="cpu")
+    built = registry.build(agent, RunDir(small_run), cfg, env=env)
+    buffer = ReplayBuffer(1000, seed=0)
+    obs = env.reset()
+    for _ in range(3):
+        obs = collect_step(built, env, buffer, obs)
+    batch = buffer.sample(32)
+    seen = [r["distill"] for r in (built.update(batch) for _ in range(40)) if "distill" in r]
+    assert len(seen) >= 20 and seen[-1] < seen[0] - 0.05, seen[:: len(seen) // 5]
+
+
 def test_a_catalogue_view_is_scored_in_the_world_s_item_order(small_run):
     from hsrl.simulator.catalogue import CatalogueView
 

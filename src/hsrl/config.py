@@ -174,6 +174,7 @@ class A2CConfig(Section):
 # without the key reads as that value once the run has the artefact. Either way, a tuning study's hash
 # does not change at that value.
 ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "agent": {"distill": 0.0, "distill_temperature": 0.5},
     "agent.sl": {"replay": 0.0, "satiation": False},
     "sid": {"align": 0.0},
 }
@@ -310,6 +311,14 @@ class AgentConfig(Section):
         ge=0,
         description="HSRL: weight of the BCE of each shown slot's click on its tokens' logits (learns from skips too)",
     )
+    distill: float = Field(
+        0.0,
+        ge=0,
+        description="weight of the cross-entropy between the agent's distribution over items and the TRAINING "
+        "simulator's click probabilities of every item in the replayed state (softmax of their logits / "
+        "distill_temperature); 0 = off",
+    )
+    distill_temperature: float = Field(0.5, gt=0, description="temperature of the distill targets")
     decode: Literal["trie", "score_all"] = "trie"
     gamma: float = 0.9
     tau: float = 0.01

@@ -137,6 +137,10 @@ class A2CItemAgent(EncoderAgent):
             # in; the item's (unmasked) logit is read as its click logit, as HSRL reads its tokens' logits
             click_loss = F.binary_cross_entropy_with_logits(raw.gather(1, slate), batch["clicks"].float())
             loss = loss + own.click_loss * click_loss
+        distill = torch.zeros((), device=self.device)
+        if cfg.distill > 0:  # the item softmax against the simulator's ranking of the items it can recommend
+            distill = self.distill_loss(batch["obs"], logp_all, valid)
+            loss = loss + cfg.distill * distill
         return {
             "loss": loss,
             "actor_loss": actor_loss,
@@ -144,6 +148,7 @@ class A2CItemAgent(EncoderAgent):
             "entropy": entropy.mean(),
             "supervision": supervision,
             "click_loss": click_loss,
+            "distill": distill,
             "value": value.mean(),
         }
 

@@ -23,6 +23,7 @@ from hsrl.errors import ArtifactError
 from hsrl.simulator.observation import Observation
 
 if TYPE_CHECKING:
+    from hsrl.agents.world_model import ItemTeacher
     from hsrl.config import AgentConfig, TrainConfig
     from hsrl.sid.protocols import SIDIndex
     from hsrl.simulator.protocols import SlateEnvironment
@@ -41,6 +42,9 @@ class Agent(ABC):
     replay_window: int | None = None  # policy-gradient agents learn from recent transitions only
     history_length: int | None = None  # what the agent's encoder reads (None: any length)
     profile_dim: int = 0
+    # ``agent.distill``'s teacher: the training simulator's click model, set by the registry for training
+    # only (never saved; acting does not need it)
+    teacher: ItemTeacher | None = None
 
     def __init__(self, item_features: torch.Tensor, slate_size: int) -> None:
         self.item_features = item_features
@@ -73,6 +77,16 @@ class Agent(ABC):
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One learning step on a replay batch; returns scalar diagnostics."""
         return {}
+
+    def distill_loss(self, obs: Observation, log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``agent.distill``'s term: the cross-entropy of the agent's log-probabilities over the first
+        ``len(mask)`` items (B, N) against the teacher's targets on the items ``mask`` allows."""
+        if self.teacher is None:
+            raise ValueError(
+                f"agent.distill > 0: agent '{self.name}' needs the training simulator's click model as its "
+                "teacher; build it with hsrl.build_agent (the registry gives it the run's simulator)"
+            )
+        return self.teacher.loss(obs, log_probs, mask)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -281,7 +281,6 @@ def sample_slate(
     return index.item_of(chosen.reshape(-1, depth)).view(b, k).to(dev), chosen, torch.stack(logps, dim=1)
 
 
-@torch.no_grad()
 def score_all(
     policy: SIDPolicy,
     index: SIDTrie,
@@ -293,7 +292,8 @@ def score_all(
 
     The reference's path done as it should be: one distribution per user per *distinct* prefix and level
     (the hard residual makes the context a function of the prefix), then each item's score gathered from
-    its tokens' log-probabilities, O(N · L) gathers. Equal to ``score_all_naive`` (tested)."""
+    its tokens' log-probabilities, O(N · L) gathers. Equal to ``score_all_naive`` (tested). Differentiable
+    (``distill`` trains through it): call it under ``torch.no_grad()`` to decode."""
     codes = torch.as_tensor(index.codes, device=state.device)  # (N, D)
     b, n = state.shape[0], codes.shape[0]
     depth = codes.shape[1]

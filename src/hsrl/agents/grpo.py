@@ -34,7 +34,6 @@ immediate expected reward of one slate (no bootstrapped future), as OneRec and M
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,119 +43,17 @@ from torch import nn
 from hsrl.agents.base import ppo_surrogate
 from hsrl.agents.hsrl import HSRLAgent, SIDAgent
 from hsrl.agents.supervised import LoggedSlates
+from hsrl.agents.world_model import ExpectedReward, click_count_pmf, simulator_reward
 from hsrl.config import AgentConfig
-from hsrl.data.schema import PAD
-from hsrl.errors import ConfigError
 from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
-from hsrl.simulator.reward import REWARDS, RewardFn
 
 if TYPE_CHECKING:
     from hsrl.sid.protocols import SIDIndex
-    from hsrl.simulator.catalogue import CatalogueView
-    from hsrl.simulator.env import SlateEnv
+
+__all__ = ["ExpectedReward", "GRPOAgent", "click_count_pmf", "simulator_reward"]
 
 EPS = 1e-6  # of the group normalisation (rewards and advantages are float64: rounding noise stays far below it)
-ClickProbs = Callable[[Observation, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-# ---------------------------------------------------------------------- the reward model
-def click_count_pmf(probs: torch.Tensor) -> torch.Tensor:
-    """P(S = s), s = 0..K (B, K+1), of the number of clicks S on a slate whose K slots are clicked
-    independently with probabilities ``probs`` (B, K): the Poisson-binomial distribution, by convolution."""
-    pmf = torch.zeros(*probs.shape[:-1], probs.shape[-1] + 1, dtype=probs.dtype, device=probs.device)
-    pmf[..., 0] = 1.0
-    for k in range(probs.shape[-1]):
-        p = probs[..., k : k + 1]
-        pmf = pmf * (1 - p) + torch.cat([torch.zeros_like(p), pmf[..., :-1]], -1) * p
-    return pmf
-
-
-class ExpectedReward:
-    """E[reward | state, slate] under a click model, for rewards that depend on the clicks' count only
-    (``mean_with_cost`` and ``sweet_point``: both are functions of the mean over slots). ``click_probs``:
-    the response model's (obs, slate (B, W), slots (W,)) -> (B, W) probabilities, each column scored at its
-    slot; ``reward_fn``: the environment's own reward on 0/1 clicks.
-
-    For ``mean_with_cost`` this is mean_k(p_k - cost * (1 - p_k)); for ``sweet_point`` (1 - |mean - target|
-    of the click count's mean reward) it is the same sum over the count's exact distribution."""
-
-    def __init__(self, click_probs: ClickProbs, reward_fn: RewardFn, slate_size: int) -> None:
-        self.click_probs = click_probs
-        self.reward_fn = reward_fn
-        k = int(slate_size)
-        # row s: a slate with s clicks; the reward of each count, computed by the env's own function
-        counts = (torch.arange(k).unsqueeze(0) < torch.arange(k + 1).unsqueeze(1)).double()
-        self.per_count = reward_fn(counts).double()  # (K+1,)
-
-    @classmethod
-    def of_env(cls, env: SlateEnv) -> ExpectedReward:
-        """The expected reward of ``env``'s own click model and reward, UNCHECKED (any world; tests use the
-        true one). The registry builds GRPO with ``simulator_reward``, which checks it is the simulator."""
-        name = getattr(env, "reward_name", None)
-        if name not in REWARDS:
-            raise ConfigError(
-                f"agent 'grpo' needs the expectation of the reward given click probabilities; the reward "
-                f"'{name}' is not one of {', '.join(REWARDS)} (whose value depends on the click count only)"
-            )
-        return cls(env.response.click_probs, env.reward_fn, int(env.slate_size))
-
-    @torch.no_grad()
-    def __call__(self, obs: Observation, slates: torch.Tensor) -> torch.Tensor:
-        """Slates (B, K) -> (B,); or G slates per state (B, G, K) -> (B, G), scored in one call of the
-        click model per state (one wide slate, every column at its own slot). In float64: two orders of the
-        same items must not differ by float32 rounding, which group normalisation would blow up."""
-        b, k = slates.shape[0], slates.shape[-1]
-        flat = slates.reshape(b, -1)
-        slots = torch.arange(k, device=slates.device).repeat(flat.shape[1] // k)
-        probs = self.click_probs(obs, flat, slots).view(slates.shape).double().clamp(0.0, 1.0)
-        return click_count_pmf(probs) @ self.per_count.to(probs.device)
-
-
-def _through_view(click_probs: ClickProbs, order: torch.Tensor) -> ClickProbs:
-    """A world's click model asked about a ``CatalogueView``'s item indices (item i of the view is world
-    item ``order[i]``). History entries the view hides read as padding to the model too."""
-
-    def probs(obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
-        hist = torch.where(obs.hist_items == PAD, PAD, order[obs.hist_items.clamp_min(0)])
-        return click_probs(Observation(obs.user, obs.profile, hist, obs.hist_feedback), order[slate], slots)
-
-    return probs
-
-
-def simulator_reward(
-    env: SlateEnv | CatalogueView, training_simulator: Callable[..., Any] | None = None
-) -> ExpectedReward:
-    """GRPO's reward model from its training environment, checked to be the TRAINING simulator.
-
-    ``env`` is what the factory receives (``BuildContext.env``): a ``SlateEnv`` of the training split, or
-    a ``CatalogueView`` of one (catalogue churn). Its response must be a learned ``UserResponseModel``
-    (the true synthetic world would hand GRPO the ground truth it is judged by) and, given the run's
-    ``training_simulator`` (called as ``training_simulator(device=...)``, e.g. ``RunDir(run).simulator``),
-    that model itself, not the judge (a second simulator that agents are scored in and must never learn
-    from). Only the click model and the reward function are kept."""
-    from hsrl.simulator.catalogue import CatalogueView
-    from hsrl.simulator.response import UserResponseModel
-
-    base, order = (env.env, env.order) if isinstance(env, CatalogueView) else (env, None)
-    response = getattr(base, "response", None)
-    if not isinstance(response, UserResponseModel):
-        raise ConfigError(
-            "agent 'grpo' scores its sampled slates with the training simulator's click model, and this "
-            f"environment answers with {type(response).__name__} (the true world, or no learned simulator): "
-            "train it in the run's simulator (env.world=simulator)"
-        )
-    if getattr(base, "split", "train") != "train":
-        raise ConfigError(f"agent 'grpo' learns in the training users' simulator, not the '{base.split}' split")
-    if training_simulator is not None and response is not training_simulator(device=base.device):
-        raise ConfigError(
-            "agent 'grpo': the environment's click model is not the run's training simulator "
-            "(the judge, or another model); build it on `SlateEnv.from_run(run, split='train')`"
-        )
-    model = ExpectedReward.of_env(base)
-    if order is not None:
-        model.click_probs = _through_view(response.click_probs, order)
-    return model
 
 
 # ---------------------------------------------------------------------- the agent
@@ -354,12 +251,19 @@ class GRPOAgent(SIDAgent):
             self.freeze_reference()
         ref = self.reference_logp(groups)
         old: torch.Tensor | None = None
+        distill = torch.zeros(())
         for _ in range(cfg.epochs):
             terms = self.policy_terms(groups, old, ref)
             if old is None:
                 old = terms["logp"].detach()
+            loss = terms["loss"]
+            if self.config.distill > 0:  # the policy's items in these states against the simulator's ranking
+                policy = self.policy
+                log_pi = policy.item_log_probs(policy.net.encoder(obs, policy.item_features), obs)
+                distill = self.distill_loss(obs, log_pi, policy.active)
+                loss = loss + self.config.distill * distill
             self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            loss.backward()
             nn.utils.clip_grad_norm_(self.policy.net.parameters(), 1.0)
             self.optimizer.step()
         ratio = terms["ratio"].detach()
@@ -370,6 +274,7 @@ class GRPOAgent(SIDAgent):
             "kl": float(terms["kl"].detach().sum(-1).mean()),
             "entropy": float(terms["entropy"].detach().sum(-1).mean()),
             "clip_frac": float(((ratio - 1).abs() > cfg.clip).float().mean()),
+            "distill": float(distill.detach()),
         }
 
     # ------------------------------------------------------------------ persistence (SIDAgent's inputs)

@@ -41,6 +41,8 @@ from hsrl.agents.ddpg import DDPGAgent
 class HACAgent(DDPGAgent):
     name = "hac"
 
+    distill_temperature_learned = False  # its scorer is not normalised: it learns its own scale
+
     def build(self) -> None:
         super().build()
         cfg = self.config
@@ -107,7 +109,11 @@ class HACAgent(DDPGAgent):
         with torch.no_grad():
             effect = self.slate_of(z)
         align = F.mse_loss(self.infer_hyper_action(effect), z[:, :-1])
-        return -q.mean() + self.config.hac.hyper_coef * align, {"hyper_actor_loss": float(align.detach())}
+        loss, extra = -q.mean() + self.config.hac.hyper_coef * align, {"hyper_actor_loss": float(align.detach())}
+        if self.config.distill > 0:  # the hyper-action's scorer over the items against the simulator's ranking
+            distill = self.distill_loss(batch["obs"], self.item_log_probs(z[:, :-1]), self.active)
+            loss, extra = loss + self.config.distill * distill, {**extra, "distill": float(distill.detach())}
+        return loss, extra
 
     def behavior_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Supervision: BCE of the scorer's logits of the exposed items against their clicks."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hsrl.agents.base import NEG, Agent, sample_without_replacement
+from hsrl.agents.world_model import ClickProbs, every_item_click_probs
 from hsrl.io import restore_generator
 from hsrl.simulator.observation import Observation
 
@@ -82,7 +82,7 @@ class OracleGreedyAgent(Agent):
         self,
         item_features: torch.Tensor,
         slate_size: int,
-        click_probs: Callable[[Observation, torch.Tensor, torch.Tensor], torch.Tensor],
+        click_probs: ClickProbs,
         chunk: int = 4096,
     ) -> None:
         super().__init__(item_features, slate_size)
@@ -97,12 +97,6 @@ class OracleGreedyAgent(Agent):
 
     @torch.no_grad()
     def act(self, obs: Observation, greedy: bool = True) -> torch.Tensor:
-        items = torch.arange(self.n_items, device=obs.device)
-        parts = []
-        first_slot = torch.zeros(self.chunk, dtype=torch.long, device=obs.device)  # every candidate at slot 0
-        for start in range(0, self.n_items, self.chunk):
-            chunk = items[start : start + self.chunk].expand(obs.batch_size, -1)
-            parts.append(self.click_probs(obs, chunk, first_slot[: chunk.shape[1]]))
-        scores = torch.cat(parts, dim=1)
+        scores = every_item_click_probs(self.click_probs, obs, self.n_items, self.chunk)
         scores = torch.where(self.active, scores, NEG)
         return scores.topk(self.slate_size, dim=1).indices

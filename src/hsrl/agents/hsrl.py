@@ -22,8 +22,10 @@ Read top to bottom:
    (the reference).
 5. The actor loss is PPO-clipped per token (replayed transitions come from older policies), with an
    entropy bonus, the clicked-SID likelihood (``supervision``) and the exposure-aware click loss (BCE of
-   every shown slot's click on its tokens' logits); TD targets use (1 - done) and a soft-updated target
-   network.
+   every shown slot's click on its tokens' logits) and, with ``distill``, the cross-entropy of
+   log pi(SID_i | s) over every item against the training simulator's click ranking of the items in that
+   state (``ItemTeacher``, offered to every learned agent); TD targets use (1 - done) and a soft-updated
+   target network.
 """
 
 from __future__ import annotations
@@ -368,6 +370,10 @@ class HSRLAgent(SIDAgent):
         scores = score_all(self.net.policy, self.index, state, self.items(), self.recent(obs))
         return scores.masked_fill(~self.active, NEG)
 
+    def item_log_probs(self, state: torch.Tensor, obs: Observation | None = None) -> torch.Tensor:
+        """log pi(SID_i | s) of every item (B, N), with gradients (``distill``); inactive items ~ NEG."""
+        return score_all(self.net.policy, self.index, state, self.items(), self.recent(obs))
+
     def _fill_missing(self, slate: torch.Tensor) -> torch.Tensor:
         """Replace -1 slots (fewer than K complete SIDs in the beam: tiny catalogues) by other active
         items, so a slate always holds K distinct recommendable items."""
@@ -492,6 +498,10 @@ class HSRLAgent(SIDAgent):
             target = batch["clicks"].float().unsqueeze(-1).expand_as(chosen_logits)
             click_loss = F.binary_cross_entropy_with_logits(chosen_logits, target)
             loss = loss + cfg.click_loss * click_loss
+        distill = torch.zeros(())
+        if cfg.distill > 0:  # every item's log pi in the replayed state against the simulator's ranking
+            distill = self.distill_loss(obs, self.item_log_probs(state, obs), self.active)
+            loss = loss + cfg.distill * distill
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -504,6 +514,7 @@ class HSRLAgent(SIDAgent):
             "entropy": float(entropy.detach().sum(-1).mean()),
             "supervision": float(supervision.detach()),
             "click_loss": float(click_loss.detach()),
+            "distill": float(distill.detach()),
             "advantage": float(adv.detach().sum(-1).mean()),
             "value": float(values.detach()[..., 0].mean()),
         }

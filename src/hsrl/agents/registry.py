@@ -30,12 +30,13 @@ from hsrl.agents.a2c import A2CItemAgent
 from hsrl.agents.base import Agent
 from hsrl.agents.ddpg import DDPGAgent
 from hsrl.agents.encoder_agent import EncoderAgent
-from hsrl.agents.grpo import GRPOAgent, simulator_reward
+from hsrl.agents.grpo import GRPOAgent
 from hsrl.agents.hac import HACAgent
 from hsrl.agents.heuristics import OracleGreedyAgent, PopularAgent, RandomAgent
 from hsrl.agents.hsrl import HSRLAgent
 from hsrl.agents.supervised import LoggedSlates, SupervisedAgent
 from hsrl.agents.td3 import TD3Agent
+from hsrl.agents.world_model import ItemTeacher, simulator_reward
 from hsrl.config import A2CConfig, AgentConfig, DDPGConfig, GRPOConfig, HACConfig, RunConfig, SLConfig, TD3Config
 from hsrl.errors import ConfigError
 
@@ -266,10 +267,21 @@ def build(
     if env is None:
         raise ConfigError(f"agent '{spec}': give the environment it acts in (hsrl.build_agent builds the run's)")
     config = config.model_copy(update={"agent": agent_config(spec, config)})
-    return entry.factory(BuildContext(run, config, env, seed, index, spec, options))
+    ctx = BuildContext(run, config, env, seed, index, spec, options)
+    agent = entry.factory(ctx)
+    if entry.learned and config.agent.distill > 0:
+        agent.teacher = _teacher(ctx, name)
+    return agent
 
 
 # ---------------------------------------------------------------------- the agents of this package
+def _teacher(ctx: BuildContext, agent: str) -> ItemTeacher:
+    """The training simulator's click model as ``agent.distill``'s targets, checked to be the run's
+    training simulator (never the judge or the true world), as GRPO's reward model is."""
+    model = simulator_reward(ctx.env, ctx.need_run("its training simulator").simulator, agent)
+    return ItemTeacher(model.click_probs, ctx.config.agent.distill_temperature)
+
+
 def _hsrl(ctx: BuildContext) -> Agent:
     env = ctx.env
     return HSRLAgent(

@@ -183,8 +183,17 @@ class SupervisedAgent(EncoderAgent):
                 self.logits(batch["obs"], batch["slate"]), batch["clicks"].float()
             )
         total = loss + self.config.sl.replay * replay_bce
+        distill = torch.zeros(())
+        if self.config.distill > 0:  # the softmax of its click logits over every active item, in replayed states
+            log_probs = self.logits(batch["obs"]).log_softmax(-1)  # inactive items are scored NEG
+            distill = self.distill_loss(batch["obs"], log_probs, self.active)
+            total = total + self.config.distill * distill
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         self.updates += 1
-        return {"bce": float(loss.detach()), "replay_bce": float(replay_bce.detach())}
+        return {
+            "bce": float(loss.detach()),
+            "replay_bce": float(replay_bce.detach()),
+            "distill": float(distill.detach()),
+        }

@@ -92,7 +92,7 @@ def config_drift(saved: dict[str, Any], spec: str, cfg: RunConfig) -> list[str]:
                 absent = sub not in raw and not _known_absent(key, sub, raw, own)
                 if getattr(own, sub) != getattr(own_then, sub) or absent:
                     drift.append(f"{key}.{sub}")
-        elif getattr(now, key) != getattr(then, key) or key not in saved:
+        elif getattr(now, key) != getattr(then, key) or (key not in saved and not _known_absent("", key, {}, now)):
             drift.append(key)
     return drift
 
@@ -102,7 +102,7 @@ def _known_absent(section: str, key: str, raw: dict[str, Any], now: Any) -> bool
     config's migration), or added later with a value that reproduces the old behaviour, the one asked for now."""
     from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR, PER_COORDINATE_NOISE
 
-    added = ADDED_WITH_OLD_BEHAVIOUR.get(f"agent.{section}", {})
+    added = ADDED_WITH_OLD_BEHAVIOUR.get(f"agent.{section}" if section else "agent", {})
     if key in added:
         return bool(getattr(now, key) == added[key])
     return any(new == key and old in raw for old, new in PER_COORDINATE_NOISE.items())  # DDPG/TD3 noise keys

@@ -36,7 +36,7 @@ from hsrl.agents.heuristics import OracleGreedyAgent, PopularAgent, RandomAgent
 from hsrl.agents.hsrl import HSRLAgent
 from hsrl.agents.supervised import LoggedSlates, SupervisedAgent
 from hsrl.agents.td3 import TD3Agent
-from hsrl.agents.world_model import ItemTeacher, simulator_reward
+from hsrl.agents.world_model import ItemTeacher, simulator_reward, training_click_model
 from hsrl.config import A2CConfig, AgentConfig, DDPGConfig, GRPOConfig, HACConfig, RunConfig, SLConfig, TD3Config
 from hsrl.errors import ConfigError
 
@@ -278,8 +278,8 @@ def build(
 def _teacher(ctx: BuildContext, agent: str) -> ItemTeacher:
     """The training simulator's click model as ``agent.distill``'s targets, checked to be the run's
     training simulator (never the judge or the true world), as GRPO's reward model is."""
-    model = simulator_reward(ctx.env, ctx.need_run("its training simulator").simulator, agent)
-    return ItemTeacher(model.click_probs, ctx.config.agent.distill_temperature)
+    _, click_probs = training_click_model(ctx.env, ctx.need_run("its training simulator").simulator, agent)
+    return ItemTeacher(click_probs, ctx.config.agent.distill_temperature)
 
 
 def _hsrl(ctx: BuildContext) -> Agent:

@@ -2,7 +2,7 @@
 
 GRPO scores its sampled slates by their expected reward under this model; HSRL (and the other agents it
 applies to, ``distill``) may read its click probabilities of every item as a per-item teacher. Both come from
-``simulator_reward``, which checks that the environment is the run's TRAINING simulator, so no agent can
+``training_click_model``, which checks that the environment is the run's TRAINING simulator, so no agent can
 learn from the world or the judge that score it. The model is never saved with an agent.
 """
 
@@ -88,18 +88,18 @@ def _through_view(click_probs: ClickProbs, order: torch.Tensor) -> ClickProbs:
     return probs
 
 
-def simulator_reward(
+def training_click_model(
     env: SlateEnv | CatalogueView, training_simulator: Callable[..., Any] | None = None, agent: str = "grpo"
-) -> ExpectedReward:
-    """The reward model of ``agent`` (named in the errors) from its training environment, checked to be the
-    TRAINING simulator.
+) -> tuple[SlateEnv, ClickProbs]:
+    """The click model of ``agent``'s training environment (named in the errors), checked to be the
+    TRAINING simulator, asked in ``env``'s item indices; and the underlying ``SlateEnv``.
 
     ``env`` is what the factory receives (``BuildContext.env``): a ``SlateEnv`` of the training split, or
     a ``CatalogueView`` of one (catalogue churn). Its response must be a learned ``UserResponseModel``
-    (the true synthetic world would hand GRPO the ground truth it is judged by) and, given the run's
+    (the true synthetic world would hand the agent the ground truth it is judged by) and, given the run's
     ``training_simulator`` (called as ``training_simulator(device=...)``, e.g. ``RunDir(run).simulator``),
     that model itself, not the judge (a second simulator that agents are scored in and must never learn
-    from). Only the click model and the reward function are kept."""
+    from)."""
     from hsrl.simulator.catalogue import CatalogueView
     from hsrl.simulator.response import UserResponseModel
 
@@ -118,9 +118,17 @@ def simulator_reward(
             f"agent '{agent}': the environment's click model is not the run's training simulator "
             "(the judge, or another model); build it on `SlateEnv.from_run(run, split='train')`"
         )
+    return base, (response.click_probs if order is None else _through_view(response.click_probs, order))
+
+
+def simulator_reward(
+    env: SlateEnv | CatalogueView, training_simulator: Callable[..., Any] | None = None, agent: str = "grpo"
+) -> ExpectedReward:
+    """GRPO's reward model: the expected reward under ``training_click_model`` (same checks). Only the click
+    model and the reward function are kept."""
+    base, click_probs = training_click_model(env, training_simulator, agent)
     model = ExpectedReward.of_env(base, agent)
-    if order is not None:
-        model.click_probs = _through_view(response.click_probs, order)
+    model.click_probs = click_probs
     return model
 
 

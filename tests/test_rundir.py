@@ -26,10 +26,16 @@ def test_evaluating_many_agent_seeds_reads_dataset_and_simulator_once(cli, tiny_
     fresh_cache.LOADS.clear()
     fresh_cache._CACHE.clear()  # the stages above share what they read too: start cold
     cfg = load_run_config(run)
+    cfg.eval.jobs = 1  # in this process, where the counts are kept (each worker process reads once too)
     # 3 agents x 3 seeds x 2 judges = 18 environments (and the agents' own needs: popularity, oracle)
     payload = evaluate_agents(run, cfg, ["random", "popular", "oracle"], 3, ["simulator", "true"], 4)
     assert set(payload["aggregate"]) == {"simulator", "true"}
     assert fresh_cache.LOADS == {"dataset": 1, "simulator": 1, "world": 1}, fresh_cache.LOADS
+    # the same jobs on two worker processes give the same figures, in the same order
+    cfg.eval.jobs = 2
+    side_by_side = evaluate_agents(run, cfg, ["random", "popular", "oracle"], 3, ["simulator", "true"], 4)
+    assert side_by_side["per_seed"] == payload["per_seed"]
+    assert [r["seed"] for r in payload["per_seed"]["true"]["oracle"]] == [0, 1, 2]
 
 
 def test_a_rewritten_artefact_is_read_again(cli, tiny_sets, tmp_path, fresh_cache):

@@ -63,7 +63,7 @@ class SIDPolicy(Protocol):
         context: torch.Tensor,
         children: torch.Tensor | None = None,
         items: ItemTable | None = None,
-        exposure: BranchExposure | None = None,
+        exposure: Exposure | None = None,
     ) -> torch.Tensor:
         """Unmasked next-token logits (..., V)."""
         ...
@@ -75,7 +75,7 @@ class SIDPolicy(Protocol):
         valid: torch.Tensor,
         children: torch.Tensor | None = None,
         items: ItemTable | None = None,
-        exposure: BranchExposure | None = None,
+        exposure: Exposure | None = None,
     ) -> torch.Tensor:
         """``raw_logits`` with the tokens outside ``valid`` at NEG."""
         ...
@@ -113,9 +113,10 @@ class RecentExposure:
 
     FEATURES = 4  # shown in the last slate, shown in the last `slates` slates, and the same clicked
 
-    def __init__(self, codes: torch.Tensor, weights: torch.Tensor) -> None:
+    def __init__(self, codes: torch.Tensor, weights: torch.Tensor, items: torch.Tensor | None = None) -> None:
         self.codes = codes  # (B, W, D) SIDs of the last W history entries (0 where padded)
         self.weights = weights  # (B, W, F) feature weight of each entry (0 where padded)
+        self.items = items  # (B, W) their item indices (0 where padded), for ``rows``
 
     @classmethod
     def from_obs(cls, obs: Observation, index: SIDTrie, slate_size: int, slates: int = 3) -> RecentExposure:
@@ -126,7 +127,16 @@ class RecentExposure:
         last = (torch.arange(window, device=hist.device) >= window - slate_size).float().expand_as(real)
         clicked = (obs.hist_feedback[:, -window:] > 0.5).float()
         weights = torch.stack([last, torch.ones_like(last), last * clicked, clicked], -1) * real[..., None]
-        return cls(codes, weights / slate_size)
+        return cls(codes, weights / slate_size, hist.clamp_min(0))
+
+    def rows(self, row_of: torch.Tensor, child_of: torch.Tensor) -> RowExposure:
+        """The entries as seen from *every* distinct prefix of a level at once (``score_all``): each entry
+        lies under one prefix row, ``row_of[item]``, as child ``child_of[item]`` (both (N,), per item).
+        O(B * W) where ``branches`` over P prefix rows is O(B * P * W): at the synthetic default's 287
+        third-level prefixes, a 128-state ``score_all`` with its backward took 0.07 s instead of 0.17 (side
+        by side, one thread)."""
+        assert self.items is not None, "rows needs the entries' item indices (RecentExposure.from_obs)"
+        return RowExposure(row_of[self.items], child_of[self.items], self.weights)
 
     def branches(self, prefix: torch.Tensor) -> BranchExposure:
         """For prefixes (B, R, l), R rows per user (1 where all users share them): the child token each
@@ -182,6 +192,31 @@ class BranchExposure:
         counts = torch.zeros(live.numel(), vocab, device=logits.device, dtype=logits.dtype)
         counts.scatter_add_(-1, flat_child[live], flat_weight[live])
         return out.view(-1, vocab).index_add_(0, live, counts @ spread).view_as(out)
+
+
+class RowExposure:
+    """Recent entries placed under their own prefix row (``RecentExposure.rows``): ``row`` and ``child``
+    (B, W), ``weight`` (B, W, F). Adds to logits (B, P, V) over all P prefix rows exactly what a
+    ``BranchExposure`` of those P rows adds, without a (B, P, W) comparison."""
+
+    def __init__(self, row: torch.Tensor, child: torch.Tensor, weight: torch.Tensor) -> None:
+        self.row, self.child, self.weight = row, child, weight
+
+    def add_to(self, logits: torch.Tensor, coef: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
+        """As ``BranchExposure.add_to``, for logits (B, P, V) and coefficients (B, P, F or 2F)."""
+        b, p, vocab = logits.shape
+        f = self.weight.shape[-1]
+        own = coef.gather(1, self.row[..., None].expand(-1, -1, coef.shape[-1]))  # (B, W, kF): its row's
+        per_entry = (own.unflatten(-1, (-1, f)) * self.weight[:, :, None]).sum(-1)  # (B, W, k)
+        flat = logits.view(b, p * vocab)
+        flat.scatter_add_(1, self.row * vocab + self.child, per_entry[..., 0])
+        if spread is not None:
+            rows = (self.row + p * torch.arange(b, device=logits.device)[:, None]).flatten()  # (B W) rows of B P
+            flat.view(b * p, vocab).index_add_(0, rows, (per_entry[..., 1, None] * spread[self.child]).flatten(0, 1))
+        return logits
+
+
+Exposure = BranchExposure | RowExposure  # what a policy's logits add: the same counts, two layouts
 
 
 def level_exposure(
@@ -304,7 +339,7 @@ def score_all(
     for level in range(depth):
         valid = index.valid_next(prefixes).to(state.device)  # (P, V)
         children = level_children(policy, index, level, prefixes)
-        exposure = level_exposure(policy, recent, level, prefixes[None])  # (B, P) rows
+        exposure = recent.rows(row_of, codes[:, level]) if recent is not None and policy.exposure else None
         logits = policy.logits(level, context, valid.unsqueeze(0), children, items, exposure)  # (B, P, V)
         log_prob = logits.log_softmax(-1)
         total += log_prob[:, row_of, codes[:, level]]

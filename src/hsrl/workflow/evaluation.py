@@ -10,6 +10,7 @@ from typing import Any
 from hsrl.agents import registry
 from hsrl.agents.registry import base_name
 from hsrl.config import RunConfig
+from hsrl.engine import run_jobs
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.report import aggregate, versions, write_report
 from hsrl.rundir import RunDir, RunLike
@@ -25,23 +26,30 @@ def evaluate_agents(
     seeds: int,
     worlds: list[str],
     episodes: int,
+    engine: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
-    """Every agent × seed × world on held-out test users; per-seed metrics and aggregates."""
-    per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    aggregates: dict[str, dict[str, Any]] = {}
-    ceiling: dict[str, Any] = {}
+    """Every agent × seed × world on held-out test users; per-seed metrics and aggregates. The jobs run
+    side by side (``eval.jobs`` workers, as training does); each is seeded by itself, so the figures do
+    not depend on how many run at once."""
     groups = diagnostic_groups(run_dir)
+    jobs = [
+        (run_dir, cfg, name, seed, world, episodes, groups)
+        for world in worlds
+        for name in agents
+        for seed in range(seeds)
+    ]
+    scored = dict(run_jobs(score_on_test_users, jobs, cfg.eval.jobs, engine, address))
+    per_seed: dict[str, dict[str, list[dict[str, Any]]]] = {w: {} for w in worlds}
+    aggregates: dict[str, dict[str, Any]] = {w: {} for w in worlds}
+    ceiling: dict[str, Any] = {}
+    numbers = iter(range(len(jobs)))
     for world in worlds:
-        per_seed[world] = {}
-        aggregates[world] = {}
         for name in agents:
             rows = []
-            for seed in range(seeds):
-                env = env_for(run_dir, cfg, TEST_SPLIT, seed=20_000 + seed, world=world)
-                ceiling = env.ceiling()
-                agent = load_agent(name, run_dir, cfg, env, seed)
-                result = evaluate(agent, env, episodes, groups=groups)
-                rows.append(summary(result) | {"seed": seed})
+            for _ in range(seeds):
+                row, ceiling = scored[next(numbers)]
+                rows.append(row)
             per_seed[world][name] = rows
             aggregates[world][name] = aggregate(rows, ceiling["total_reward"])
     curves: dict[str, Any] = {}
@@ -70,6 +78,16 @@ def evaluate_agents(
     return add_statistics(payload)  # IQM and comparisons with the reference agent, world by world
 
 
+def score_on_test_users(
+    run_dir: RunLike, cfg: RunConfig, name: str, seed: int, world: str, episodes: int, groups: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One job of ``evaluate_agents``: agent ``name``'s seed ``seed`` on ``episodes`` test episodes of
+    ``world`` (evaluation seed 20_000 + seed); its summary row and the world's ceiling."""
+    env = env_for(run_dir, cfg, TEST_SPLIT, seed=20_000 + seed, world=world)
+    agent = load_agent(name, run_dir, cfg, env, seed)
+    return summary(evaluate(agent, env, episodes, groups=groups)) | {"seed": seed}, env.ceiling()
+
+
 def write_results(run_dir: RunLike, payload: dict[str, Any]) -> dict[str, Path]:
     return write_report(RunDir(run_dir).results_dir, payload)
 
@@ -81,8 +99,10 @@ def evaluate_stage(
     seeds: int,
     worlds: list[str],
     progress: Progress = SILENT,
+    engine: str = "local",
+    address: str | None = None,
 ) -> Results:
     """``evaluate_agents`` on ``eval.episodes`` episodes, written to the run's ``results/``."""
     with progress.working("evaluating on test users ..."):
-        payload = evaluate_agents(run_dir, cfg, agents, seeds, worlds, cfg.eval.episodes)
+        payload = evaluate_agents(run_dir, cfg, agents, seeds, worlds, cfg.eval.episodes, engine, address)
     return Results(payload, write_results(run_dir, payload))

@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # 3 seeds (the default is 5) keep it within 10 minutes; set in the run's config.yaml, so that a later
-# `hsrl evaluate` / `hsrl abtest` of the run defaults to the 3 seeds trained
+# `hsrl evaluate` / `hsrl abtest` of the run defaults to the 3 seeds trained. --tuned: HSRL and HAC with
+# the values of the studies shipped in configs/tuned/synthetic (copied into the run's tuned/)
 run: setup
-	$(VENV)/bin/hsrl run --out $(RUN_DIR) --set eval.seeds=3
+	$(VENV)/bin/hsrl run --out $(RUN_DIR) --set eval.seeds=3 --tuned
 
 test: setup
 	$(PY) -m pytest -q

@@ -310,21 +310,58 @@ def test_distill_moves_the_greedy_slate_to_the_teacher_s_top_k(world):
 
     # seeds 0-2 gave 0.08 / 0.06 / 0.02 -> 0.41 / 0.44 / 0.42 with it and 0.20 / 0.20 / 0.16 without
     start, with_teacher, losses = trained(distill=5.0, supervision=0.0)
-    _, without, _ = trained()
+    _, without, _ = trained(distill=0.0, supervision=3.0)  # the defaults before distill
     assert with_teacher > start + 0.25 and with_teacher > without + 0.15, (start, with_teacher, without)
     assert sum(losses[-10:]) < sum(losses[:10]) - 0.5
 
 
-def test_distill_without_a_teacher_is_a_clear_error(world):
+def test_distill_applies_only_with_a_teacher(world):
+    """An agent built by hand (here in the true world, which must never teach) has no teacher: with
+    distill on it learns exactly as with distill off; given a teacher, the same update differs."""
     ds, true_world = world
-    cfg = AgentConfig(dim=16, layers=1, heads=2, distill=1.0)
     index = SemanticIDIndex.build(ds.item_features, levels=2, codes=8, seed=0)
-    agent = HSRLAgent(torch.as_tensor(ds.item_features), ds.slate_size, index, ds.profile_dim, ds.history_length, cfg)
     env = make_env(ds, true_world)
+    feats = torch.as_tensor(ds.item_features)
+
+    def built(distill: float) -> HSRLAgent:
+        cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0, distill=distill)
+        return HSRLAgent(feats, ds.slate_size, index, ds.profile_dim, ds.history_length, cfg, 0)
+
+    buffer = ReplayBuffer(1000, seed=0)
+    collect_step(built(0.0), env, buffer, env.reset())
+    batch = buffer.sample(8)
+
+    def updated(distill: float, teacher: ItemTeacher | None = None) -> list[torch.Tensor]:
+        agent = built(distill)
+        agent.teacher = teacher
+        agent.update(batch)
+        return [p.detach().clone() for p in agent.net.parameters()]
+
+    off, untaught = updated(0.0), updated(10.0)
+    assert all(torch.equal(a, b) for a, b in zip(off, untaught))
+    taught = updated(10.0, ItemTeacher(env.response.click_probs, 0.5))
+    assert not all(torch.equal(a, b) for a, b in zip(off, taught))
+
+
+@pytest.mark.parametrize("states, expected", [(0, 16), (8, 8), (32, 16)])
+def test_distill_reads_the_first_distill_states_rows_of_the_batch(world, states, expected):
+    """agent.distill_states: the term scores every item only in the first rows of the (random) batch."""
+    ds, true_world = world
+    env = make_env(ds, true_world)
+    index = SemanticIDIndex.build(ds.item_features, levels=2, codes=8, seed=0)
+    cfg = AgentConfig(dim=16, layers=1, heads=2, dropout=0.0)
+    agent = HSRLAgent(torch.as_tensor(ds.item_features), ds.slate_size, index, ds.profile_dim, ds.history_length, cfg)
     buffer = ReplayBuffer(1000, seed=0)
     collect_step(agent, env, buffer, env.reset())
-    with pytest.raises(ValueError, match="training simulator's click model"):
-        agent.update(buffer.sample(8))
+    batch = buffer.sample(16)
+    teacher = ItemTeacher(env.response.click_probs, 0.5, states)
+    seen: list[Observation] = []
+    real_loss = teacher.loss
+    teacher.loss = lambda obs, log_probs, active: seen.append(obs) or real_loss(obs, log_probs, active)  # type: ignore[method-assign]
+    agent.teacher = teacher
+    agent.update(batch)
+    assert len(seen) == 1 and seen[0].batch_size == expected
+    assert torch.equal(seen[0].hist_items, batch["obs"].hist_items[:expected])
 
 
 def test_a_checkpoint_saved_before_distill_existed_is_reused_only_with_it_off():
@@ -335,8 +372,9 @@ def test_a_checkpoint_saved_before_distill_existed_is_reused_only_with_it_off():
     cfg = RunConfig()
     saved = cfg.agent.model_dump(mode="json")
     del saved["distill"], saved["distill_temperature"]  # what a checkpoint of the previous round holds
-    assert config_drift(saved, "hsrl", cfg) == []
+    assert config_drift(saved, "hsrl", cfg) == ["distill"]  # on by default now: that checkpoint is stale
+    assert config_drift(saved, "hsrl:distill=0", cfg) == []
     assert config_drift(saved, "hsrl:distill=1", cfg) == ["distill"]
-    assert "distill" not in protocol_config(cfg, "hac")["agent"]  # every shipped study stays valid at 0
-    cfg.agent.distill = 2.0
-    assert protocol_config(cfg, "hac")["agent"]["distill"] == 2.0
+    assert protocol_config(cfg, "hac")["agent"]["distill"] == 10.0
+    cfg.agent.distill = 0.0
+    assert "distill" not in protocol_config(cfg, "hac")["agent"]  # a study made before it, valid at 0

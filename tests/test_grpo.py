@@ -17,6 +17,7 @@ import torch
 import hsrl
 from hsrl.agents import Agent, GRPOAgent, HSRLAgent, LoggedSlates, RandomAgent, registry
 from hsrl.agents.grpo import ExpectedReward, click_count_pmf, simulator_reward
+from hsrl.agents.world_model import ItemTeacher
 from hsrl.config import AgentConfig, GRPOConfig, SimulatorConfig, TrainConfig, load_config
 from hsrl.data.synthetic import generate
 from hsrl.errors import ArtifactError, ConfigError
@@ -280,26 +281,22 @@ def test_grpo_refuses_any_other_reward_model(small_run, world_kind, split, match
 
 
 @pytest.mark.parametrize("agent", ["hsrl", "sl", "a2c", "hac"])
-@pytest.mark.parametrize(
-    "world_kind, split, match",
-    [
-        ("judge", "train", "not the run's training simulator"),
-        ("true", "train", "true world"),
-        ("simulator", "val", "split"),
-    ],
-)
-def test_distill_s_teacher_is_the_training_simulator_only(small_run, agent, world_kind, split, match):
-    """agent.distill: every learned agent gets the training simulator's click model as its teacher, and
-    none can get the judge's or the true world's."""
-    cfg = RunDir(small_run).config().model_copy(deep=True)
-    cfg.agent.distill = 1.0
+@pytest.mark.parametrize("world_kind, split", [("judge", "train"), ("true", "train"), ("simulator", "val")])
+def test_distill_s_teacher_is_the_training_simulator_only(small_run, agent, world_kind, split):
+    """agent.distill (on by default): every learned agent built in the training simulator gets its click
+    model as the teacher; built anywhere else (the judge, the true world, validation users) it gets none."""
     train = SlateEnv.from_run(small_run, split="train", seed=0, device="cpu")
-    built = registry.build(agent, RunDir(small_run), cfg, env=train)
+    built = registry.build(agent, RunDir(small_run), env=train)
     assert built.teacher is not None
-    assert registry.build(agent, RunDir(small_run), env=train).teacher is None  # off by default
+    obs = train.reset()
+    active = torch.ones(train.n_items, dtype=torch.bool)
+    expected = ItemTeacher(train.response.click_probs, 0.5).targets(obs, active)
+    assert torch.equal(built.teacher.targets(obs, active), expected)
+    off = RunDir(small_run).config().model_copy(deep=True)
+    off.agent.distill = 0.0
+    assert registry.build(agent, RunDir(small_run), off, env=train).teacher is None
     env = SlateEnv.from_run(small_run, split=split, world=world_kind, seed=0, device="cpu")
-    with pytest.raises(ConfigError, match=match):
-        registry.build(agent, RunDir(small_run), cfg, env=env)
+    assert registry.build(agent, RunDir(small_run), env=env).teacher is None
 
 
 @pytest.mark.parametrize("agent", ["sl", "a2c", "hac", "ddpg", "td3", "grpo"])

@@ -31,7 +31,7 @@ def test_run_end_to_end_then_skips(cli, tmp_path, tiny_sets):
     for world in ("simulator", "true"):
         table = results["aggregate"][world]
         # synthetic data: the fatigue-blind reference stands beside the agents
-        assert set(table) == {"hsrl", "random", "popular", "oracle", "oracle:fatigue=blind"}
+        assert set(table) == {"hsrl", "hac", "random", "popular", "oracle", "oracle:fatigue=blind"}
         for agg in table.values():
             assert agg["seeds"] == 2 and agg["episodes"] == 24
             assert 0 < agg["depth"]["mean"] <= 20

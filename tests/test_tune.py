@@ -130,7 +130,8 @@ def test_a_study_starts_from_the_defaults_writes_the_best_and_resumes(tiny_run):
     report = tuning.tune(tiny_run, cfg, "hac", trials=2, workers=1, episodes=8)
     trials = json.loads((run.tuned_dir / "hac.trials.json").read_text())
     assert len(trials) == 2
-    assert trials[0]["values"] == {k: getattr(cfg.agent.hac, k) for k in trials[0]["values"]}  # trial 0 = defaults
+    defaults = {k: registry.option_value(cfg.agent, "hac", k) for k in trials[0]["values"]}
+    assert "distill" in defaults and trials[0]["values"] == defaults  # trial 0 = defaults, shared keys included
     complete = [t for t in trials if t["state"] == "complete"]
     best = max(complete, key=lambda t: t["value"])
     assert report["values"] == best["values"]
@@ -183,6 +184,28 @@ def test_tuned_compare_trains_with_the_chosen_values_in_their_own_folder(tiny_ru
     run.tuned_file("sl").write_text(yaml.safe_dump({"agent": "sl", "values": {"lr": -1}}))
     bad = cli("compare", tiny_run, "--agents", "sl", "--seeds", "1", "--world", "simulator", "--tuned")
     assert bad.code != 0 and str(run.tuned_file("sl")) in bad.err
+
+
+def test_a_shipped_study_is_copied_into_the_run_only_under_its_own_config(tmp_path, monkeypatch):
+    """`hsrl run --tuned` (make run): with no RUN/tuned/NAME.yaml, the study shipped for the dataset is
+    used, and copied into the run, only if it was run under this config."""
+    cfg = load_config()
+    shipped = tmp_path / "shipped" / cfg.data.dataset
+    shipped.mkdir(parents=True)
+    study = {"agent": "hac", "values": {"actor_lr": 3e-4}, "study": {"config": tuning._config_hash(cfg, "hac")}}
+    (shipped / "hac.yaml").write_text(yaml.safe_dump(study))
+    (shipped / "hac.trials.json").write_text("[]")
+    monkeypatch.setattr(tuning, "SHIPPED_DIR", tmp_path / "shipped")
+    run = RunDir(tmp_path / "run")
+    assert tuning.load_tuned(run, cfg, ["hac", "random"]).tuned == {"hac": {"actor_lr": 3e-4}}
+    assert yaml.safe_load(run.tuned_file("hac").read_text()) == study
+    assert (run.tuned_dir / "hac.trials.json").read_text() == "[]"
+    other = cfg.model_copy(deep=True)
+    other.agent.hac.noise = 0.2  # another config: the shipped values do not apply to it
+    elsewhere = RunDir(tmp_path / "other")
+    with pytest.raises(ConfigError, match="no tuned values for hac"):
+        tuning.load_tuned(elsewhere, other, ["hac"])
+    assert not elsewhere.tuned_dir.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the 'scale' extra (Ray) is not installed")

@@ -161,10 +161,10 @@ class A2CConfig(Section):
         "(HSRL's click loss, default agent.click_loss's); 0 = off",
     )
     supervision: float = Field(
-        3.0,
+        0.0,
         ge=0,
         description="weight of the log-likelihood of clicked items on replayed slates (HSRL's, default "
-        "agent.supervision's); 0 = off",
+        "agent.supervision's, 0 since distill: the teacher ranks what the clicks only confirm); 0 = off",
     )
 
 
@@ -174,7 +174,7 @@ class A2CConfig(Section):
 # without the key reads as that value once the run has the artefact. Either way, a tuning study's hash
 # does not change at that value.
 ADDED_WITH_OLD_BEHAVIOUR: dict[str, dict[str, Any]] = {
-    "agent": {"distill": 0.0, "distill_temperature": 0.5},
+    "agent": {"distill": 0.0, "distill_temperature": 0.5, "distill_states": 0},
     "agent.sl": {"replay": 0.0, "satiation": False},
     "sid": {"align": 0.0},
 }
@@ -312,13 +312,22 @@ class AgentConfig(Section):
         description="HSRL: weight of the BCE of each shown slot's click on its tokens' logits (learns from skips too)",
     )
     distill: float = Field(
-        0.0,
+        10.0,
         ge=0,
         description="weight of the cross-entropy between the agent's distribution over items and the TRAINING "
         "simulator's click probabilities of every item in the replayed state (softmax of their logits / "
-        "distill_temperature); 0 = off",
+        "distill_temperature); 0 = off. Applies where the agent trains in the run's training simulator "
+        "(env.world=simulator, the default), never the judge or the true world. 10 chosen on validation users "
+        "for HSRL (2.31 at 0, 3.54 at 10), offered to every learned agent and searched in every study",
     )
     distill_temperature: float = Field(0.5, gt=0, description="temperature of the distill targets")
+    distill_states: int = Field(
+        0,
+        ge=0,
+        description="replayed states per update that the distill term reads (the first of the random batch; "
+        "0 = all): a knob for large catalogues. On the synthetic default 32 of 128 made HSRL's update 2x "
+        "faster and cost 0.29 of validation reward (3.27 vs 3.56, seed 0)",
+    )
     decode: Literal["trie", "score_all"] = "trie"
     gamma: float = 0.9
     tau: float = 0.01
@@ -328,7 +337,12 @@ class AgentConfig(Section):
     entropy: float = Field(0.01, ge=0, description="tuned (reference: 0.1, which kept the policy near uniform)")
     clip: float = 0.2
     normalize_advantage: bool = True
-    supervision: float = Field(3.0, ge=0, description="HSRL: weight of the clicked-SID likelihood on replayed slates")
+    supervision: float = Field(
+        0.0,
+        ge=0,
+        description="HSRL: weight of the clicked-SID likelihood on replayed slates; 0 since distill is on by default"
+        " (validation users: 3.54 without it, 2.96 at 8.8, distill 5), 3 before",
+    )
     replay_window: int = Field(3200, ge=1, description="HSRL: learn from the most recent transitions only")
     beam: int = 16
     sl: SLConfig = SLConfig()
@@ -407,7 +421,7 @@ class EvalConfig(Section):
     seeds: int = Field(5, ge=1, description="training and evaluation seeds per agent (`make run` sets 3)")
     jobs: int = Field(0, ge=0, description="seeds trained in parallel processes; 0 = one per CPU core")
     episodes: int = Field(500, ge=1)
-    agents: list[str] = ["hsrl", "random", "popular", "oracle"]
+    agents: list[str] = ["hsrl", "hac", "random", "popular", "oracle"]
 
 
 class RunConfig(Section):

@@ -30,6 +30,7 @@ from hsrl.rundir import RunDir, RunLike
 
 # the search spaces shipped with hsrl (a source checkout, which is how `make setup` installs it)
 SEARCH_DIR = Path(__file__).resolve().parents[2] / "configs" / "search"
+SHIPPED_DIR = SEARCH_DIR.parent / "tuned"  # DATASET/NAME.yaml: studies run on the shipped configs, see its README
 TRIALS = 8  # per agent: with the pruner, one study of HSRL on the synthetic default fits in ~30 min on 2 cores
 EPISODES = 256  # validation episodes that score a finished trial (the periodic scores use train.eval_episodes)
 SMOOTH = 3  # the pruner compares the mean of the last SMOOTH periodic validation scores (32 episodes each)
@@ -419,8 +420,9 @@ def _summary(study: Any, agent: str, space: dict[str, Param], trials: int, secon
 
 
 def load_tuned(run_dir: RunLike, cfg: RunConfig, agents: list[str]) -> RunConfig:
-    """``cfg`` with the tuned values of every learned agent among ``agents`` (from ``RUN/tuned/NAME.yaml``);
-    an agent without a tuned file is an error that names the file and the command that writes it."""
+    """``cfg`` with the tuned values of every learned agent among ``agents`` (from ``RUN/tuned/NAME.yaml``,
+    copied there from the study shipped for the dataset when it was run under this config); an agent
+    without either is an error that names the file and the command that writes it."""
     from hsrl.agents import registry
 
     tuned = dict(cfg.tuned)
@@ -428,15 +430,10 @@ def load_tuned(run_dir: RunLike, cfg: RunConfig, agents: list[str]) -> RunConfig
         if not registry.get(name).learned:
             continue
         path = RunDir(run_dir).tuned_file(name)
-        if not path.is_file():
+        if not path.is_file() and not _adopt_shipped(RunDir(run_dir), cfg, name):
             raise ConfigError(f"{path}: no tuned values for {name}; run `hsrl tune {run_dir} --agent {name}` first")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        values = data.get("values") if isinstance(data, dict) else None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a 'values' mapping of {name}'s options")
+        data = _read_tuned(path, name)
+        values = data["values"]
         chosen_under = (data.get("study") or {}).get("config")
         if chosen_under is not None and chosen_under != _config_hash(cfg, name):
             raise ConfigError(
@@ -452,6 +449,38 @@ def load_tuned(run_dir: RunLike, cfg: RunConfig, agents: list[str]) -> RunConfig
         except ConfigError as exc:
             raise ConfigError(f"{RunDir(run_dir).tuned_file(name)}: {exc}") from None
     return out
+
+
+def _read_tuned(path: Path, name: str) -> dict[str, Any]:
+    """A tuned file's contents, its ``values`` checked to be a mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("values"), dict):
+        raise ConfigError(f"{path}: expected a 'values' mapping of {name}'s options")
+    return data
+
+
+def _adopt_shipped(run: RunDir, cfg: RunConfig, name: str) -> bool:
+    """Copy the study shipped for this dataset (``configs/tuned/DATASET/NAME.yaml`` and its trials) into
+    ``RUN/tuned/``, if it was run under this very config (same hash); the run then holds every value it
+    used. False when there is none that applies (another config, or no study shipped)."""
+    import shutil
+
+    from hsrl.io import atomic_path
+
+    shipped = SHIPPED_DIR / cfg.data.dataset / f"{name}.yaml"
+    if not shipped.is_file() or (_read_tuned(shipped, name).get("study") or {}).get("config") != _config_hash(
+        cfg, name
+    ):
+        return False
+    run.tuned_dir.mkdir(parents=True, exist_ok=True)
+    for source in (shipped.with_name(f"{name}.trials.json"), shipped):  # the values last: they mark it done
+        if source.is_file():
+            with atomic_path(run.tuned_dir / source.name) as tmp:
+                shutil.copyfile(source, tmp)
+    return True
 
 
 def tuned_specs(agents: list[str]) -> list[str]:

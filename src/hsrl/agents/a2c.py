@@ -138,8 +138,9 @@ class A2CItemAgent(EncoderAgent):
             click_loss = F.binary_cross_entropy_with_logits(raw.gather(1, slate), batch["clicks"].float())
             loss = loss + own.click_loss * click_loss
         distill = torch.zeros((), device=self.device)
-        if cfg.distill > 0:  # the item softmax against the simulator's ranking of the items it can recommend
-            distill = self.distill_loss(batch["obs"], logp_all, valid)
+        if cfg.distill > 0 and self.teacher is not None:  # the item softmax vs the simulator's ranking of valid items
+            rows = self.teacher.rows(batch["obs"].batch_size)
+            distill = self.distill_loss(batch["obs"].index(rows), logp_all[rows], valid)
             loss = loss + cfg.distill * distill
         return {
             "loss": loss,

@@ -43,7 +43,8 @@ class Agent(ABC):
     history_length: int | None = None  # what the agent's encoder reads (None: any length)
     profile_dim: int = 0
     # ``agent.distill``'s teacher: the training simulator's click model, set by the registry for training
-    # only (never saved; acting does not need it)
+    # only (never saved; acting does not need it). The term applies only where one is set: an agent built
+    # by hand (a toy world, the true world) learns without it, as before distill existed
     teacher: ItemTeacher | None = None
 
     def __init__(self, item_features: torch.Tensor, slate_size: int) -> None:
@@ -82,10 +83,7 @@ class Agent(ABC):
         """``agent.distill``'s term: the cross-entropy of the agent's log-probabilities over the first
         ``len(mask)`` items (B, N) against the teacher's targets on the items ``mask`` allows."""
         if self.teacher is None:
-            raise ValueError(
-                f"agent.distill > 0: agent '{self.name}' needs the training simulator's click model as its "
-                "teacher; build it with hsrl.build_agent (the registry gives it the run's simulator)"
-            )
+            raise ValueError(f"agent '{self.name}' has no teacher (agent.teacher): nothing to distill from")
         return self.teacher.loss(obs, log_probs, mask)
 
     def state_dict(self) -> dict[str, Any]:

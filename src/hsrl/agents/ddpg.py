@@ -183,8 +183,9 @@ class DDPGAgent(EncoderAgent):
         action = self.action(state)
         q = self.q_values(self.critics[:1], state, action)[0]
         loss, extra = -q.mean(), {}
-        if self.config.distill > 0:  # the softmax of the action's item scores against the simulator's ranking
-            distill = self.distill_loss(batch["obs"], self.item_log_probs(action), self.active)
+        if self.config.distill > 0 and self.teacher is not None:  # the action's item-score softmax vs the simulator's
+            rows = self.teacher.rows(batch["obs"].batch_size)
+            distill = self.distill_loss(batch["obs"].index(rows), self.item_log_probs(action[rows]), self.active)
             loss, extra = loss + self.config.distill * distill, {"distill": float(distill.detach())}
         return loss, extra
 

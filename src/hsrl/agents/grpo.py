@@ -257,10 +257,10 @@ class GRPOAgent(SIDAgent):
             if old is None:
                 old = terms["logp"].detach()
             loss = terms["loss"]
-            if self.config.distill > 0:  # the policy's items in these states against the simulator's ranking
-                policy = self.policy
-                log_pi = policy.item_log_probs(policy.net.encoder(obs, policy.item_features), obs)
-                distill = self.distill_loss(obs, log_pi, policy.active)
+            if self.config.distill > 0 and self.teacher is not None:  # the policy's items vs the simulator's ranking
+                policy, taught = self.policy, obs.index(self.teacher.rows(obs.batch_size))
+                log_pi = policy.item_log_probs(policy.net.encoder(taught, policy.item_features), taught)
+                distill = self.distill_loss(taught, log_pi, policy.active)
                 loss = loss + self.config.distill * distill
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -110,8 +110,9 @@ class HACAgent(DDPGAgent):
             effect = self.slate_of(z)
         align = F.mse_loss(self.infer_hyper_action(effect), z[:, :-1])
         loss, extra = -q.mean() + self.config.hac.hyper_coef * align, {"hyper_actor_loss": float(align.detach())}
-        if self.config.distill > 0:  # the hyper-action's scorer over the items against the simulator's ranking
-            distill = self.distill_loss(batch["obs"], self.item_log_probs(z[:, :-1]), self.active)
+        if self.config.distill > 0 and self.teacher is not None:  # the hyper-action's scorer vs the simulator's ranking
+            rows = self.teacher.rows(batch["obs"].batch_size)
+            distill = self.distill_loss(batch["obs"].index(rows), self.item_log_probs(z[rows, :-1]), self.active)
             loss, extra = loss + self.config.distill * distill, {**extra, "distill": float(distill.detach())}
         return loss, extra
 

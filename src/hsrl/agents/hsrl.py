@@ -39,7 +39,7 @@ from torch import nn
 
 from hsrl.agents.base import NEG, Agent, ppo_surrogate, sample_without_replacement, soft_update
 from hsrl.agents.decoding import (
-    BranchExposure,
+    Exposure,
     RecentExposure,
     beam_search,
     level_children,
@@ -170,12 +170,12 @@ class HierarchicalPolicy(nn.Module):
         context: torch.Tensor,
         children: torch.Tensor | None = None,
         items: ItemTable | None = None,
-        exposure: BranchExposure | None = None,
+        exposure: Exposure | None = None,
     ) -> torch.Tensor:
         """Unmasked logits (M, V) of the next token for contexts (M, dim). ``children`` (M, D) are the
         item indices behind the last level's tokens (``index.child_items``); only semantic heads use them.
-        ``exposure`` (a ``BranchExposure``): how much of each child's branch the user was just shown (and
-        clicked)."""
+        ``exposure`` (a ``BranchExposure`` or ``RowExposure``): how much of each child's branch the user
+        was just shown (and clicked)."""
         if not self.semantic:
             logits = self.heads[level](context)
         else:
@@ -196,7 +196,7 @@ class HierarchicalPolicy(nn.Module):
         valid: torch.Tensor,
         children: torch.Tensor | None = None,
         items: ItemTable | None = None,
-        exposure: BranchExposure | None = None,
+        exposure: Exposure | None = None,
     ) -> torch.Tensor:
         # in place: raw_logits returns a fresh tensor that no backward pass reads (saves a (M, V) copy)
         return self.raw_logits(level, context, children, items, exposure).masked_fill_(~valid, NEG)
@@ -499,8 +499,10 @@ class HSRLAgent(SIDAgent):
             click_loss = F.binary_cross_entropy_with_logits(chosen_logits, target)
             loss = loss + cfg.click_loss * click_loss
         distill = torch.zeros(())
-        if cfg.distill > 0:  # every item's log pi in the replayed state against the simulator's ranking
-            distill = self.distill_loss(obs, self.item_log_probs(state, obs), self.active)
+        if cfg.distill > 0 and self.teacher is not None:  # every item's log pi against the simulator's ranking
+            rows = self.teacher.rows(obs.batch_size)
+            taught = obs.index(rows)
+            distill = self.distill_loss(taught, self.item_log_probs(state[rows], taught), self.active)
             loss = loss + cfg.distill * distill
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

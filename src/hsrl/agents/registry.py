@@ -275,11 +275,17 @@ def build(
 
 
 # ---------------------------------------------------------------------- the agents of this package
-def _teacher(ctx: BuildContext, agent: str) -> ItemTeacher:
-    """The training simulator's click model as ``agent.distill``'s targets, checked to be the run's
-    training simulator (never the judge or the true world), as GRPO's reward model is."""
-    _, click_probs = training_click_model(ctx.env, ctx.need_run("its training simulator").simulator, agent)
-    return ItemTeacher(click_probs, ctx.config.agent.distill_temperature)
+def _teacher(ctx: BuildContext, agent: str) -> ItemTeacher | None:
+    """The training simulator's click model as ``agent.distill``'s targets where ``ctx.env`` is the run's
+    training simulator; None anywhere else (an agent built to act on test users, or to train in the true
+    world, has no teacher: the judge and the true world never are one), as GRPO's reward model is checked."""
+    if ctx.run is None:
+        return None
+    try:
+        _, click_probs = training_click_model(ctx.env, ctx.run.simulator, agent)
+    except ConfigError:
+        return None
+    return ItemTeacher(click_probs, ctx.config.agent.distill_temperature, ctx.config.agent.distill_states)
 
 
 def _hsrl(ctx: BuildContext) -> Agent:

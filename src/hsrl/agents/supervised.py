@@ -184,9 +184,10 @@ class SupervisedAgent(EncoderAgent):
             )
         total = loss + self.config.sl.replay * replay_bce
         distill = torch.zeros(())
-        if self.config.distill > 0:  # the softmax of its click logits over every active item, in replayed states
-            log_probs = self.logits(batch["obs"]).log_softmax(-1)  # inactive items are scored NEG
-            distill = self.distill_loss(batch["obs"], log_probs, self.active)
+        if self.config.distill > 0 and self.teacher is not None:  # its click logits' softmax over the active items
+            taught = batch["obs"].index(self.teacher.rows(batch["obs"].batch_size))
+            log_probs = self.logits(taught).log_softmax(-1)  # inactive items are scored NEG
+            distill = self.distill_loss(taught, log_probs, self.active)
             total = total + self.config.distill * distill
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -154,11 +154,17 @@ class ItemTeacher:
     (history included, so the simulator's satiation reaches the policy). The RL terms still decide how far
     from that myopic ranking the long-term return pulls it."""
 
-    def __init__(self, click_probs: ClickProbs, temperature: float) -> None:
+    def __init__(self, click_probs: ClickProbs, temperature: float, states: int = 0) -> None:
         if temperature <= 0:
             raise ValueError(f"the teacher's temperature must be > 0, not {temperature}")
         self.click_probs = click_probs
         self.temperature = float(temperature)
+        self.states = int(states)
+
+    def rows(self, batch_size: int) -> slice:
+        """The rows of a replay batch the term reads (``agent.distill_states``; 0 = all): the first, as the
+        batch is a random sample, so the agent scores every item in those states only."""
+        return slice(0, min(batch_size, self.states) if self.states > 0 else batch_size)
 
     @torch.no_grad()
     def targets(self, obs: Observation, active: torch.Tensor) -> torch.Tensor:

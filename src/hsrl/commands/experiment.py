@@ -304,7 +304,9 @@ def register(app: typer.Typer) -> None:
         cfg = ensure_stages(run_dir, cfg, [*worlds, cfg.env.world])
         progress = console_progress()
         train_stage(run_dir, cfg, names, n_seeds, force, None, engine_of(engine, address), address, progress)
-        show_results(evaluate_stage(run_dir, cfg, names, n_seeds, worlds, progress))
+        show_results(
+            evaluate_stage(run_dir, cfg, names, n_seeds, worlds, progress, engine_of(engine, address), address)
+        )
         console.print(f"[green]done[/] in {time.perf_counter() - start:.0f} s")
 
     @app.command("churn")
@@ -375,14 +377,24 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
+        tuned: TunedOpt = False,
     ) -> None:
         """The whole pipeline: data -> simulator -> SIDs -> agents -> evaluation report (synthetic default).
 
         Your own logs, in one command: `hsrl run --dataset csv --source logs.csv --items items.csv --out
-        runs/mine` (the data options of `hsrl data prepare`). Stages already in --out are reused.
+        runs/mine` (the data options of `hsrl data prepare`). Stages already in --out are reused. With
+        --tuned, learned agents use RUN/tuned/NAME.yaml (`hsrl tune`), or the study shipped in
+        configs/tuned/DATASET/ when it was run under the same config (`make run` does this).
         """
         from hsrl.commands.data import data_overrides, show_data
-        from hsrl.workflow import evaluate_stage, prepare_data, require_reusable, resolve_worlds, train_stage
+        from hsrl.workflow import (
+            evaluate_stage,
+            prepare_data,
+            require_reusable,
+            resolve_worlds,
+            train_stage,
+            with_tuned,
+        )
 
         start = time.perf_counter()
         run = RunDir(out)
@@ -391,6 +403,7 @@ def register(app: typer.Typer) -> None:
         names = _agents(run_config(out, config, overrides), agents)  # validated before anything is written
         show_data(prepare_data(run, run_config(out, config, overrides), force, progress))
         cfg = run_config(out, config, overrides)
+        cfg, names = with_tuned(run, cfg, names, tuned)
         require_reusable(run, cfg, names, seeds or cfg.eval.seeds, force)
         run.save_config(cfg)
         worlds = resolve_worlds(run, None)

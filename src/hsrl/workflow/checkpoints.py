@@ -77,7 +77,7 @@ def config_drift(saved: dict[str, Any], spec: str, cfg: RunConfig) -> list[str]:
     name = base_name(spec)
     now = agent_config(spec, cfg)
     try:
-        then = AgentConfig.model_validate(saved)
+        then = AgentConfig.model_validate(_with_old_behaviour(saved))
     except ValueError:
         return ["the saved agent section (no longer a valid config)"]
     sections = {k for k, f in AgentConfig.model_fields.items() if isinstance(getattr(now, k), Section)}
@@ -95,6 +95,19 @@ def config_drift(saved: dict[str, Any], spec: str, cfg: RunConfig) -> list[str]:
         elif getattr(now, key) != getattr(then, key) or (key not in saved and not _known_absent("", key, {}, now)):
             drift.append(key)
     return drift
+
+
+def _with_old_behaviour(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with every key added since given the value it had before (not today's default, which may
+    differ: distill is on by default now, and a checkpoint without the key was trained without it)."""
+    from hsrl.config import ADDED_WITH_OLD_BEHAVIOUR
+
+    out = {**ADDED_WITH_OLD_BEHAVIOUR.get("agent", {}), **saved}
+    for path, added in ADDED_WITH_OLD_BEHAVIOUR.items():
+        section = path.removeprefix("agent.")
+        if path.startswith("agent.") and isinstance(out.get(section), dict):
+            out[section] = {**added, **out[section]}
+    return out
 
 
 def _known_absent(section: str, key: str, raw: dict[str, Any], now: Any) -> bool:

@@ -228,7 +228,7 @@ def test_hac_options_are_used(world):
     losses = {}
     for coef in (0.0, 3.0):
         agent.config.hac.hyper_coef = coef
-        loss, extra = agent.actor_loss(state, {})
+        loss, extra = agent.actor_loss(state, {"obs": obs})
         losses[coef] = (float(loss.detach()), extra["hyper_actor_loss"])
     assert losses[3.0][0] == pytest.approx(losses[0.0][0] + 3.0 * losses[0.0][1], rel=1e-5)
 

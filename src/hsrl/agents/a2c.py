@@ -137,11 +137,9 @@ class A2CItemAgent(EncoderAgent):
             # in; the item's (unmasked) logit is read as its click logit, as HSRL reads its tokens' logits
             click_loss = F.binary_cross_entropy_with_logits(raw.gather(1, slate), batch["clicks"].float())
             loss = loss + own.click_loss * click_loss
-        distill = torch.zeros((), device=self.device)
-        if cfg.distill > 0 and self.teacher is not None:  # the item softmax vs the simulator's ranking of valid items
-            rows = self.teacher.rows(batch["obs"].batch_size)
-            distill = self.distill_loss(batch["obs"].index(rows), logp_all[rows], valid)
-            loss = loss + cfg.distill * distill
+        # the item softmax vs the simulator's ranking of the valid items
+        distill = self.distill_term(cfg.distill, batch["obs"], lambda rows, _: logp_all[rows], valid)
+        loss = loss + cfg.distill * distill
         return {
             "loss": loss,
             "actor_loss": actor_loss,

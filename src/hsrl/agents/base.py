@@ -79,12 +79,23 @@ class Agent(ABC):
         """One learning step on a replay batch; returns scalar diagnostics."""
         return {}
 
-    def distill_loss(self, obs: Observation, log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``agent.distill``'s term: the cross-entropy of the agent's log-probabilities over the first
-        ``len(mask)`` items (B, N) against the teacher's targets on the items ``mask`` allows."""
-        if self.teacher is None:
-            raise ValueError(f"agent '{self.name}' has no teacher (agent.teacher): nothing to distill from")
-        return self.teacher.loss(obs, log_probs, mask)
+    def distill_term(
+        self,
+        coef: float,
+        obs: Observation,
+        log_probs_of: Callable[[slice, Observation], torch.Tensor],
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``agent.distill``'s term, unscaled: the cross-entropy of the agent's log-probabilities over the
+        first ``len(mask)`` items against the teacher's targets on the items ``mask`` allows, in the batch
+        rows the teacher reads (``agent.distill_states``). ``log_probs_of(rows, taught_obs)`` gives the
+        agent's (rows, N) log-probabilities. Zero (no graph) where the term is off: ``coef`` 0 or no teacher
+        (an agent built outside the training simulator)."""
+        if coef <= 0 or self.teacher is None:
+            return torch.zeros((), device=obs.device)
+        rows = self.teacher.rows(obs.batch_size)
+        taught = obs.index(rows)
+        return self.teacher.loss(taught, log_probs_of(rows, taught), mask)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

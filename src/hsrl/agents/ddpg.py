@@ -182,12 +182,10 @@ class DDPGAgent(EncoderAgent):
     def actor_loss(self, state: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         action = self.action(state)
         q = self.q_values(self.critics[:1], state, action)[0]
-        loss, extra = -q.mean(), {}
-        if self.config.distill > 0 and self.teacher is not None:  # the action's item-score softmax vs the simulator's
-            rows = self.teacher.rows(batch["obs"].batch_size)
-            distill = self.distill_loss(batch["obs"].index(rows), self.item_log_probs(action[rows]), self.active)
-            loss, extra = loss + self.config.distill * distill, {"distill": float(distill.detach())}
-        return loss, extra
+        # the action's item-score softmax vs the simulator's ranking
+        coef = self.config.distill
+        distill = self.distill_term(coef, batch["obs"], lambda rows, _: self.item_log_probs(action[rows]), self.active)
+        return -q.mean() + coef * distill, {"distill": float(distill.detach())}
 
     def item_log_probs(self, action: torch.Tensor) -> torch.Tensor:
         """log softmax over the active items of the action's scores (B, N): what ``distill`` trains."""

@@ -251,17 +251,19 @@ class GRPOAgent(SIDAgent):
             self.freeze_reference()
         ref = self.reference_logp(groups)
         old: torch.Tensor | None = None
-        distill = torch.zeros(())
+        distill, policy = torch.zeros(()), self.policy
         for _ in range(cfg.epochs):
             terms = self.policy_terms(groups, old, ref)
             if old is None:
                 old = terms["logp"].detach()
             loss = terms["loss"]
-            if self.config.distill > 0 and self.teacher is not None:  # the policy's items vs the simulator's ranking
-                policy, taught = self.policy, obs.index(self.teacher.rows(obs.batch_size))
-                log_pi = policy.item_log_probs(policy.net.encoder(taught, policy.item_features), taught)
-                distill = self.distill_loss(taught, log_pi, policy.active)
-                loss = loss + self.config.distill * distill
+            distill = self.distill_term(  # the policy's items vs the simulator's ranking
+                self.config.distill,
+                obs,
+                lambda _, taught: policy.item_log_probs(policy.net.encoder(taught, policy.item_features), taught),
+                policy.active,
+            )
+            loss = loss + self.config.distill * distill
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.policy.net.parameters(), 1.0)

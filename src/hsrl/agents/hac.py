@@ -109,12 +109,11 @@ class HACAgent(DDPGAgent):
         with torch.no_grad():
             effect = self.slate_of(z)
         align = F.mse_loss(self.infer_hyper_action(effect), z[:, :-1])
-        loss, extra = -q.mean() + self.config.hac.hyper_coef * align, {"hyper_actor_loss": float(align.detach())}
-        if self.config.distill > 0 and self.teacher is not None:  # the hyper-action's scorer vs the simulator's ranking
-            rows = self.teacher.rows(batch["obs"].batch_size)
-            distill = self.distill_loss(batch["obs"].index(rows), self.item_log_probs(z[rows, :-1]), self.active)
-            loss, extra = loss + self.config.distill * distill, {**extra, "distill": float(distill.detach())}
-        return loss, extra
+        # the hyper-action's scorer vs the simulator's ranking
+        coef = self.config.distill
+        distill = self.distill_term(coef, batch["obs"], lambda rows, _: self.item_log_probs(z[rows, :-1]), self.active)
+        loss = -q.mean() + self.config.hac.hyper_coef * align + coef * distill
+        return loss, {"hyper_actor_loss": float(align.detach()), "distill": float(distill.detach())}
 
     def behavior_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Supervision: BCE of the scorer's logits of the exposed items against their clicks."""

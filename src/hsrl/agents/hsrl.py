@@ -498,12 +498,11 @@ class HSRLAgent(SIDAgent):
             target = batch["clicks"].float().unsqueeze(-1).expand_as(chosen_logits)
             click_loss = F.binary_cross_entropy_with_logits(chosen_logits, target)
             loss = loss + cfg.click_loss * click_loss
-        distill = torch.zeros(())
-        if cfg.distill > 0 and self.teacher is not None:  # every item's log pi against the simulator's ranking
-            rows = self.teacher.rows(obs.batch_size)
-            taught = obs.index(rows)
-            distill = self.distill_loss(taught, self.item_log_probs(state[rows], taught), self.active)
-            loss = loss + cfg.distill * distill
+        # every item's log pi against the simulator's ranking
+        distill = self.distill_term(
+            cfg.distill, obs, lambda rows, taught: self.item_log_probs(state[rows], taught), self.active
+        )
+        loss = loss + cfg.distill * distill
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)

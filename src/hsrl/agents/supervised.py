@@ -183,12 +183,12 @@ class SupervisedAgent(EncoderAgent):
                 self.logits(batch["obs"], batch["slate"]), batch["clicks"].float()
             )
         total = loss + self.config.sl.replay * replay_bce
-        distill = torch.zeros(())
-        if self.config.distill > 0 and self.teacher is not None:  # its click logits' softmax over the active items
-            taught = batch["obs"].index(self.teacher.rows(batch["obs"].batch_size))
-            log_probs = self.logits(taught).log_softmax(-1)  # inactive items are scored NEG
-            distill = self.distill_loss(taught, log_probs, self.active)
-            total = total + self.config.distill * distill
+        # its click logits' softmax over the active items (inactive items are scored NEG)
+        coef = self.config.distill
+        distill = self.distill_term(
+            coef, batch["obs"], lambda _, taught: self.logits(taught).log_softmax(-1), self.active
+        )
+        total = total + coef * distill
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

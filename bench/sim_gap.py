@@ -1,8 +1,10 @@
 """How far can a policy trained in the learned simulator get in the true world? (synthetic data only)
 
     .venv/bin/python bench/sim_gap.py runs/synthetic [--episodes 500] [--seeds 3] [--worlds true,simulator]
+                                                     [--split test|val]
 
-Prints, on test users and judged by the true world (and by the training simulator), three greedy
+Prints, on test users (``--split val``: validation users, for choosing a simulator setting without
+reading the test users) and judged by the true world (and by the training simulator), three greedy
 references: the true oracle (top-K by the world's own click probabilities), the fatigue-blind oracle
 (the same without the repeat-topic fatigue term) and the *simulator's* oracle (top-K by the learned
 simulator's click probabilities for the same users and histories). In the true world the last is what a
@@ -24,9 +26,42 @@ from hsrl.agents import OracleGreedyAgent
 from hsrl.config import load_run_config
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.metrics import mean_ci
-from hsrl.workflow import TEST_SPLIT, build_agent, diagnostic_groups, env_for
+from hsrl.workflow import EVAL_SPLIT, TEST_SPLIT, build_agent, diagnostic_groups, env_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+METRICS = ("total_reward", "depth", "click_rate", "topic_repeat_share")
+NAMES = ("oracle", "oracle:fatigue=blind", "simulator's oracle")
+
+
+def greedy_references(
+    run: Path, split: str = TEST_SPLIT, seeds: int = 3, episodes: int = 500, worlds: tuple[str, ...] = ("true",)
+) -> dict[str, dict[str, list[dict]]]:
+    """Per world and reference (``NAMES``), one evaluation summary per seed (seed s: users and clicks of
+    seed 20000 + s, the same for every reference)."""
+    cfg = load_run_config(run)
+    rows: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in NAMES} for w in worlds}
+    groups = diagnostic_groups(run)
+    simulator = env_for(run, cfg, split, 0, "simulator").response
+    for seed in range(seeds):
+        true_env = env_for(run, cfg, split, 20_000 + seed, "true")
+        agents = {
+            "oracle": build_agent("oracle", run, cfg, true_env, seed),
+            "oracle:fatigue=blind": build_agent("oracle:fatigue=blind", run, cfg, true_env, seed),
+            "simulator's oracle": OracleGreedyAgent(true_env.item_features, true_env.slate_size, simulator.click_probs),
+        }
+        for world in worlds:
+            judge = true_env if world == "true" else env_for(run, cfg, split, 20_000 + seed, world)
+            for name, agent in agents.items():
+                scored = evaluate(agent, judge, episodes, seed=20_000 + seed, groups=groups)
+                rows[world][name].append(summary(scored))
+    return rows
+
+
+def mean_and_ci(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and 95 % CI over seeds of each of ``METRICS``."""
+    return {m: dict(zip(("mean", "ci95"), mean_ci([r[m] for r in results]))) for m in METRICS}
 
 
 def main() -> None:
@@ -35,36 +70,19 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--worlds", default="true,simulator", help="judges, comma-separated: true, simulator")
+    parser.add_argument("--split", default=TEST_SPLIT, choices=[TEST_SPLIT, EVAL_SPLIT], help="users to score")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = load_run_config(args.run)
-    worlds = args.worlds.split(",")
-    names = ("oracle", "oracle:fatigue=blind", "simulator's oracle")
-    rows: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in names} for w in worlds}
-    groups = diagnostic_groups(args.run)
-    for seed in range(args.seeds):
-        true_env = env_for(args.run, cfg, TEST_SPLIT, 20_000 + seed, "true")
-        simulator = env_for(args.run, cfg, TEST_SPLIT, 0, "simulator").response
-        agents = {
-            "oracle": build_agent("oracle", args.run, cfg, true_env, seed),
-            "oracle:fatigue=blind": build_agent("oracle:fatigue=blind", args.run, cfg, true_env, seed),
-            "simulator's oracle": OracleGreedyAgent(true_env.item_features, true_env.slate_size, simulator.click_probs),
-        }
-        for world in worlds:
-            judge = true_env if world == "true" else env_for(args.run, cfg, TEST_SPLIT, 20_000 + seed, world)
-            for name, agent in agents.items():
-                scored = evaluate(agent, judge, args.episodes, seed=20_000 + seed, groups=groups)
-                rows[world][name].append(summary(scored))
+    rows = greedy_references(args.run, args.split, args.seeds, args.episodes, tuple(args.worlds.split(",")))
     out: dict[str, dict] = {}
-    for world in worlds:
-        print(f"judged by the {world} world, test users, {args.seeds} seeds x {args.episodes} episodes (mean ± 95% CI)")
-        out[world] = {}
-        for name, results in rows[world].items():
-            out[world][name] = {
-                m: dict(zip(("mean", "ci95"), mean_ci([r[m] for r in results])))
-                for m in ("total_reward", "depth", "click_rate", "topic_repeat_share")
-            }
-            cells = "  ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}" for m, v in out[world][name].items())
+    for world, by_name in rows.items():
+        print(
+            f"judged by the {world} world, {args.split} users, {args.seeds} seeds x {args.episodes} episodes"
+            " (mean ± 95% CI)"
+        )
+        out[world] = {name: mean_and_ci(results) for name, results in by_name.items()}
+        for name, stats in out[world].items():
+            cells = "  ".join(f"{m} {v['mean']:.3f} ± {v['ci95']:.3f}" for m, v in stats.items())
             print(f"{name:>22}: {cells}")
     ratio = None
     if "true" in out:
@@ -72,7 +90,7 @@ def main() -> None:
         ratio = reward["simulator's oracle"] / reward["oracle"]
         print(f"true world: simulator's oracle / true oracle: {ratio:.3f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"run": str(args.run), "results_by_world": out, "ratio_true": ratio}
+    payload = {"run": str(args.run), "split": args.split, "results_by_world": out, "ratio_true": ratio}
     (RESULTS / "sim_gap.json").write_text(json.dumps(payload, indent=2))
 
 

@@ -201,3 +201,25 @@ def test_saved_config_is_read_back_after_each_write(tmp_path, fresh_cache):
         cfg.sid.seed = seed
         run.save_config(cfg)
         assert run.config().sid.seed == seed
+
+
+def test_a_simulator_key_added_later_reads_as_its_old_value_once_the_run_has_a_simulator(
+    tmp_path, fresh_cache, monkeypatch
+):
+    import yaml
+
+    from hsrl import config
+
+    # pretend satiation_lr's old behaviour was 0.5: a saved config without the key is today's default
+    # until the run has a simulator checkpoint, which was trained without it
+    monkeypatch.setitem(config.ADDED_WITH_OLD_BEHAVIOUR, "simulator", {"satiation_lr": 0.5})
+    run = RunDir(tmp_path / "run")
+    path = run.save_config(run.config())
+    tree = yaml.safe_load(path.read_text())
+    del tree["simulator"]["satiation_lr"]
+    path.write_text(yaml.safe_dump(tree))
+    assert run.config().simulator.satiation_lr == config.SimulatorConfig().satiation_lr
+    run.simulator_file().parent.mkdir(parents=True)
+    run.simulator_file().write_bytes(b"a checkpoint")
+    assert run.config().simulator.satiation_lr == 0.5
+    assert run.config(["simulator.dim=16"]).simulator.satiation_lr == 0.5

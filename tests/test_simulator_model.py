@@ -65,6 +65,23 @@ def test_satiation_learns_boredom_and_ignores_padding(trained):
     assert (members.max(-1).values > 0.5).float().mean() > 0.5
 
 
+def test_satiation_lr_speeds_the_cluster_parameters_only(trained):
+    ds, _, model, _ = trained
+    groups = model.param_groups()
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter, once
+    assert groups[1]["params"] == [model.cluster_id.weight, model.cluster_link] and groups[1]["lr"] == FAST.lr
+    # 4 clusters for 30 items: soft memberships (one item per cluster would be exactly one-hot, no gradient)
+    slow = FAST.model_copy(update={"clusters": 4, "epochs": 3, "patience": 3})
+    fast = slow.model_copy(update={"satiation_lr": 10.0})
+    moved = {}
+    for name, cfg in (("fast", fast), ("slow", slow)):
+        fitted, _ = train_response_model(ds, cfg)
+        assert fitted.param_groups()[1]["lr"] == pytest.approx(cfg.lr * cfg.satiation_lr)
+        moved[name] = fitted.cluster_id.weight.detach().abs().mean().item()  # memberships start at zero
+    assert moved["fast"] > 3 * moved["slow"]
+
+
 def test_checkpoint_round_trip(trained, tmp_path):
     ds, _, model, summary = trained
     path = save_checkpoint(model, tmp_path / "model.pt", summary)

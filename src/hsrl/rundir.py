@@ -205,11 +205,13 @@ class RunDir:
         applied. Parsed once per version of the file; each call returns a copy of its own."""
         from hsrl.config import load_run_config
 
-        has_index = self.index_file.is_file()  # a run indexed before a later sid key was built without it
+        # a run indexed (or simulated) before a later sid (or simulator) key was built without it
+        artefacts = {"sid": self.index_file, "simulator": self.simulator_file()}
+        built = [section for section, file in artefacts.items() if file.is_file()]
         if overrides or not self.config_file.is_file():
-            return load_run_config(self.path, overrides, has_index)
-        load = lambda: load_run_config(self.path, has_index=has_index)  # noqa: E731
-        depends = (self.index_file,) if has_index else ()
+            return load_run_config(self.path, overrides, built)
+        load = lambda: load_run_config(self.path, built=built)  # noqa: E731
+        depends = tuple(artefacts[section] for section in built)
         saved = _cached("config", self.config_file, load, depends=depends, count=False)
         return saved.model_copy(deep=True)
 

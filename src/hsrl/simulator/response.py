@@ -176,6 +176,15 @@ class UserResponseModel(nn.Module):
         self.cluster.weight[:k] = tau * 2 * mu
         self.cluster.bias[:k] = -tau * (mu**2).sum(1)
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: the satiation clusters' own parameters (per-item memberships, cluster links) at
+        ``satiation_lr`` times the learning rate, the rest at the learning rate. Each item's memberships
+        start nearly one-hot (the k-means start), so their gradients are small, and at the common rate they
+        barely move before validation AUC stops training (see ``SimulatorConfig.satiation_lr``)."""
+        fast = [self.cluster_id.weight, self.cluster_link]
+        rest = [p for p in self.parameters() if all(p is not q for q in fast)]
+        return [{"params": rest}, {"params": fast, "lr": self.config.lr * self.config.satiation_lr}]
+
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """Item representation (…, d): shared feature map plus the item's own embedding."""
         return self.item_map(self.item_feat[items]) + self.item_id(items)
@@ -383,7 +392,7 @@ def train_response_model(
         # statistics) never change, so they are not re-sent at every step
         step_model = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
     batch_size = max(1, math.ceil(config.batch_size / world))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(model.param_groups(), lr=config.lr, weight_decay=config.weight_decay)
     # lower the rate when validation AUC stalls: the fine structure (satiation, affinity) is learned late
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=config.lr_decay, patience=0)
     loss_fn = nn.BCEWithLogitsLoss()

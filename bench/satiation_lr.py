@@ -1,0 +1,90 @@
+"""How fast should the simulator's satiation clusters learn? (``simulator.satiation_lr``, synthetic data only)
+
+    .venv/bin/python bench/satiation_lr.py runs/t12 [--values 1,3,10,30] [--sim-seeds 0,1,2] [--episodes 300]
+
+For each factor and simulator seed, trains a simulator on a copy of the run's data (in
+bench/results/satiation_lr/, the run itself is not touched) and prints its validation AUC and log-loss
+next to what top-K by its click probabilities scores in the true world (``bench/sim_gap.py``'s
+simulator's oracle: what a perfect myopic learner of that simulator would reach), on validation users
+(to choose a value) and on test users (to report it), with the share of slate items whose true topic was
+in the previous slate. Writes bench/results/satiation_lr.json. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from sim_gap import RESULTS, greedy_references, mean_and_ci
+
+from hsrl.io import read_json
+from hsrl.rundir import RunDir
+from hsrl.workflow import EVAL_SPLIT, TEST_SPLIT
+from hsrl.workflow.stages import train_simulator
+
+GREEDY = "simulator's oracle"
+
+
+def simulator_with(source: RunDir, folder: Path, factor: float, seed: int) -> Path:
+    """A run in ``folder`` with the source's data, world and config, and its own simulator (kept between calls)."""
+    run = RunDir(folder)
+    if not run.simulator_file().is_file():
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for part in (source.data_dir, source.world_file, source.config_file):
+            (shutil.copytree if part.is_dir() else shutil.copy2)(part, folder / part.name)
+        cfg = run.config()
+        sim = cfg.simulator.model_copy(update={"satiation_lr": factor, "seed": seed, "select": False})
+        train_simulator(folder, cfg.model_copy(update={"simulator": sim}))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a prepared synthetic run (data and world.npz)")
+    parser.add_argument("--values", default="1,3,10,30", help="satiation_lr factors, comma-separated")
+    parser.add_argument("--sim-seeds", default="0,1,2", help="simulator seeds, comma-separated")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds per simulator")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    source = RunDir(args.run)
+    if not source.has_world:
+        raise SystemExit(f"{source}: not a synthetic run (no world.npz): there is no true world to judge in")
+    rows = []
+    for factor in (float(v) for v in args.values.split(",")):
+        for seed in (int(s) for s in args.sim_seeds.split(",")):
+            folder = simulator_with(source, RESULTS / "satiation_lr" / f"lr{factor:g}_seed{seed}", factor, seed)
+            val = read_json(RunDir(folder).simulator_report_file())["val"]["simulator"]
+            row = {"satiation_lr": factor, "simulator_seed": seed}
+            row |= {"val_auc": val["auc"], "val_log_loss": val["log_loss"]}
+            for split in (EVAL_SPLIT, TEST_SPLIT):
+                refs = greedy_references(folder, split, args.seeds, args.episodes)["true"]
+                row[split] = {name: mean_and_ci(results) for name, results in refs.items()}
+            rows.append(row)
+            line = f"satiation_lr {factor:g} seed {seed}: val AUC {row['val_auc']:.4f}"
+            line += f" log-loss {row['val_log_loss']:.4f}"
+            for split in (EVAL_SPLIT, TEST_SPLIT):
+                greedy, oracle = row[split][GREEDY], row[split]["oracle"]["total_reward"]["mean"]
+                reward, repeats = greedy["total_reward"], greedy["topic_repeat_share"]["mean"]
+                line += f" | {split} users: {reward['mean']:.3f} ± {reward['ci95']:.3f} (topic repeats {repeats:.3f},"
+                line += f" true oracle {oracle:.3f})"
+            print(line, flush=True)
+    print(f"mean over simulator seeds (true world, {GREEDY}):")
+    for factor in sorted({r["satiation_lr"] for r in rows}):
+        mine = [r for r in rows if r["satiation_lr"] == factor]
+        cells = "  ".join(
+            f"{s} users {np.mean([r[s][GREEDY]['total_reward']['mean'] for r in mine]):.3f}"
+            for s in (EVAL_SPLIT, TEST_SPLIT)
+        )
+        print(f"  satiation_lr {factor:g}: val AUC {np.mean([r['val_auc'] for r in mine]):.4f}  {cells}")
+    (RESULTS / "satiation_lr.json").write_text(json.dumps({"run": str(args.run), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,8 @@
     .venv/bin/python bench/satiation_lr.py runs/t12 [--values 1,3,10,30] [--sim-seeds 0,1,2] [--episodes 300]
 
 For each factor and simulator seed, trains a simulator on a copy of the run's data (in
-bench/results/satiation_lr/, the run itself is not touched) and prints its validation AUC and log-loss
+bench/results/satiation_lr/RUN-KEY/, the key naming the source run and a hash of its config and data, so
+another run never reuses these simulators; the run itself is not touched) and prints its validation AUC and log-loss
 next to what top-K by its click probabilities scores in the true world (``bench/sim_gap.py``'s
 simulator's oracle: what a perfect myopic learner of that simulator would reach), on validation users
 (to choose a value) and on test users (to report it), with the share of slate items whose true topic was
@@ -13,6 +14,7 @@ in the previous slate. Writes bench/results/satiation_lr.json. Not a test.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -27,6 +29,14 @@ from hsrl.workflow import EVAL_SPLIT, TEST_SPLIT
 from hsrl.workflow.stages import train_simulator
 
 GREEDY = "simulator's oracle"
+
+
+def source_key(source: RunDir) -> str:
+    """The source run's folder name and a hash of its config and dataset files: what the copies depend on."""
+    digest = hashlib.sha256(source.config_file.read_bytes())
+    for path in sorted(p for p in source.data_dir.rglob("*") if p.is_file()):
+        digest.update(path.read_bytes())
+    return f"{source.path.name}-{digest.hexdigest()[:10]}"
 
 
 def simulator_with(source: RunDir, folder: Path, factor: float, seed: int) -> Path:
@@ -56,10 +66,10 @@ def main() -> None:
     source = RunDir(args.run)
     if not source.has_world:
         raise SystemExit(f"{source}: not a synthetic run (no world.npz): there is no true world to judge in")
-    rows = []
+    key, rows = source_key(source), []
     for factor in (float(v) for v in args.values.split(",")):
         for seed in (int(s) for s in args.sim_seeds.split(",")):
-            folder = simulator_with(source, RESULTS / "satiation_lr" / f"lr{factor:g}_seed{seed}", factor, seed)
+            folder = simulator_with(source, RESULTS / "satiation_lr" / key / f"lr{factor:g}_seed{seed}", factor, seed)
             val = read_json(RunDir(folder).simulator_report_file())["val"]["simulator"]
             row = {"satiation_lr": factor, "simulator_seed": seed}
             row |= {"val_auc": val["auc"], "val_log_loss": val["log_loss"]}
@@ -83,7 +93,9 @@ def main() -> None:
             for s in (EVAL_SPLIT, TEST_SPLIT)
         )
         print(f"  satiation_lr {factor:g}: val AUC {np.mean([r['val_auc'] for r in mine]):.4f}  {cells}")
-    (RESULTS / "satiation_lr.json").write_text(json.dumps({"run": str(args.run), "rows": rows}, indent=2))
+    protocol = {"episodes": args.episodes, "seeds": args.seeds, "values": args.values, "sim_seeds": args.sim_seeds}
+    payload = {"run": str(args.run), "source_key": key, **protocol, "rows": rows}
+    (RESULTS / "satiation_lr.json").write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

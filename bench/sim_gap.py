@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from hsrl.agents import OracleGreedyAgent
-from hsrl.config import load_run_config
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.metrics import mean_ci
+from hsrl.rundir import RunDir
 from hsrl.workflow import EVAL_SPLIT, TEST_SPLIT, build_agent, diagnostic_groups, env_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,7 +40,7 @@ def greedy_references(
 ) -> dict[str, dict[str, list[dict]]]:
     """Per world and reference (``NAMES``), one evaluation summary per seed (seed s: users and clicks of
     seed 20000 + s, the same for every reference)."""
-    cfg = load_run_config(run)
+    cfg = RunDir(run).config()  # as the stages read it (keys added later at the value that built the run)
     rows: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in NAMES} for w in worlds}
     groups = diagnostic_groups(run)
     simulator = env_for(run, cfg, split, 0, "simulator").response

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from hsrl import workflow
-from hsrl.config import load_run_config
 from hsrl.io import write_json
+from hsrl.rundir import RunDir
 from hsrl.train.buffer import ReplayBuffer
 from hsrl.train.loop import collect_step
 
@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def filled(run: Path, spec: str, fill: int, seed: int = 0):
-    cfg = load_run_config(run)
+    cfg = RunDir(run).config()  # as the stages read it (keys added later at the value that built the run)
     env = workflow.env_for(run, cfg, "train", seed, world="simulator")
     agent = workflow.build_agent(spec, run, cfg, env, seed)
     buffer = ReplayBuffer(cfg.train.buffer_size, seed=seed)

@@ -261,8 +261,15 @@ def test_the_sid_alignment_changes_the_study_hash_of_sid_agents_only():
     assert tuning.protocol_config(aligned, "hsrl")["sid"]["align"] == 3.0
 
 
-def test_every_shipped_study_applies_to_the_default_synthetic_config():
-    cfg = load_config()
-    for path in sorted((tuning.SEARCH_DIR.parent / "tuned" / "synthetic").glob("*.yaml")):
+def test_every_shipped_study_applies_to_its_datasets_shipped_config():
+    """configs/tuned/DATASET/ holds studies run under the config shipped for DATASET (the default for
+    synthetic, configs/ml100k.yaml for MovieLens): `--tuned` adopts them only while that stays so."""
+    configs = {"synthetic": load_config(), "ml-100k": load_config([tuning.SEARCH_DIR.parent / "ml100k.yaml"])}
+    shipped = sorted(tuning.SHIPPED_DIR.glob("*/*.yaml"))
+    assert {path.parent.name for path in shipped} == set(configs)
+    for path in shipped:
         study = yaml.safe_load(path.read_text())
-        assert study["study"]["config"] == tuning._config_hash(cfg, study["agent"]), path.name
+        cfg = configs[path.parent.name]
+        assert study["study"]["config"] == tuning._config_hash(cfg, study["agent"]), path
+    for dataset in configs:  # every learned agent has a study for each dataset
+        assert {p.stem for p in (tuning.SHIPPED_DIR / dataset).glob("*.yaml")} == set(registry.learned_names())

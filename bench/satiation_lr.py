@@ -67,6 +67,7 @@ def main() -> None:
     if not source.has_world:
         raise SystemExit(f"{source}: not a synthetic run (no world.npz): there is no true world to judge in")
     key, rows = source_key(source), []
+    oracle: dict[str, float] = {}  # the true oracle's reward per split: the same world and users for every folder
     for factor in (float(v) for v in args.values.split(",")):
         for seed in (int(s) for s in args.sim_seeds.split(",")):
             folder = simulator_with(source, RESULTS / "satiation_lr" / key / f"lr{factor:g}_seed{seed}", factor, seed)
@@ -74,16 +75,18 @@ def main() -> None:
             row = {"satiation_lr": factor, "simulator_seed": seed}
             row |= {"val_auc": val["auc"], "val_log_loss": val["log_loss"]}
             for split in (EVAL_SPLIT, TEST_SPLIT):
-                refs = greedy_references(folder, split, args.seeds, args.episodes)["true"]
+                names = (GREEDY,) if split in oracle else ("oracle", GREEDY)
+                refs = greedy_references(folder, split, args.seeds, args.episodes, names=names)["true"]
                 row[split] = {name: mean_and_ci(results) for name, results in refs.items()}
+                if split not in oracle:
+                    oracle[split] = row[split].pop("oracle")["total_reward"]["mean"]
             rows.append(row)
             line = f"satiation_lr {factor:g} seed {seed}: val AUC {row['val_auc']:.4f}"
             line += f" log-loss {row['val_log_loss']:.4f}"
             for split in (EVAL_SPLIT, TEST_SPLIT):
-                greedy, oracle = row[split][GREEDY], row[split]["oracle"]["total_reward"]["mean"]
-                reward, repeats = greedy["total_reward"], greedy["topic_repeat_share"]["mean"]
+                reward, repeats = row[split][GREEDY]["total_reward"], row[split][GREEDY]["topic_repeat_share"]["mean"]
                 line += f" | {split} users: {reward['mean']:.3f} ± {reward['ci95']:.3f} (topic repeats {repeats:.3f},"
-                line += f" true oracle {oracle:.3f})"
+                line += f" true oracle {oracle[split]:.3f})"
             print(line, flush=True)
     print(f"mean over simulator seeds (true world, {GREEDY}):")
     for factor in sorted({r["satiation_lr"] for r in rows}):
@@ -94,7 +97,7 @@ def main() -> None:
         )
         print(f"  satiation_lr {factor:g}: val AUC {np.mean([r['val_auc'] for r in mine]):.4f}  {cells}")
     protocol = {"episodes": args.episodes, "seeds": args.seeds, "values": args.values, "sim_seeds": args.sim_seeds}
-    payload = {"run": str(args.run), "source_key": key, **protocol, "rows": rows}
+    payload = {"run": str(args.run), "source_key": key, **protocol, "true_oracle": oracle, "rows": rows}
     (RESULTS / "satiation_lr.json").write_text(json.dumps(payload, indent=2))
 
 

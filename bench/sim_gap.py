@@ -22,10 +22,13 @@ from pathlib import Path
 
 import torch
 
-from hsrl.agents import OracleGreedyAgent
+from hsrl.agents import Agent, OracleGreedyAgent
+from hsrl.agents.world_model import ClickProbs
+from hsrl.config import RunConfig
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.metrics import mean_ci
 from hsrl.rundir import RunDir
+from hsrl.simulator import SlateEnv
 from hsrl.workflow import EVAL_SPLIT, TEST_SPLIT, build_agent, diagnostic_groups, env_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,22 +38,31 @@ METRICS = ("total_reward", "depth", "click_rate", "topic_repeat_share")
 NAMES = ("oracle", "oracle:fatigue=blind", "simulator's oracle")
 
 
+def reference(name: str, run: Path, cfg: RunConfig, env: SlateEnv, seed: int, simulator_probs: ClickProbs) -> Agent:
+    """One of ``NAMES``: the true oracle and its fatigue-blind variant act on ``env``'s world; the
+    simulator's oracle ranks by the learned simulator's click probabilities."""
+    if name == "simulator's oracle":
+        return OracleGreedyAgent(env.item_features, env.slate_size, simulator_probs)
+    return build_agent(name, run, cfg, env, seed)
+
+
 def greedy_references(
-    run: Path, split: str = TEST_SPLIT, seeds: int = 3, episodes: int = 500, worlds: tuple[str, ...] = ("true",)
+    run: Path,
+    split: str = TEST_SPLIT,
+    seeds: int = 3,
+    episodes: int = 500,
+    worlds: tuple[str, ...] = ("true",),
+    names: tuple[str, ...] = NAMES,
 ) -> dict[str, dict[str, list[dict]]]:
-    """Per world and reference (``NAMES``), one evaluation summary per seed (seed s: users and clicks of
-    seed 20000 + s, the same for every reference)."""
+    """Per world and reference (those of ``NAMES`` in ``names``), one evaluation summary per seed (seed s:
+    users and clicks of seed 20000 + s, the same for every reference)."""
     cfg = RunDir(run).config()  # as the stages read it (keys added later at the value that built the run)
-    rows: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in NAMES} for w in worlds}
+    rows: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in names} for w in worlds}
     groups = diagnostic_groups(run)
     simulator = env_for(run, cfg, split, 0, "simulator").response
     for seed in range(seeds):
         true_env = env_for(run, cfg, split, 20_000 + seed, "true")
-        agents = {
-            "oracle": build_agent("oracle", run, cfg, true_env, seed),
-            "oracle:fatigue=blind": build_agent("oracle:fatigue=blind", run, cfg, true_env, seed),
-            "simulator's oracle": OracleGreedyAgent(true_env.item_features, true_env.slate_size, simulator.click_probs),
-        }
+        agents = {name: reference(name, run, cfg, true_env, seed, simulator.click_probs) for name in names}
         for world in worlds:
             judge = true_env if world == "true" else env_for(run, cfg, split, 20_000 + seed, world)
             for name, agent in agents.items():

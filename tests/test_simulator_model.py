@@ -70,11 +70,12 @@ def test_satiation_lr_speeds_the_cluster_parameters_only(trained):
     groups = model.param_groups()
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter, once
-    assert groups[1]["params"] == [model.cluster_id.weight, model.cluster_link] and groups[1]["lr"] == FAST.lr
+    assert groups[1]["params"] == [model.cluster_id.weight, model.cluster_link]
+    assert groups[1]["lr"] == pytest.approx(FAST.lr * FAST.satiation_lr)
     assert "lr" not in groups[0]  # the rest at the optimiser's (configured) rate
     # 4 clusters for 30 items: soft memberships (one item per cluster would be exactly one-hot, no gradient);
     # one epoch, so the kept (best) epoch is the one trained in both runs
-    slow = FAST.model_copy(update={"clusters": 4, "epochs": 1})
+    slow = FAST.model_copy(update={"clusters": 4, "epochs": 1, "satiation_lr": 1.0})
     fast = slow.model_copy(update={"satiation_lr": 10.0})
     moved = {}
     for name, cfg in (("fast", fast), ("slow", slow)):

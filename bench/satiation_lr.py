@@ -54,6 +54,12 @@ def simulator_with(source: RunDir, folder: Path, factor: float, seed: int) -> Pa
     return folder
 
 
+def true_oracle(run: Path, split: str, seeds: int, episodes: int) -> float:
+    """Mean total reward of the privileged oracle in the true world on ``split``'s users."""
+    results = greedy_references(run, split, seeds, episodes, names=("oracle",))["true"]["oracle"]
+    return float(mean_and_ci(results)["total_reward"]["mean"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a prepared synthetic run (data and world.npz)")
@@ -67,7 +73,8 @@ def main() -> None:
     if not source.has_world:
         raise SystemExit(f"{source}: not a synthetic run (no world.npz): there is no true world to judge in")
     key, rows = source_key(source), []
-    oracle: dict[str, float] = {}  # the true oracle's reward per split: the same world and users for every folder
+    # the true oracle depends on the world and the users only, not on the simulator: scored once per split
+    oracle = {split: true_oracle(args.run, split, args.seeds, args.episodes) for split in (EVAL_SPLIT, TEST_SPLIT)}
     for factor in (float(v) for v in args.values.split(",")):
         for seed in (int(s) for s in args.sim_seeds.split(",")):
             folder = simulator_with(source, RESULTS / "satiation_lr" / key / f"lr{factor:g}_seed{seed}", factor, seed)
@@ -75,11 +82,8 @@ def main() -> None:
             row = {"satiation_lr": factor, "simulator_seed": seed}
             row |= {"val_auc": val["auc"], "val_log_loss": val["log_loss"]}
             for split in (EVAL_SPLIT, TEST_SPLIT):
-                names = (GREEDY,) if split in oracle else ("oracle", GREEDY)
-                refs = greedy_references(folder, split, args.seeds, args.episodes, names=names)["true"]
-                row[split] = {name: mean_and_ci(results) for name, results in refs.items()}
-                if split not in oracle:
-                    oracle[split] = row[split].pop("oracle")["total_reward"]["mean"]
+                refs = greedy_references(folder, split, args.seeds, args.episodes, names=(GREEDY,))["true"]
+                row[split] = {GREEDY: mean_and_ci(refs[GREEDY])}
             rows.append(row)
             line = f"satiation_lr {factor:g} seed {seed}: val AUC {row['val_auc']:.4f}"
             line += f" log-loss {row['val_log_loss']:.4f}"

@@ -38,10 +38,13 @@ METRICS = ("total_reward", "depth", "click_rate", "topic_repeat_share")
 NAMES = ("oracle", "oracle:fatigue=blind", "simulator's oracle")
 
 
-def reference(name: str, run: Path, cfg: RunConfig, env: SlateEnv, seed: int, simulator_probs: ClickProbs) -> Agent:
+def reference(
+    name: str, run: Path, cfg: RunConfig, env: SlateEnv, seed: int, simulator_probs: ClickProbs | None
+) -> Agent:
     """One of ``NAMES``: the true oracle and its fatigue-blind variant act on ``env``'s world; the
     simulator's oracle ranks by the learned simulator's click probabilities."""
     if name == "simulator's oracle":
+        assert simulator_probs is not None, "the simulator's oracle needs the run's simulator"
         return OracleGreedyAgent(env.item_features, env.slate_size, simulator_probs)
     return build_agent(name, run, cfg, env, seed)
 
@@ -59,10 +62,12 @@ def greedy_references(
     cfg = RunDir(run).config()  # as the stages read it (keys added later at the value that built the run)
     rows: dict[str, dict[str, list[dict]]] = {w: {n: [] for n in names} for w in worlds}
     groups = diagnostic_groups(run)
-    simulator = env_for(run, cfg, split, 0, "simulator").response
+    # only the simulator's oracle reads the learned simulator: a run without one can score the true oracles
+    needs_simulator = "simulator's oracle" in names
+    simulator_probs = env_for(run, cfg, split, 0, "simulator").response.click_probs if needs_simulator else None
     for seed in range(seeds):
         true_env = env_for(run, cfg, split, 20_000 + seed, "true")
-        agents = {name: reference(name, run, cfg, true_env, seed, simulator.click_probs) for name in names}
+        agents = {name: reference(name, run, cfg, true_env, seed, simulator_probs) for name in names}
         for world in worlds:
             judge = true_env if world == "true" else env_for(run, cfg, split, 20_000 + seed, world)
             for name, agent in agents.items():

@@ -1,14 +1,17 @@
-"""How fast should the simulator's satiation clusters learn? (``simulator.satiation_lr``, synthetic data only)
+"""How fast should the simulator's satiation clusters learn? (``simulator.satiation_lr`` and
+``simulator.cluster_sharpness``, synthetic data only)
 
-    .venv/bin/python bench/satiation_lr.py runs/t12 [--values 1,3,10,30] [--sim-seeds 0,1,2] [--episodes 300]
+    .venv/bin/python bench/satiation_lr.py runs/t12 [--key satiation_lr] [--values 1,3,10,30] [--sim-seeds 0,1,2]
+                                                    [--episodes 300]
 
-For each factor and simulator seed, trains a simulator on a copy of the run's data (in
+For each value of ``--key`` (the other settings at the run's config) and simulator seed, trains a
+simulator on a copy of the run's data (in
 bench/results/satiation_lr/RUN-KEY/, the key naming the source run and a hash of its config and data, so
 another run never reuses these simulators; the run itself is not touched) and prints its validation AUC and log-loss
 next to what top-K by its click probabilities scores in the true world (``bench/sim_gap.py``'s
 simulator's oracle: what a perfect myopic learner of that simulator would reach), on validation users
 (to choose a value) and on test users (to report it), with the share of slate items whose true topic was
-in the previous slate. Writes bench/results/satiation_lr.json. Not a test.
+in the previous slate. Writes bench/results/KEY.json (satiation_lr.json, cluster_sharpness.json). Not a test.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def source_key(source: RunDir) -> str:
     return f"{source.path.name}-{digest.hexdigest()[:10]}"
 
 
-def simulator_with(source: RunDir, folder: Path, factor: float, seed: int) -> Path:
+def simulator_with(source: RunDir, folder: Path, key: str, value: float, seed: int) -> Path:
     """A run in ``folder`` with the source's data, world and config, and its own simulator (kept between calls)."""
     run = RunDir(folder)
     if not run.simulator_file().is_file():
@@ -49,7 +52,7 @@ def simulator_with(source: RunDir, folder: Path, factor: float, seed: int) -> Pa
         for part in (source.data_dir, source.world_file, source.config_file):
             (shutil.copytree if part.is_dir() else shutil.copy2)(part, folder / part.name)
         cfg = run.config()
-        sim = cfg.simulator.model_copy(update={"satiation_lr": factor, "seed": seed, "select": False})
+        sim = cfg.simulator.model_copy(update={key: value, "seed": seed, "select": False})
         train_simulator(folder, cfg.model_copy(update={"simulator": sim}))
     return folder
 
@@ -63,7 +66,8 @@ def true_oracle(run: Path, split: str, seeds: int, episodes: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a prepared synthetic run (data and world.npz)")
-    parser.add_argument("--values", default="1,3,10,30", help="satiation_lr factors, comma-separated")
+    parser.add_argument("--key", default="satiation_lr", choices=["satiation_lr", "cluster_sharpness"])
+    parser.add_argument("--values", default="1,3,10,30", help="values of --key, comma-separated")
     parser.add_argument("--sim-seeds", default="0,1,2", help="simulator seeds, comma-separated")
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds per simulator")
@@ -75,17 +79,18 @@ def main() -> None:
     key, rows = source_key(source), []
     # the true oracle depends on the world and the users only, not on the simulator: scored once per split
     oracle = {split: true_oracle(args.run, split, args.seeds, args.episodes) for split in (EVAL_SPLIT, TEST_SPLIT)}
-    for factor in (float(v) for v in args.values.split(",")):
+    for value in (float(v) for v in args.values.split(",")):
         for seed in (int(s) for s in args.sim_seeds.split(",")):
-            folder = simulator_with(source, RESULTS / "satiation_lr" / key / f"lr{factor:g}_seed{seed}", factor, seed)
+            folder = RESULTS / "satiation_lr" / key / f"{args.key}{value:g}_seed{seed}"
+            folder = simulator_with(source, folder, args.key, value, seed)
             val = read_json(RunDir(folder).simulator_report_file())["val"]["simulator"]
-            row = {"satiation_lr": factor, "simulator_seed": seed}
+            row = {args.key: value, "simulator_seed": seed}
             row |= {"val_auc": val["auc"], "val_log_loss": val["log_loss"]}
             for split in (EVAL_SPLIT, TEST_SPLIT):
                 refs = greedy_references(folder, split, args.seeds, args.episodes, names=(GREEDY,))["true"]
                 row[split] = {GREEDY: mean_and_ci(refs[GREEDY])}
             rows.append(row)
-            line = f"satiation_lr {factor:g} seed {seed}: val AUC {row['val_auc']:.4f}"
+            line = f"{args.key} {value:g} seed {seed}: val AUC {row['val_auc']:.4f}"
             line += f" log-loss {row['val_log_loss']:.4f}"
             for split in (EVAL_SPLIT, TEST_SPLIT):
                 reward, repeats = row[split][GREEDY]["total_reward"], row[split][GREEDY]["topic_repeat_share"]["mean"]
@@ -93,16 +98,17 @@ def main() -> None:
                 line += f" true oracle {oracle[split]:.3f})"
             print(line, flush=True)
     print(f"mean over simulator seeds (true world, {GREEDY}):")
-    for factor in sorted({r["satiation_lr"] for r in rows}):
-        mine = [r for r in rows if r["satiation_lr"] == factor]
+    for value in sorted({r[args.key] for r in rows}):
+        mine = [r for r in rows if r[args.key] == value]
         cells = "  ".join(
             f"{s} users {np.mean([r[s][GREEDY]['total_reward']['mean'] for r in mine]):.3f}"
             for s in (EVAL_SPLIT, TEST_SPLIT)
         )
-        print(f"  satiation_lr {factor:g}: val AUC {np.mean([r['val_auc'] for r in mine]):.4f}  {cells}")
-    protocol = {"episodes": args.episodes, "seeds": args.seeds, "values": args.values, "sim_seeds": args.sim_seeds}
+        print(f"  {args.key} {value:g}: val AUC {np.mean([r['val_auc'] for r in mine]):.4f}  {cells}")
+    protocol = {"key": args.key, "values": args.values, "sim_seeds": args.sim_seeds, "episodes": args.episodes}
+    protocol |= {"seeds": args.seeds}
     payload = {"run": str(args.run), "source_key": key, **protocol, "true_oracle": oracle, "rows": rows}
-    (RESULTS / "satiation_lr.json").write_text(json.dumps(payload, indent=2))
+    (RESULTS / f"{args.key}.json").write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

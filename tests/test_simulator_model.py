@@ -15,6 +15,7 @@ from hsrl.simulator.observation import Observation
 from hsrl.simulator.response import (
     DatasetShape,
     Rows,
+    UserResponseModel,
     fidelity_report,
     load_checkpoint,
     predict_probs,
@@ -83,6 +84,25 @@ def test_satiation_lr_speeds_the_cluster_parameters_only(trained):
         assert fitted.param_groups()[1]["lr"] == pytest.approx(cfg.lr * cfg.satiation_lr)
         moved[name] = fitted.cluster_id.weight.detach().abs().mean().item()  # memberships start at zero
     assert moved["fast"] > 3 * moved["slow"]
+
+
+def test_cluster_sharpness_softens_the_kmeans_start_and_lets_memberships_move(trained):
+    ds, _, _, _ = trained
+    items = torch.arange(ds.n_items)
+    hard_cfg = FAST.model_copy(update={"clusters": 4, "epochs": 1, "cluster_sharpness": 1.0})
+    soft_cfg = hard_cfg.model_copy(update={"cluster_sharpness": 0.25})
+    starts = {c.cluster_sharpness: UserResponseModel.from_dataset(ds, c) for c in (hard_cfg, soft_cfg)}
+    hard, soft = starts[1.0], starts[0.25]
+    # the same k-means, the assignment's logits scaled: the same nearest centroid, a softer membership
+    torch.testing.assert_close(soft.cluster.weight, 0.25 * hard.cluster.weight)
+    assert torch.equal(soft.clusters(items).argmax(-1), hard.clusters(items).argmax(-1))
+    assert soft.clusters(items).max(-1).values.mean() < hard.clusters(items).max(-1).values.mean() - 0.05
+    moved = {}
+    for cfg in (hard_cfg, soft_cfg):
+        start = UserResponseModel.from_dataset(ds, cfg).clusters(items).detach()
+        fitted, _ = train_response_model(ds, cfg)
+        moved[cfg.cluster_sharpness] = (fitted.clusters(items).detach() - start).abs().sum(-1).mean().item()
+    assert moved[0.25] > 1.5 * moved[1.0]  # a saturated softmax barely moves under the same Adam steps
 
 
 def test_checkpoint_round_trip(trained, tmp_path):

@@ -165,12 +165,14 @@ class UserResponseModel(nn.Module):
     def init_clusters(self) -> None:
         """Start the satiation clusters at a k-means of the item features: the softmax of
         ``tau (2 f·mu_c - |mu_c|^2)`` is a soft nearest-centroid assignment. From random weights all
-        memberships start uniform and the weak satiation signal barely separates them."""
+        memberships start uniform and the weak satiation signal barely separates them; from a hard start
+        (large ``tau``) the softmax is saturated and each item's memberships barely move, so ``tau`` is
+        scaled by ``cluster_sharpness`` (see ``SimulatorConfig.cluster_sharpness``)."""
         feats = self.item_feat.numpy().astype(np.float64)
         k = min(self.config.clusters, len(feats))
         km = KMeans(n_clusters=k, n_init=4, random_state=self.config.seed).fit(feats)
         mu = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
-        tau = 2.0 / max(km.inertia_ / len(feats), 1e-6)
+        tau = self.config.cluster_sharpness * 2.0 / max(km.inertia_ / len(feats), 1e-6)
         self.cluster.weight.zero_()
         self.cluster.bias.fill_(-1e4 if k < self.config.clusters else 0.0)
         self.cluster.weight[:k] = tau * 2 * mu

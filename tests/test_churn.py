@@ -146,3 +146,34 @@ def test_judge_simulator_is_a_second_model_of_the_same_data(cli, tiny_run):
 def test_churn_rejects_a_bad_share(cli, tiny_run):
     r = cli("churn", tiny_run, "--holdout", "1.5", "--agents", "random")
     assert r.code == 2 and "--holdout 1.5" in r.err and "Traceback" not in r.err
+
+
+def test_oracle_with_new_quality_hidden_knows_the_new_items_by_content_only(tiny_run):
+    """The content ceiling of churn: the world with the added items' quality at the kept items' mean."""
+    from hsrl.agents.registry import hide_new_quality, true_click_probs
+    from hsrl.errors import ConfigError
+    from hsrl.rundir import RunDir
+    from hsrl.simulator.env import make_env
+    from hsrl.workflow import build_agent
+
+    env = make_env(tiny_run, split="test", world="true", batch_users=8, seed=5)
+    h = HeldOut.draw(env.n_items, 0.25, seed=1)
+    view = CatalogueView(env, h.order, h.n_kept)
+    world = RunDir(tiny_run).world()
+    hidden = true_click_probs(hide_new_quality(world, view), view)
+    obs = view.reset()
+    slate = torch.arange(view.slate_size).repeat(obs.batch_size, 1)
+    torch.testing.assert_close(hidden(obs, slate), view.click_probs(obs, slate))  # kept items: the world itself
+    view.reveal()
+    obs = view.observation
+    slate = torch.arange(view.n_items - view.slate_size, view.n_items).repeat(obs.batch_size, 1)  # new ones last
+    quality = torch.as_tensor(world.item_quality, dtype=torch.float32)
+    order = torch.as_tensor(h.order)
+    shift = torch.where(slate >= h.n_kept, quality[order[: h.n_kept]].mean() - quality[order[slate]], 0.0)
+    assert (shift != 0).any()
+    torch.testing.assert_close(
+        torch.logit(hidden(obs, slate)), torch.logit(view.click_probs(obs, slate)) + shift, atol=1e-3, rtol=0
+    )
+    cfg = RunDir(tiny_run).config()
+    with pytest.raises(ConfigError, match="hsrl churn"):  # without a churn view there is nothing to hide
+        build_agent("oracle:new_quality=hidden", tiny_run, cfg, env, 0)

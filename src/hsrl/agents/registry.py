@@ -336,25 +336,51 @@ def _popular(ctx: BuildContext) -> Agent:
 
 
 def _oracle(ctx: BuildContext) -> Agent:
-    """Privileged: the judging environment's own click model (or the true world's, fatigue-blind)."""
-    if ctx.options.get("fatigue") == "blind":
-        run = ctx.need_run("the true world")
-        if not run.has_world:
-            raise ConfigError("oracle:fatigue=blind needs the synthetic world's ground truth (synthetic data only)")
-        blind = fatigue_blind_probs(run.world(), ctx.env)
-        return OracleGreedyAgent(ctx.features, ctx.slate_size, blind)
-    return OracleGreedyAgent(ctx.features, ctx.slate_size, ctx.env.response.click_probs)
+    """Privileged: the judging environment's own click model, or the true world's with a part hidden:
+    ``fatigue=blind`` drops its repeat-topic fatigue, ``new_quality=hidden`` (catalogue churn) gives the
+    items added later the kept items' mean quality (what no feature of a new item shows)."""
+    blind, hidden = ctx.options.get("fatigue") == "blind", ctx.options.get("new_quality") == "hidden"
+    if not (blind or hidden):
+        return OracleGreedyAgent(ctx.features, ctx.slate_size, ctx.env.response.click_probs)
+    spec = "+".join(f"{k}={v}" for k, v in ctx.options.items())
+    run = ctx.need_run("the true world")
+    if not run.has_world:
+        raise ConfigError(f"oracle:{spec} needs the synthetic world's ground truth (synthetic data only)")
+    world = run.world()
+    if blind:
+        world = dataclasses.replace(world, boredom_per_repeat=0.0)
+    if hidden:
+        if ctx.view is None:
+            raise ConfigError(
+                f"oracle:{spec} hides the quality of the items added under catalogue churn: use it with `hsrl churn`"
+            )
+        world = hide_new_quality(world, ctx.view)
+    return OracleGreedyAgent(ctx.features, ctx.slate_size, true_click_probs(world, ctx.env))
 
 
-def fatigue_blind_probs(world: SyntheticWorld, env: SlateEnv | CatalogueView) -> Callable[..., torch.Tensor]:
-    """The true world's click probabilities without the repeat-topic fatigue term, for env's item indices."""
+def hide_new_quality(world: SyntheticWorld, view: CatalogueView) -> SyntheticWorld:
+    """The world with the quality of the items ``view`` does not show yet set to the mean of those it shows.
+
+    Quality is a per-item click offset that no feature reveals: a policy that never saw clicks on an item
+    knows its content at best, so the greedy oracle of this world is the level content alone reaches on them."""
+    order = view.order.cpu().numpy()
+    quality = world.item_quality.copy()
+    quality[order[view.visible :]] = quality[order[: view.visible]].mean()
+    return dataclasses.replace(world, item_quality=quality)
+
+
+def true_click_probs(world: SyntheticWorld, env: SlateEnv | CatalogueView) -> Callable[..., torch.Tensor]:
+    """``world``'s click probabilities of env-indexed slates for env's current users. Under a churn view the
+    world reads its own item indices and the full histories (the view hides items not yet shown)."""
     from hsrl.simulator.catalogue import CatalogueView
 
-    blind = dataclasses.replace(world, boredom_per_repeat=0.0)
-    order = env.order if isinstance(env, CatalogueView) else None
+    if not isinstance(env, CatalogueView):
+        return lambda obs, slate, slots=None: world.click_probs(obs.user, obs.hist_items, slate, slots)
+    view = env
 
     def click_probs(obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
-        return blind.click_probs(obs.user, obs.hist_items, order[slate] if order is not None else slate, slots)
+        now = view.env.observation  # the same users, in the world's item indices
+        return world.click_probs(now.user, now.hist_items, view.order[slate], slots)
 
     return click_probs
 
@@ -368,7 +394,12 @@ register("hac", HACAgent, options=HACConfig)
 register("grpo", GRPOAgent, _grpo, options=GRPOConfig, uses_index=True)
 register("random", RandomAgent, _random)
 register("popular", PopularAgent, _popular)
-register("oracle", OracleGreedyAgent, _oracle, choices={"fatigue": ("aware", "blind")})
+register(
+    "oracle",
+    OracleGreedyAgent,
+    _oracle,
+    choices={"fatigue": ("aware", "blind"), "new_quality": ("known", "hidden")},
+)
 
 
 def agent_config(spec: str, cfg: RunConfig) -> AgentConfig:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from hsrl.agents import registry
-from hsrl.agents.registry import agent_config, base_name, fatigue_blind_probs, option_value, parse_agent
+from hsrl.agents.registry import agent_config, base_name, option_value, parse_agent, true_click_probs
 from hsrl.simulator.env import make_env
 from hsrl.workflow.abtest import ab_test_agents, require_ab_trained, write_ab_test
 from hsrl.workflow.build import (
@@ -98,7 +98,6 @@ __all__ = [
     "evaluate_churn",
     "evaluate_stage",
     "export_run",
-    "fatigue_blind_probs",
     "index_stats",
     "load_agent",
     "load_index",
@@ -116,6 +115,7 @@ __all__ = [
     "resolve_worlds",
     "simulator_report",
     "train_agent",
+    "true_click_probs",
     "train_one",
     "train_simulator",
     "train_stage",

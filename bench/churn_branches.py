@@ -13,7 +13,12 @@ This scores, on test users after the new items arrive, the policy with that logi
 * ``hold``: never (NEG) wherever a trained sibling exists: the new items are not served;
 * ``neighbourX`` (with ``--agent hsrl:decode=score_all``): the kept items scored as under ``hold``, each
   new item given the score of its nearest kept item in the codebooks' embedding, plus log X (X in (0, 1]:
-  a discount for not knowing it): content-based scoring through the policy's scores of similar items.
+  a discount for not knowing it): content-based scoring through the policy's scores of similar items;
+* ``learnW`` (with ``--agent hsrl:decode=score_all``): ``neighbour0.5`` plus what the agent has seen of
+  each new item since it arrived: W x (logit of its smoothed click rate - logit of the kept items'),
+  counted from the slates it served (the next observation's last K history entries). This learns from
+  the test users' clicks while it is scored (as a live service would), so it is not comparable with the
+  agents' rows of ``hsrl churn``, which learn nothing after training: a probe of a per-node memory.
 
 A rule applies only where the prefix has at least one trained child; below a wholly new prefix every child
 is new and the head's logits decide. ``before`` is the same agent on the kept catalogue. Writes
@@ -90,9 +95,50 @@ def apply_rule(policy: HierarchicalPolicy, trie: NoveltyTrie, rule: str) -> None
     policy.logits = logits  # type: ignore[method-assign]
 
 
-def score_as_neighbour(agent: Any, nearest: np.ndarray, discount: float) -> None:
+class NewItemMemory:
+    """Impressions and clicks of the items an agent served, read from the next observation (the served
+    slate with its feedback is the history's last K entries, unless the row's user was replaced), and a
+    score bonus for the new items from them."""
+
+    def __init__(self, n_kept: int, n_items: int, weight: float, prior: float = 10.0) -> None:
+        self.n_kept, self.weight, self.prior = n_kept, weight, prior
+        self.shown, self.clicked = torch.zeros(n_items), torch.zeros(n_items)
+        self.last: torch.Tensor | None = None
+
+    def observe(self, obs: Any) -> None:
+        if self.last is None:
+            return
+        k = self.last.shape[1]
+        hist, feedback = obs.hist_items[:, -k:], obs.hist_feedback[:, -k:]
+        own = (hist == self.last).all(1)  # rows whose user saw that slate and is still there
+        items = hist[own].flatten()
+        self.shown.index_add_(0, items, torch.ones(items.shape))
+        self.clicked.index_add_(0, items, (feedback[own] > 0.5).float().flatten())
+
+    def bonus(self) -> torch.Tensor:
+        kept = (self.clicked[: self.n_kept].sum() / self.shown[: self.n_kept].sum().clamp_min(1)).clamp(0.05, 0.95)
+        rate = (self.clicked + self.prior * kept) / (self.shown + self.prior)
+        out = self.weight * (torch.logit(rate) - torch.logit(kept))
+        out[: self.n_kept] = 0.0
+        return out
+
+
+def remember(agent: Any, memory: NewItemMemory) -> None:
+    """Feed ``memory`` from every observation the agent acts on, and tell it the slate it served."""
+    own_act = agent.act
+
+    def act(obs: Any, greedy: bool = True) -> torch.Tensor:
+        memory.observe(obs)
+        slate = own_act(obs, greedy)
+        memory.last = slate.clone()
+        return slate
+
+    agent.act = act
+
+
+def score_as_neighbour(agent: Any, nearest: np.ndarray, discount: float, memory: NewItemMemory | None = None) -> None:
     """Decode with ``score_all`` where each new item (view index n_kept + j) takes the score of its nearest
-    kept item ``nearest[j]`` plus log ``discount``."""
+    kept item ``nearest[j]`` plus log ``discount`` (and ``memory``'s bonus)."""
     inner = agent if isinstance(agent, HSRLAgent) else agent.policy
     if inner.config.decode != "score_all":
         raise SystemExit("neighbourX rules need --agent ...:decode=score_all")
@@ -102,6 +148,8 @@ def score_as_neighbour(agent: Any, nearest: np.ndarray, discount: float) -> None
     def scores(state: torch.Tensor, obs: Any = None) -> torch.Tensor:
         out = own(state, obs)
         out[:, kept:] = out[:, near] + float(np.log(discount))
+        if memory is not None:
+            out = out + memory.bonus()
         return out.masked_fill(~inner.active, NEG)
 
     inner._score_all = scores
@@ -121,6 +169,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--world", default="true")
     parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--split", default=TEST_SPLIT, help="test (report) or val (choose a rule's setting)")
     parser.add_argument("--episodes", type=int, default=None, help="default: the run's eval.episodes")
     args = parser.parse_args()
 
@@ -138,7 +187,7 @@ def main() -> None:
     for seed in range(args.seeds):
         env_seed = 20_000 + seed  # the seeds `hsrl churn` evaluates with
         for rule in ["before", *args.rules.split(",")]:
-            env = CatalogueView(env_for(args.run, cfg, TEST_SPLIT, env_seed, args.world), held.order, held.n_kept)
+            env = CatalogueView(env_for(args.run, cfg, args.split, env_seed, args.world), held.order, held.n_kept)
             grown = copy.deepcopy(trained)
             agent = load_agent(spec, args.run, cfg, env, seed, held, grown)
             extra: dict[str, Any] = {}
@@ -147,9 +196,14 @@ def main() -> None:
                 grown.add_items(new_features)
                 trie = NoveltyTrie(grown, trained)
                 agent.set_catalogue(env.item_features, trie)  # type: ignore[arg-type]
-                apply_rule(sid_policy(agent), trie, "hold" if rule.startswith("neighbour") else rule)
+                rescored = rule.startswith(("neighbour", "learn"))
+                apply_rule(sid_policy(agent), trie, "hold" if rescored else rule)
                 if rule.startswith("neighbour"):
                     score_as_neighbour(agent, nearest, float(rule.removeprefix("neighbour") or 1))
+                elif rule.startswith("learn"):
+                    memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
+                    score_as_neighbour(agent, nearest, 0.5, memory)
+                    remember(agent, memory)
                 extra = {"new_items": held.new_items()}
             result = summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups, **extra))
             rows.setdefault(rule, []).append({m: float(result.get(m, 0.0)) for m in METRICS})
@@ -158,7 +212,10 @@ def main() -> None:
         rule: {m: dict(zip(("mean", "ci95"), mean_ci([r[m] for r in got]))) for m in METRICS}
         for rule, got in rows.items()
     }
-    print(f"\n{spec}, {held.held.size} of {held.n_items} items new, world {args.world}, {args.seeds} seeds")
+    print(
+        f"\n{spec}, {held.held.size} of {held.n_items} items new, {args.split} users, world {args.world}, "
+        f"{args.seeds} seeds"
+    )
     print(f"{'rule':10s} {'reward':>14s} {'new: slots':>11s} {'new: clicks':>11s}")
     for rule, cells in table.items():
         tr = cells["total_reward"]
@@ -167,7 +224,14 @@ def main() -> None:
             f"{cells['new_slot_share']['mean']:11.3f} {cells['new_click_share']['mean']:11.3f}"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"agent": spec, "world": args.world, "seeds": args.seeds, "episodes": episodes, "table": table}
+    payload = {
+        "agent": spec,
+        "split": args.split,
+        "world": args.world,
+        "seeds": args.seeds,
+        "episodes": episodes,
+        "table": table,
+    }
     (RESULTS / "churn_branches.json").write_text(json.dumps(payload | {"per_seed": rows}, indent=2))
 
 

@@ -15,8 +15,9 @@ This scores, on test users after the new items arrive, the policy with that logi
   new item given the score of its nearest kept item in the codebooks' embedding, plus log X (X in (0, 1]:
   a discount for not knowing it): content-based scoring through the policy's scores of similar items;
 * ``learnW`` (with ``--agent hsrl:decode=score_all``): ``neighbour0.5`` plus what the agent has seen of
-  each new item since it arrived: W x (logit of its smoothed click rate - logit of the kept items'),
-  counted from the slates it served (the next observation's last K history entries). This learns from
+  each new item since it arrived, W x (logit of its smoothed click rate - logit of the kept items'),
+  counted from the slates it served (the next observation's last K history entries); with ``--agent sl``
+  (a feature scorer: ``keep`` and ``learnW`` only) SL's own click logits plus that term. This learns from
   the test users' clicks while it is scored (as a live service would), so it is not comparable with the
   agents' rows of ``hsrl churn``, which learn nothing after training: a probe of a per-node memory.
 
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from sim_gap import RESULTS
 
+from hsrl.agents import registry
 from hsrl.agents.base import NEG
 from hsrl.agents.hsrl import HierarchicalPolicy, HSRLAgent
 from hsrl.eval.evaluate import evaluate, summary
@@ -155,6 +157,17 @@ def score_as_neighbour(agent: Any, nearest: np.ndarray, discount: float, memory:
     inner._score_all = scores
 
 
+def add_bonus_to_logits(agent: Any, memory: NewItemMemory) -> None:
+    """A feature scorer's click logits of every item plus ``memory``'s bonus (already in logit units)."""
+    own = agent.logits
+
+    def logits(obs: Any, items: torch.Tensor | None = None) -> torch.Tensor:
+        bonus = memory.bonus()
+        return own(obs, items) + (bonus if items is None else bonus[items])
+
+    agent.logits = logits
+
+
 def sid_policy(agent: Any) -> HierarchicalPolicy:
     """HSRL's policy, or the HSRL policy inside GRPO."""
     inner = agent if isinstance(agent, HSRLAgent) else agent.policy
@@ -176,6 +189,7 @@ def main() -> None:
     run = RunDir(args.run)
     cfg, (spec,) = with_tuned(args.run, run.config(), [args.agent], True)
     held = draw_holdout(args.run, args.holdout)
+    sid_agent = registry.get(registry.base_name(spec)).uses_index
     trained = churn_index(args.run, cfg, held)
     features = index_features(run.dataset(), cfg.sid)[0]
     new_features = features[held.held]
@@ -188,22 +202,31 @@ def main() -> None:
         env_seed = 20_000 + seed  # the seeds `hsrl churn` evaluates with
         for rule in ["before", *args.rules.split(",")]:
             env = CatalogueView(env_for(args.run, cfg, args.split, env_seed, args.world), held.order, held.n_kept)
-            grown = copy.deepcopy(trained)
+            grown = copy.deepcopy(trained) if sid_agent else None
             agent = load_agent(spec, args.run, cfg, env, seed, held, grown)
             extra: dict[str, Any] = {}
             if rule != "before":
                 env.reveal()
-                grown.add_items(new_features)
-                trie = NoveltyTrie(grown, trained)
-                agent.set_catalogue(env.item_features, trie)  # type: ignore[arg-type]
-                rescored = rule.startswith(("neighbour", "learn"))
-                apply_rule(sid_policy(agent), trie, "hold" if rescored else rule)
-                if rule.startswith("neighbour"):
-                    score_as_neighbour(agent, nearest, float(rule.removeprefix("neighbour") or 1))
-                elif rule.startswith("learn"):
-                    memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
-                    score_as_neighbour(agent, nearest, 0.5, memory)
-                    remember(agent, memory)
+                if grown is None:  # a feature scorer (sl): its own scores, or them plus the memory's bonus
+                    agent.set_catalogue(env.item_features)
+                    if rule.startswith("learn"):
+                        memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
+                        add_bonus_to_logits(agent, memory)
+                        remember(agent, memory)
+                    elif rule != "keep":
+                        raise SystemExit(f"rule {rule} needs a SID agent (hsrl, grpo); {spec} takes keep or learnW")
+                else:
+                    grown.add_items(new_features)
+                    trie = NoveltyTrie(grown, trained)
+                    agent.set_catalogue(env.item_features, trie)  # type: ignore[arg-type]
+                    rescored = rule.startswith(("neighbour", "learn"))
+                    apply_rule(sid_policy(agent), trie, "hold" if rescored else rule)
+                    if rule.startswith("neighbour"):
+                        score_as_neighbour(agent, nearest, float(rule.removeprefix("neighbour") or 1))
+                    elif rule.startswith("learn"):
+                        memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
+                        score_as_neighbour(agent, nearest, 0.5, memory)
+                        remember(agent, memory)
                 extra = {"new_items": held.new_items()}
             result = summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups, **extra))
             rows.setdefault(rule, []).append({m: float(result.get(m, 0.0)) for m in METRICS})

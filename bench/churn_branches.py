@@ -141,7 +141,7 @@ def remember(agent: Any, memory: NewItemMemory) -> None:
 def score_as_neighbour(agent: Any, nearest: np.ndarray, discount: float, memory: NewItemMemory | None = None) -> None:
     """Decode with ``score_all`` where each new item (view index n_kept + j) takes the score of its nearest
     kept item ``nearest[j]`` plus log ``discount`` (and ``memory``'s bonus)."""
-    inner = agent if isinstance(agent, HSRLAgent) else agent.policy
+    inner = hsrl_of(agent)
     if inner.config.decode != "score_all":
         raise SystemExit("neighbourX rules need --agent ...:decode=score_all")
     own, kept = inner._score_all, len(inner.active) - len(nearest)
@@ -168,10 +168,9 @@ def add_bonus_to_logits(agent: Any, memory: NewItemMemory) -> None:
     agent.logits = logits
 
 
-def sid_policy(agent: Any) -> HierarchicalPolicy:
-    """HSRL's policy, or the HSRL policy inside GRPO."""
-    inner = agent if isinstance(agent, HSRLAgent) else agent.policy
-    return inner.net.policy
+def hsrl_of(agent: Any) -> HSRLAgent:
+    """The agent itself, or the HSRL agent inside GRPO."""
+    return agent if isinstance(agent, HSRLAgent) else agent.policy
 
 
 def main() -> None:
@@ -207,12 +206,14 @@ def main() -> None:
             extra: dict[str, Any] = {}
             if rule != "before":
                 env.reveal()
+                memory = None
+                if rule.startswith("learn"):
+                    memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
+                    remember(agent, memory)
                 if grown is None:  # a feature scorer (sl): its own scores, or them plus the memory's bonus
                     agent.set_catalogue(env.item_features)
-                    if rule.startswith("learn"):
-                        memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
+                    if memory is not None:
                         add_bonus_to_logits(agent, memory)
-                        remember(agent, memory)
                     elif rule != "keep":
                         raise SystemExit(f"rule {rule} needs a SID agent (hsrl, grpo); {spec} takes keep or learnW")
                 else:
@@ -220,13 +221,11 @@ def main() -> None:
                     trie = NoveltyTrie(grown, trained)
                     agent.set_catalogue(env.item_features, trie)  # type: ignore[arg-type]
                     rescored = rule.startswith(("neighbour", "learn"))
-                    apply_rule(sid_policy(agent), trie, "hold" if rescored else rule)
+                    apply_rule(hsrl_of(agent).net.policy, trie, "hold" if rescored else rule)
                     if rule.startswith("neighbour"):
                         score_as_neighbour(agent, nearest, float(rule.removeprefix("neighbour") or 1))
-                    elif rule.startswith("learn"):
-                        memory = NewItemMemory(held.n_kept, held.n_items, float(rule.removeprefix("learn") or 1))
+                    elif memory is not None:
                         score_as_neighbour(agent, nearest, 0.5, memory)
-                        remember(agent, memory)
                 extra = {"new_items": held.new_items()}
             result = summary(evaluate(agent, env, episodes, seed=env_seed, groups=groups, **extra))
             rows.setdefault(rule, []).append({m: float(result.get(m, 0.0)) for m in METRICS})

@@ -27,30 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from sim_gap import RESULTS
 
 from hsrl.agents import OracleGreedyAgent
+from hsrl.agents.registry import hide_new_quality, true_click_probs
 from hsrl.data.synthetic import SyntheticWorld
 from hsrl.eval.evaluate import evaluate, summary
 from hsrl.eval.metrics import mean_ci
 from hsrl.rundir import RunDir
 from hsrl.simulator.catalogue import CatalogueView
-from hsrl.simulator.observation import Observation
 from hsrl.workflow import TEST_SPLIT, draw_holdout, env_for
-
-ClickProbs = Callable[[Observation, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-
-
-def scored_by(view: CatalogueView, world: SyntheticWorld) -> ClickProbs:
-    """Click probabilities of view-indexed slates under ``world`` (another copy of the true world), for the
-    view's current users."""
-
-    def click_probs(obs: Observation, slate: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
-        now = view.env.observation  # the world's indices of the same users and histories
-        return world.click_probs(now.user, now.hist_items, view.order[slate], slots)
-
-    return click_probs
 
 
 def main() -> None:
@@ -64,22 +50,20 @@ def main() -> None:
     run = RunDir(args.run)
     cfg, world = run.config(), run.world()
     held = draw_holdout(args.run, args.holdout)
-    kept = held.order[: held.n_kept]
     quality = world.item_quality
-    new_unknown = quality.copy()
-    new_unknown[held.held] = quality[kept].mean()
-    worlds = {
-        "oracle": world,
-        "new items' quality unknown": dataclasses.replace(world, item_quality=new_unknown),
-        "no item's quality known": dataclasses.replace(world, item_quality=np.full_like(quality, quality.mean())),
+    no_quality = dataclasses.replace(world, item_quality=np.full_like(quality, quality.mean()))
+    scorers: dict[str, Callable[[CatalogueView], SyntheticWorld]] = {  # the world each oracle scores with
+        "oracle": lambda view: world,
+        "new items' quality unknown": lambda view: hide_new_quality(world, view),  # oracle:new_quality=hidden
+        "no item's quality known": lambda view: no_quality,
     }
     episodes = args.episodes or cfg.eval.episodes
-    rows: dict[str, dict[str, list[float]]] = {name: {"before": [], "after": []} for name in worlds}
+    rows: dict[str, dict[str, list[float]]] = {name: {"before": [], "after": []} for name in scorers}
     for seed in range(args.seeds):
         env_seed = 20_000 + seed  # the seeds `hsrl churn` evaluates with
-        for name, scorer in worlds.items():
+        for name, scorer in scorers.items():
             env = CatalogueView(env_for(args.run, cfg, TEST_SPLIT, env_seed, "true"), held.order, held.n_kept)
-            agent = OracleGreedyAgent(env.item_features, env.slate_size, scored_by(env, scorer))
+            agent = OracleGreedyAgent(env.item_features, env.slate_size, true_click_probs(scorer(env), env))
             for phase in ("before", "after"):
                 if phase == "after":
                     env.reveal()
